@@ -1,0 +1,49 @@
+# citylens: `make help` lists the targets. `make demo` and `make test` install first when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SWEEP ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo smoke test test-all lint bench report clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch/torchvision first, from pip (uv/poetry would download several GB of CUDA wheels).
+	$(BIN)/pip install --quiet "torch>=2.14.1" "torchvision>=0.29.1"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install citylens with its dev tools (quick when up to date)
+
+demo: $(STAMP) ## the demo sweep: 4 architectures x 2 seeds on the synthetic cities, then the sweep report
+	$(BIN)/citylens-train -m experiment=demo
+
+smoke: $(STAMP) ## a one-minute single run that checks the install
+	$(BIN)/citylens-train experiment=smoke
+
+test: $(STAMP) ## the fast test suite (slow tests excluded)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP) ## every test, the slow ones included
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check citylens tests bench
+	$(BIN)/ruff format --check citylens tests bench
+
+bench: $(STAMP) ## the benchmarks (speed and memory ratios, measured in one run each)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+report: $(STAMP) ## the sweep report on demand: make report SWEEP=outputs/sweeps/<name>
+	@test -n "$(SWEEP)" || (echo "usage: make report SWEEP=outputs/sweeps/<name>"; exit 2)
+	$(BIN)/citylens-report $(SWEEP)
+
+clean: ## remove caches and build litter (keeps .venv and outputs/)
+	rm -rf data_cache .pytest_cache .ruff_cache *.egg-info
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -1,0 +1,53 @@
+"""Checks on a composed config that fail before any training, naming the key at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from citylens.models import ARCHITECTURES
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message starts with the dotted key."""
+
+
+def _get(cfg: DictConfig, key: str) -> object:
+    return OmegaConf.select(cfg, key, throw_on_missing=False)
+
+
+def _number(cfg: DictConfig, key: str) -> float:
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    return float(value)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first invalid value (unknown architecture, lr <= 0, missing data path, ...)."""
+    arch = _get(cfg, "model.arch")
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"model.arch: unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}")
+    if not _number(cfg, "model.lr") > 0:
+        raise ConfigError(f"model.lr: learning rate must be positive, got {_get(cfg, 'model.lr')}")
+    if _get(cfg, "analysis.threshold") is not None:
+        threshold = _number(cfg, "analysis.threshold")
+        if not 0 <= threshold <= 1:
+            raise ConfigError(f"analysis.threshold: must lie in [0, 1], got {threshold}")
+    if _number(cfg, "data.batch_size") < 1:
+        raise ConfigError(f"data.batch_size: must be >= 1, got {_get(cfg, 'data.batch_size')}")
+    if _number(cfg, "data.input_size") < 16:
+        raise ConfigError(f"data.input_size: must be >= 16, got {_get(cfg, 'data.input_size')}")
+    for key in ("data.root", "data.pittsburgh_root", "data.tokyo_root"):
+        if key.rsplit(".", 1)[1] in cfg.data.keys():
+            if OmegaConf.is_missing(cfg.data, key.rsplit(".", 1)[1]):
+                raise ConfigError(f"{key}: required; give the dataset folder, e.g. {key}=/path/to/data")
+            path = Path(str(_get(cfg, key))).expanduser()
+            if not path.is_dir():
+                raise ConfigError(f"{key}: {path} does not exist or is not a directory")
+    epochs = _get(cfg, "trainer.max_epochs")
+    if epochs is not None and not (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)):
+        raise ConfigError(f"trainer.max_epochs: must be a positive integer (or -1), got {epochs!r}")
+    if _get(cfg, "ckpt_path") and not Path(str(cfg.ckpt_path)).is_file():
+        raise ConfigError(f"ckpt_path: {cfg.ckpt_path} is not a checkpoint file")

@@ -1,0 +1,237 @@
+"""CityDataModule: records -> preprocessing cache -> balanced, place-aware split -> loaders.
+
+Subclasses only say where the records come from (`find_records`); everything else (the view cache,
+skipping unreadable files, the split that depends on the data config alone, the analysis view) is
+shared, so real and synthetic datasets go through the same code path.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from citylens.data.cache import ViewCache
+from citylens.data.folder import scan_folder
+from citylens.data.records import ImageRecord
+from citylens.data.split import SPLITS, balance, split_records
+from citylens.io import atomic_path
+
+log = logging.getLogger("citylens.data")
+
+# ImageNet statistics, so optional ImageNet-pretrained torchvision weights see the inputs they expect.
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,3,H,W) analysis views -> normalised float32 network input, on the images' device."""
+    return (images.float() / 255 - MEAN.to(images.device)) / STD.to(images.device)
+
+
+class ViewDataset(Dataset):
+    """Items of a split: (normalised (3,S,S) float tensor, city index); optional horizontal flips."""
+
+    def __init__(self, views: np.ndarray, rows: np.ndarray, targets: np.ndarray, hflip: bool) -> None:
+        self.views, self.rows, self.targets, self.hflip = views, rows, targets, hflip
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = torch.from_numpy(np.array(self.views[self.rows[i]])).permute(2, 0, 1)
+        if self.hflip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return to_input(image[None])[0], int(self.targets[i])
+
+
+class CityDataModule(pl.LightningDataModule):
+    """Shared data logic; see the module docstring. Arguments are the `data.*` config keys."""
+
+    def __init__(
+        self,
+        input_size: int = 224,
+        split: Sequence[float] = (0.6, 0.2, 0.2),
+        split_seed: int = 0,
+        split_by: str = "place",
+        balance: bool = False,
+        balance_seed: int = 0,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        hflip: bool = True,
+        cache_dir: str = "data_cache",
+    ) -> None:
+        super().__init__()
+        if input_size < 16:
+            raise ValueError(f"data.input_size: {input_size} is too small (need >= 16)")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size: must be >= 1, got {batch_size}")
+        self.input_size, self.fractions, self.split_seed = input_size, tuple(split), split_seed
+        self.split_by, self.balance, self.balance_seed = split_by, balance, balance_seed
+        self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.splits: dict[str, list[ImageRecord]] = {}
+        self._cache: ViewCache | None = None
+
+    def find_records(self) -> list[ImageRecord]:
+        """Every candidate image of the dataset, sorted by id (subclasses implement)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Dataset facts recorded with every artefact (kind; the synthetic data adds its planted objects)."""
+        return {"kind": type(self).__name__}
+
+    @property
+    def cache(self) -> ViewCache:
+        if self._cache is None:
+            self._cache = ViewCache(self.cache_dir, self.find_records(), self.input_size)
+        return self._cache
+
+    def prepare_data(self) -> None:
+        self.cache.build(workers=max(1, self.num_workers))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.prepare_data()
+        failures = self.cache.failures()
+        if failures:
+            log.warning("skipped %d unreadable image(s): %s", len(failures), ", ".join(sorted(failures)[:10]))
+        self.row = {r.image_id: i for i, r in enumerate(self.cache.records)}
+        readable = [r for r in self.cache.records if r.image_id not in failures]
+        all_cities = sorted({r.city for r in self.cache.records})
+        empty = [c for c in all_cities if not any(r.city == c for r in readable)]
+        if empty:
+            raise ValueError(f"city {empty[0]!r} has no readable image (see skipped files above)")
+        if self.balance:
+            readable = balance(readable, self.balance_seed)
+        self.cities = all_cities
+        self.splits = split_records(readable, self.fractions, self.split_seed, self.split_by)
+        self.failures = failures
+        self.fingerprint = self.cache.key["fingerprint"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.cities)
+
+    def _dataset(self, name: str, hflip: bool) -> ViewDataset:
+        records = self.splits[name]
+        rows = np.array([self.row[r.image_id] for r in records], dtype=np.int64)
+        targets = np.array([self.cities.index(r.city) for r in records], dtype=np.int64)
+        return ViewDataset(self.cache.images(), rows, targets, hflip)
+
+    def _loader(self, name: str, train: bool = False) -> DataLoader:
+        return DataLoader(
+            self._dataset(name, hflip=train and self.hflip),
+            batch_size=self.batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def analysis_batches(
+        self, split: str = "test", batch_size: int = 64, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, torch.Tensor, list[ImageRecord]]]:
+        """Yield (index of the first image, uint8 (n,3,S,S) analysis views, records) over a split, in order."""
+        records = self.splits[split][start:stop]
+        views = self.cache.images()
+        for i in range(0, len(records), batch_size):
+            chunk = records[i : i + batch_size]
+            rows = [self.row[r.image_id] for r in chunk]
+            yield start + i, torch.from_numpy(np.stack([views[j] for j in rows])).permute(0, 3, 1, 2), chunk
+
+    def targets(self, split: str = "test") -> np.ndarray:
+        """City indices of a split, in split order."""
+        return np.array([self.cities.index(r.city) for r in self.splits[split]], dtype=np.int64)
+
+    def write_split(self, run_dir: Path) -> None:
+        """Write split.csv (image_id, city, split) and, if any, skipped_images.csv to the run dir."""
+        with atomic_path(run_dir / "split.csv") as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image_id", "city", "split"])
+            for name in SPLITS:
+                writer.writerows([r.image_id, r.city, name] for r in self.splits[name])
+        if self.failures:
+            with atomic_path(run_dir / "skipped_images.csv") as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["image_id", "reason"])
+                writer.writerows(sorted(self.failures.items()))
+
+
+class FolderCityData(CityDataModule):
+    """Any folder of city photos: root/<city>/**/*.{jpg,jpeg,png} (labels as <stem>.labels.png beside)."""
+
+    def __init__(self, root: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root).expanduser()
+
+    def find_records(self) -> list[ImageRecord]:
+        return scan_folder(self.root, key="data.root")
+
+
+class SyntheticCityData(CityDataModule):
+    """The built-in synthetic cities, generated on first use under cache_dir and reused (keyed by settings).
+
+    `cities` maps city -> {"planted": {ADE20K class: probability an image contains it}}.
+    """
+
+    def __init__(
+        self,
+        cities: dict[str, dict[str, dict[str, float]]],
+        images_per_city: int = 500,
+        image_size: int = 224,
+        seed: int = 0,
+        other_city_rate: float = 0.1,
+        night_rate: float = 0.3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        for city, spec in cities.items():
+            if set(spec) != {"planted"}:
+                raise ValueError(f"data.cities.{city}: expected exactly the key 'planted', got {sorted(spec)}")
+        if images_per_city < 5:
+            raise ValueError(f"data.images_per_city: need at least 5 to split 6:2:2, got {images_per_city}")
+        self.planted = {city: dict(spec["planted"]) for city, spec in cities.items()}
+        self.images_per_city, self.image_size, self.seed = images_per_city, image_size, seed
+        self.other_city_rate, self.night_rate = other_city_rate, night_rate
+        self._root: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            from citylens.data.synthetic import ensure_synthetic
+
+            self._root = ensure_synthetic(
+                self.cache_dir,
+                self.planted,
+                images_per_city=self.images_per_city,
+                size=self.image_size,
+                seed=self.seed,
+                other_city_rate=self.other_city_rate,
+                night_rate=self.night_rate,
+                workers=max(1, self.num_workers),
+            )
+        return self._root
+
+    def find_records(self) -> list[ImageRecord]:
+        return scan_folder(self.root, key="data (synthetic root)")
+
+    def describe(self) -> dict[str, Any]:
+        planted = {c: sorted(p for p, q in spec.items() if q > 0) for c, spec in self.planted.items()}
+        return {"kind": "synthetic", "root": str(self.root), "planted": planted}

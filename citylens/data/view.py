@@ -1,0 +1,38 @@
+"""The analysis view: the one mapping from an image file to the pixels the classifier sees at test time.
+
+Images are resized so the shorter side equals `size` (bilinear, antialiased) and centre-cropped to
+size x size. Label maps go through the same geometry with nearest-neighbour resampling, so mask pixel
+(y, x) and label pixel (y, x) are the same scene point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def _geometry(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """Resized (w, h) so the shorter side is `size`, and the centre crop box in the resized image."""
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return (new_w, new_h), (left, top, left + size, top + size)
+
+
+def analysis_view(image: Image.Image, size: int) -> np.ndarray:
+    """Return the image in the analysis view as a (size, size, 3) uint8 RGB array."""
+    image = image.convert("RGB")
+    new_size, box = _geometry(image.width, image.height, size)
+    if new_size != image.size:
+        image = image.resize(new_size, Image.BILINEAR, reducing_gap=None)
+    return np.asarray(image.crop(box), dtype=np.uint8)
+
+
+def label_view(label: np.ndarray, size: int) -> np.ndarray:
+    """Bring an (H, W) label map into the analysis view with nearest-neighbour resampling (uint8)."""
+    height, width = label.shape
+    new_size, box = _geometry(width, height, size)
+    image = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8))
+    if new_size != image.size:
+        image = image.resize(new_size, Image.NEAREST)
+    return np.asarray(image.crop(box), dtype=np.uint8)

@@ -1,0 +1,130 @@
+"""Atomic writes, file locks and a resumable chunked array: the storage rules every artefact follows.
+
+Everything is written under a temporary name and renamed, so an interrupted run never leaves a file
+that looks complete (design.md invariant).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def short_hash(obj: Any, length: int = 12) -> str:
+    """A stable hex digest of a JSON-serialisable object (keys sorted)."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write bytes to `path` through a temporary sibling and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Write text atomically (UTF-8)."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path | str, obj: Any) -> None:
+    """Write an object as indented JSON atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path to write to; it is renamed to `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path | str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path` (created if needed): parallel jobs wait their turn."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ResumableArray:
+    """A (N, ...) array on disk filled chunk by chunk; finished chunks survive an interruption.
+
+    Layout in `directory`: data.npy (a memory map), progress.json (finished chunk starts, rewritten
+    atomically after each chunk) and complete.json (written last, with the caller's metadata).
+    """
+
+    def __init__(self, directory: Path | str, shape: tuple[int, ...], dtype: str, chunk: int) -> None:
+        self.directory = Path(directory)
+        self.shape, self.dtype, self.chunk = tuple(shape), np.dtype(dtype), chunk
+        self.data_path = self.directory / "data.npy"
+        self.progress_path = self.directory / "progress.json"
+        self.complete_path = self.directory / "complete.json"
+
+    def is_complete(self) -> bool:
+        return self.complete_path.is_file()
+
+    def _open_for_write(self) -> np.memmap:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.data_path.is_file() and self.progress_path.is_file():
+            array = np.load(self.data_path, mmap_mode="r+")
+            if array.shape == self.shape and array.dtype == self.dtype:
+                return array
+        self.progress_path.unlink(missing_ok=True)
+        return np.lib.format.open_memmap(self.data_path, mode="w+", dtype=self.dtype, shape=self.shape)
+
+    def pending(self) -> list[int]:
+        """Starts of the chunks still to compute (all of them for a fresh array)."""
+        done = set(json.loads(self.progress_path.read_text())) if self.progress_path.is_file() else set()
+        if not (self.data_path.is_file() and done):
+            done = set()
+        return [s for s in range(0, self.shape[0], self.chunk) if s not in done]
+
+    def fill(self, compute: Any, metadata: Any, progress: Any = None) -> None:
+        """Fill every pending chunk with compute(start, stop) -> array, then mark the array complete.
+
+        `metadata` (a dict, or a callable returning one once all chunks are done) goes to complete.json.
+        """
+        array = self._open_for_write()
+        done = [s for s in range(0, self.shape[0], self.chunk) if s not in set(self.pending())]
+        for start in self.pending():
+            stop = min(start + self.chunk, self.shape[0])
+            array[start:stop] = compute(start, stop)
+            array.flush()
+            done.append(start)
+            atomic_write_json(self.progress_path, sorted(done))
+            if progress is not None:
+                progress.update(stop - start)
+        del array
+        atomic_write_json(self.complete_path, metadata() if callable(metadata) else metadata)
+
+    def open(self) -> np.ndarray:
+        """The finished array, memory-mapped read-only; refuses an incomplete one."""
+        if not self.is_complete():
+            raise RuntimeError(f"{self.directory} is incomplete (interrupted build?); rebuild it")
+        return np.load(self.data_path, mmap_mode="r")
+
+    def metadata(self) -> dict[str, Any]:
+        return json.loads(self.complete_path.read_text())

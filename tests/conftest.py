@@ -1,0 +1,43 @@
+"""Shared fixtures: Hydra config composition and a session-wide data cache (so data is generated once)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from PIL import Image
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data_cache")
+
+
+def compose_cfg(overrides: list[str], run_dir: Path, cache_dir: Path) -> DictConfig:
+    """Compose conf/train.yaml as citylens-train would, with the run dir and cache in temp folders."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose(
+            "train", overrides=[f"paths.run_dir={run_dir}", f"paths.cache_dir={cache_dir}", *overrides]
+        )
+
+
+def write_folder_dataset(root: Path, cities: dict[str, int], size: tuple[int, int] = (80, 60)) -> None:
+    """Write a tiny folder dataset of random JPEGs/PNGs: root/<city>/<sub>/<i>.jpg, colour-coded by city."""
+    rng = np.random.default_rng(0)
+    for c, (city, count) in enumerate(cities.items()):
+        for i in range(count):
+            path = root / city / f"part{i % 2}" / f"{city}_{i:03d}.{'png' if i % 3 == 0 else 'jpg'}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            pixels[..., c % 3] = 255
+            Image.fromarray(pixels).save(path)

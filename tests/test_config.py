@@ -1,0 +1,87 @@
+"""Config composition of every group option, and bad values refused before training with the key named."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from citylens.config import ConfigError, validate
+from tests.conftest import CONF, compose_cfg
+
+GROUPS = {
+    group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    for group in ("data", "model", "trainer", "logger", "callbacks", "analysis", "paths", "experiment")
+}
+
+
+def test_every_group_has_the_required_options():
+    assert {"vgg11", "resnet18", "simple", "simpler"} <= set(GROUPS["model"])
+    assert {"default", "cpu", "gpu"} <= set(GROUPS["trainer"])
+    assert {"wandb", "csv", "none"} <= set(GROUPS["logger"])
+    assert {"smoke", "demo", "paper"} <= set(GROUPS["experiment"])
+    assert "synthetic" in GROUPS["data"]
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_option_composes(group: str, option: str, tmp_path: Path):
+    overrides = [f"{group}={option}"]
+    if option == "folder":
+        overrides.append(f"data.root={tmp_path}")
+    if option == "pitts_tokyo":
+        overrides += [f"data.pittsburgh_root={tmp_path}", f"data.tokyo_root={tmp_path}"]
+    cfg = compose_cfg(overrides, tmp_path, tmp_path)
+    assert cfg.model.arch in ("vgg11", "resnet18", "simple", "simpler")
+    if group == "model":
+        assert cfg.model.arch == option
+    if group in ("model", "trainer", "logger", "callbacks") and option != "none":
+        validate(cfg)
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "resnet18", "simple", "simpler"])
+def test_model_configs_instantiate_the_named_architecture(arch: str, tmp_path: Path):
+    cfg = compose_cfg([f"model={arch}", "data.input_size=64"], tmp_path, tmp_path)
+    model = instantiate(cfg.model, num_classes=3)
+    assert model.hparams.arch == arch and model.hparams.lr == 1e-4
+    assert model.network(__import__("torch").zeros(2, 3, 64, 64)).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("model.arch=alexnet", "model.arch"),
+        ("model.lr=0", "model.lr"),
+        ("model.lr=-0.1", "model.lr"),
+        ("analysis.threshold=1.5", "analysis.threshold"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(override: str, key: str, tmp_path: Path):
+    cfg = compose_cfg([override], tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match=f"^{key}:"):
+        validate(cfg)
+
+
+def test_missing_data_path_is_refused(tmp_path: Path):
+    cfg = compose_cfg(["data=folder", f"data.root={tmp_path / 'nowhere'}"], tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match="^data.root: .*nowhere"):
+        validate(cfg)
+    cfg = compose_cfg(["data=folder"], tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match="^data.root: required"):
+        validate(cfg)
+
+
+def test_cli_refuses_a_bad_value_before_training(tmp_path: Path):
+    env = {**os.environ, "CITYLENS_OUTPUTS": str(tmp_path / "out"), "CITYLENS_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "citylens.train", "experiment=smoke", "model.lr=-1"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "model.lr" in proc.stdout + proc.stderr
+    assert not (tmp_path / "cache").exists()
