@@ -1,0 +1,41 @@
+"""What every analysis callback shares: it runs after the post-fit test, on the best checkpoint, once.
+
+`analyse(module, datamodule, run_dir, loggers)` is the whole job, so `citylens-analyze` can run the
+same code on a finished run without a Trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+
+log = logging.getLogger("citylens.analysis")
+
+
+class AnalysisCallback(pl.Callback):
+    """Base class: subclasses implement `analyse`; `on_test_end` calls it on global rank 0."""
+
+    def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
+        raise NotImplementedError
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        self.analyse(pl_module, trainer.datamodule, Path(trainer.default_root_dir), trainer.loggers)
+
+
+def log_artifacts(
+    loggers: list[Any], images: dict[str, Path] | None = None, tables: dict[str, pd.DataFrame] | None = None
+) -> None:
+    """Send figures and tables to the loggers that take them (W&B images and tables)."""
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger":
+            continue
+        for key, path in (images or {}).items():
+            logger.log_image(key=key, images=[str(path)])
+        for key, table in (tables or {}).items():
+            logger.log_table(key=key, dataframe=table.reset_index(drop=True))

@@ -1,0 +1,133 @@
+"""After fit: Grad-CAM masks of every test image into the mask store, the t-SNE map, Figures 3, 4 and 6."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import citylens
+from citylens.analysis.embedding import embed_masks
+from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
+from citylens.data.datamodule import to_input
+from citylens.explain import GradCAM, explain, validate_threshold
+from citylens.explain.store import STORE_DIR, MaskStore, open_store, write_store
+from citylens.io import atomic_path
+from citylens.report import figures
+
+
+def sample_indices(targets: np.ndarray, per_city: int, seed: int = 0) -> np.ndarray:
+    """Indices of `per_city` test images of each city, fixed by the split (same for every run of a sweep)."""
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(targets == c))[:per_city] for c in np.unique(targets)]
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
+
+
+def compute_store(
+    module: pl.LightningModule, datamodule: Any, run_dir: Path, batch_size: int, run_seed: int | None,
+    checkpoint: str | None = None,
+) -> MaskStore:
+    """Grad-CAM every test image (best checkpoint weights in `module`) and write the run's mask store."""
+    cam = GradCAM(module.network, module.target_layer)
+    n = len(datamodule.splits["test"])
+    low_res, probs = None, np.zeros((n, datamodule.num_classes), np.float32)
+    device = module.device
+    for start, views, _ in tqdm(datamodule.analysis_batches("test", batch_size), desc="Grad-CAM",
+                                total=-(-n // batch_size), unit="batch"):
+        maps, logits = cam.low_res(to_input(views.to(device)))
+        if low_res is None:
+            low_res = np.zeros((n, *maps.shape[1:]), np.float32)
+        low_res[start : start + len(maps)] = maps.cpu().numpy()
+        probs[start : start + len(maps)] = logits.float().softmax(1).cpu().numpy()
+    provenance = {
+        "arch": module.hparams.arch,
+        "seed": run_seed,
+        "checkpoint": checkpoint,
+        "target_layer": module.target_layer_name,
+        "input_size": datamodule.input_size,
+        "dataset_fingerprint": datamodule.fingerprint,
+        "split_seed": datamodule.split_seed,
+        "citylens_version": citylens.__version__,
+        "city_names": datamodule.cities,
+        "dataset": datamodule.describe(),
+    }
+    records = datamodule.splits["test"]
+    write_store(run_dir / STORE_DIR, low_res, probs, datamodule.targets("test"),
+                [r.image_id for r in records], [r.city for r in records], provenance)
+    return open_store(run_dir)
+
+
+class ExplainCallback(AnalysisCallback):
+    """Masks, store, t-SNE (PCA to `pca_dims`, then t-SNE) and the per-run Figures 3, 4 and 6."""
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        batch_size: int = 64,
+        tsne_side: int = 32,
+        pca_dims: int = 50,
+        perplexity: float = 30.0,
+        thumbnails: int = 500,
+        examples_per_city: int = 3,
+        seed: int = 0,
+        run_seed: int | None = None,
+    ) -> None:
+        self.threshold = validate_threshold(threshold)
+        self.batch_size, self.tsne_side, self.pca_dims, self.perplexity = batch_size, tsne_side, pca_dims, perplexity
+        self.thumbnails, self.examples_per_city, self.seed, self.run_seed = thumbnails, examples_per_city, seed, run_seed
+
+    def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
+        checkpoint = getattr(getattr(module, "trainer", None), "ckpt_path", None) if module._trainer else None
+        with torch.inference_mode(False):
+            store = compute_store(module, datamodule, run_dir, self.batch_size, self.run_seed, checkpoint)
+        log.info("mask store: %d masks (%s) -> %s", len(store), store.low_res.shape[1:], store.path)
+        coords = embed_masks((m for _, m in store.chunks(512)), self.tsne_side, self.pca_dims, self.perplexity,
+                             self.seed)
+        table = pd.DataFrame({"image_id": store.image_ids, "city": store.cities,
+                              "predicted": [datamodule.cities[i] for i in store.preds],
+                              "x": coords[:, 0], "y": coords[:, 1]})
+        with atomic_path(run_dir / "tsne.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        name = f"{store.meta['arch']}-s{store.meta['seed']}"
+        paths = {
+            "fig3_tsne": figures.save(
+                figures.tsne_scatter(coords, store.targets, datamodule.cities, f"{name}: t-SNE of masks (Fig. 3)"),
+                run_dir / "figures" / "fig3_tsne.png"),
+            "fig4_explanations": self._figure4(store, datamodule, coords, run_dir, name),
+            "fig6_examples": self._figure6(store, datamodule, run_dir, name),
+        }
+        log_artifacts(loggers, images=paths, tables={"tsne": table})
+
+    def _views(self, datamodule: Any, indices: np.ndarray) -> np.ndarray:
+        views = datamodule.cache.images()
+        records = datamodule.splits["test"]
+        return np.stack([views[datamodule.row[records[i].image_id]] for i in indices])
+
+    def _figure4(self, store: MaskStore, datamodule: Any, coords: np.ndarray, run_dir: Path, name: str) -> Path:
+        rng = np.random.default_rng(self.seed)
+        chosen = np.sort(rng.permutation(len(store))[: self.thumbnails])
+        thumbs = []
+        for i in range(0, len(chosen), 128):
+            idx = chosen[i : i + 128]
+            masks = torch.cat([store.masks(j, j + 1) for j in idx]).numpy()
+            explained = torch.from_numpy(explain(self._views(datamodule, idx), masks, self.threshold))
+            small = F.interpolate(explained.permute(0, 3, 1, 2).float(), size=48, mode="area")
+            thumbs.append(small.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
+        fig = figures.tsne_thumbnails(coords[chosen], np.concatenate(thumbs), store.targets[chosen],
+                                      datamodule.cities, f"{name}: {len(chosen)} explanations at t-SNE places (Fig. 4)")
+        return figures.save(fig, run_dir / "figures" / "fig4_explanations.png")
+
+    def _figure6(self, store: MaskStore, datamodule: Any, run_dir: Path, name: str) -> Path:
+        idx = sample_indices(store.targets, self.examples_per_city, self.seed)
+        masks = torch.cat([store.masks(j, j + 1) for j in idx]).numpy()
+        titles = [f"{store.image_ids[j].rsplit('/', 1)[-1]}\n{store.cities[j]} -> "
+                  f"{datamodule.cities[store.preds[j]]} ({store.probs[j].max():.2f})" for j in idx]
+        fig = figures.example_grid(self._views(datamodule, idx), masks, self.threshold, titles,
+                                   f"{name}: sample test images (Fig. 6)")
+        return figures.save(fig, run_dir / "figures" / "fig6_examples.png")

@@ -1,0 +1,45 @@
+"""Semantic segmentation into ADE20K classes: segmenters and the label-map cache.
+
+`SegformerSegmenter` imports transformers only when constructed (the optional `segment` extra).
+"""
+
+from citylens.segment.ade20k import ADE20K_CLASSES, UNLABELLED
+from citylens.segment.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NUM_CLASSES,
+    NetworkSegmenter,
+    Segmenter,
+    default_device,
+    file_fingerprint,
+)
+from citylens.segment.cache import LabelMapCache, ids_digest, label_cache_key
+from citylens.segment.csail import ARCHS as CSAIL_ARCHS
+from citylens.segment.csail import CsailResNet, CsailSegmenter, PPMDeepsup, UPerNet, build_csail
+from citylens.segment.ground_truth import GroundTruthSegmenter, ade20k_annotation_to_labels
+from citylens.segment.segformer import SegformerSegmenter, resolve_model_dir
+
+__all__ = [
+    "ADE20K_CLASSES",
+    "CSAIL_ARCHS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "NUM_CLASSES",
+    "UNLABELLED",
+    "CsailResNet",
+    "CsailSegmenter",
+    "GroundTruthSegmenter",
+    "LabelMapCache",
+    "NetworkSegmenter",
+    "PPMDeepsup",
+    "SegformerSegmenter",
+    "Segmenter",
+    "UPerNet",
+    "ade20k_annotation_to_labels",
+    "build_csail",
+    "default_device",
+    "file_fingerprint",
+    "ids_digest",
+    "label_cache_key",
+    "resolve_model_dir",
+]
