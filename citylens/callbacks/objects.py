@@ -16,7 +16,7 @@ from citylens.explain import validate_threshold
 from citylens.explain.store import open_store
 from citylens.io import atomic_path
 from citylens.report import figures
-from citylens.segment import LabelMapCache, Segmenter, label_cache_key
+from citylens.segment import GroundTruthSegmenter, LabelMapCache, Segmenter, label_cache_key
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
@@ -51,6 +51,13 @@ class ObjectsCallback(AnalysisCallback):
 
     def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
         store = open_store(run_dir)
+        unlabelled = [r.image_id for r in datamodule.splits["test"] if r.label_path is None]
+        if isinstance(self.segmenter, GroundTruthSegmenter) and unlabelled:
+            log.warning(
+                "object ratios skipped: %d test images have no stored label map (e.g. %s); choose a network "
+                "segmenter (segmenter=segformer or segmenter=csail) for this dataset", len(unlabelled), unlabelled[0]
+            )
+            return
         labels = label_maps(self.segmenter, datamodule, self.cache_dir, self.batch_size)
         min_pixels = self.min_mean_pixels * (store.size / 224) ** 2
         acc = RatioAccumulator(self.thresholds, min_pixels)

@@ -42,14 +42,21 @@ def write_store(
     path = Path(path)
     n = len(image_ids)
     if not (len(low_res) == len(probs) == len(targets) == n):
-        raise ValueError(f"store arrays disagree in length: {len(low_res)}, {len(probs)}, {len(targets)}, {n}")
+        raise ValueError(
+            f"store arrays disagree in length: {len(low_res)}, {len(probs)}, {len(targets)}, {n}"
+        )
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     np.save(tmp / "low_res.npy", np.ascontiguousarray(low_res, dtype=np.float32))
     np.save(tmp / "probs.npy", np.ascontiguousarray(probs, dtype=np.float32))
     np.save(tmp / "targets.npy", np.asarray(targets, dtype=np.int64))
-    meta = {"format_version": FORMAT_VERSION, "image_ids": list(image_ids), "cities": list(cities), **provenance}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "image_ids": list(image_ids),
+        "cities": list(cities),
+        **provenance,
+    }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     if path.exists():
         shutil.rmtree(path)
@@ -138,5 +145,7 @@ def check_same_images(stores: Sequence[MaskStore]) -> None:
             a, b = first.image_ids, other.image_ids
             i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
             what = f"image {i}: {a[i] if i < len(a) else '<end>'} vs {b[i] if i < len(b) else '<end>'}"
-            raise StoreError(f"{first.identity()} and {other.identity()} cover different test images; first "
-                             f"difference at {what}")
+            raise StoreError(
+                f"{first.identity()} and {other.identity()} cover different test images; first "
+                f"difference at {what}"
+            )

@@ -1,0 +1,27 @@
+"""Analysis library: object ratios, residuals, mask embedding and statistics, as plain functions on arrays.
+
+No Lightning or Hydra inside, so a notebook can call these directly; callbacks and the CLI are thin layers.
+"""
+
+from citylens.analysis.embedding import embed_masks, pca_features, resample_masks, tsne_2d
+from citylens.analysis.ratios import RatioAccumulator, object_ratios, planted_recovery, ratio_summary
+from citylens.analysis.residuals import PairwiseResiduals, average_residual, residuals, to_common_size
+from citylens.analysis.stats import bootstrap_ci, permutation_test, ratio_profile_distance
+
+__all__ = [
+    "PairwiseResiduals",
+    "RatioAccumulator",
+    "average_residual",
+    "bootstrap_ci",
+    "embed_masks",
+    "object_ratios",
+    "pca_features",
+    "permutation_test",
+    "planted_recovery",
+    "ratio_profile_distance",
+    "ratio_summary",
+    "resample_masks",
+    "residuals",
+    "to_common_size",
+    "tsne_2d",
+]

@@ -1,0 +1,135 @@
+"""The after-fit analysis of one real run: mask store, t-SNE, figures, label maps, ratios, citylens-analyze."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from citylens.analysis.ratios import object_ratios
+from citylens.analyze import analyze
+from citylens.data.datamodule import to_input
+from citylens.explain import GradCAM
+from citylens.explain.store import FORMAT_VERSION, StoreError, check_same_images, open_store, write_store
+from citylens.models import CityClassifier
+from citylens.segment import GroundTruthSegmenter
+from citylens.train import train
+from tests.conftest import compose_cfg
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("explain_run")
+    cfg = compose_cfg(["experiment=smoke", "model=simple", "callbacks.progress_bar=null",
+                       "callbacks.explain.thumbnails=20"], root / "run", root / "cache")
+    result = train(cfg)
+    overrides = root / "run" / ".hydra"
+    overrides.mkdir()
+    (overrides / "overrides.yaml").write_text(
+        "- experiment=smoke\n- model=simple\n- callbacks.progress_bar=null\n- callbacks.explain.thumbnails=20\n"
+        f"- paths.cache_dir={root / 'cache'}\n"
+    )
+    return {**result, "run_dir": root / "run", "cache": root / "cache"}
+
+
+def test_run_writes_every_artefact(run: dict):
+    run_dir = run["run_dir"]
+    for name in ("metrics.json", "split.csv", "tsne.csv", "object_ratios.csv", "ratio_summary.csv", "recovery.csv"):
+        assert (run_dir / name).is_file(), name
+    for fig in ("fig3_tsne", "fig4_explanations", "fig5_ratios", "fig6_examples"):
+        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 5000
+
+
+def test_store_holds_the_test_split_in_order_with_provenance(run: dict):
+    store = open_store(run["run_dir"])
+    rows = list(csv.DictReader(open(run["run_dir"] / "split.csv")))
+    assert store.image_ids == [r["image_id"] for r in rows if r["split"] == "test"]
+    assert store.cities == [r["city"] for r in rows if r["split"] == "test"]
+    meta = store.meta
+    assert meta["arch"] == "simple" and meta["seed"] == 0 and meta["input_size"] == 64
+    assert meta["target_layer"] == "features.-1" and meta["checkpoint"].endswith("best.ckpt")
+    assert meta["dataset_fingerprint"] == run["datamodule"].fingerprint
+    assert meta["dataset"]["planted"]["tokyo"] == ["fence", "signboard"]
+    assert np.allclose(store.probs.sum(1), 1, atol=1e-5)
+    tsne = pd.read_csv(run["run_dir"] / "tsne.csv")
+    assert tsne["image_id"].tolist() == store.image_ids and np.isfinite(tsne[["x", "y"]].to_numpy()).all()
+
+
+def test_stored_masks_equal_grad_cam_of_the_best_checkpoint(run: dict):
+    store = open_store(run["run_dir"])
+    module = CityClassifier.load_from_checkpoint(store.meta["checkpoint"], map_location="cpu")
+    dm = run["datamodule"]
+    _, views, _ = next(dm.analysis_batches("test", batch_size=len(store)))
+    expected = GradCAM(module.network, module.target_layer)(to_input(views))
+    masks = store.masks()
+    assert masks.shape == (len(store), 64, 64)
+    torch.testing.assert_close(masks, expected, rtol=0, atol=0)
+    chunked = torch.cat([m for _, m in store.chunks(5)])
+    torch.testing.assert_close(chunked, masks, rtol=0, atol=0)
+
+
+def test_object_ratios_match_the_library_function(run: dict):
+    store = open_store(run["run_dir"])
+    dm = run["datamodule"]
+    labels = np.stack([GroundTruthSegmenter(64).load(r) for r in dm.splits["test"]])
+    expected = object_ratios(store.masks().numpy(), labels, store.cities, [0.3, 0.5, 0.7],
+                             min_mean_pixels=100 * (64 / 224) ** 2)
+    written = pd.read_csv(run["run_dir"] / "object_ratios.csv")
+    assert len(written) == len(expected)
+    np.testing.assert_allclose(written["ratio"], expected["ratio"])
+    assert written["explained_pixels"].tolist() == expected["explained_pixels"].tolist()
+    recovery = pd.read_csv(run["run_dir"] / "recovery.csv")
+    assert set(recovery["city"]) == {"tokyo", "pittsburgh"} and set(recovery["k"]) == {2}
+
+
+def test_analyze_reruns_with_a_new_threshold_and_reuses_label_maps(run: dict, caplog: pytest.LogCaptureFixture):
+    with caplog.at_level(logging.INFO):
+        analyze(run["run_dir"], ["analysis.threshold=0.2", "callbacks.objects.extra_thresholds=[]"])
+    written = pd.read_csv(run["run_dir"] / "object_ratios.csv")
+    assert sorted(written["threshold"].unique()) == [0.2]
+    assert "label-map cache hit" in caplog.text
+    assert "building label-map cache" not in caplog.text
+
+
+def test_analyze_refuses_a_bad_threshold(run: dict):
+    from citylens.config import ConfigError
+
+    with pytest.raises(ConfigError, match="analysis.threshold"):
+        analyze(run["run_dir"], ["analysis.threshold=-0.1"])
+
+
+def _fake_store(path: Path, ids: list[str], arch: str = "simple") -> Path:
+    n = len(ids)
+    write_store(path / "masks", np.random.rand(n, 2, 2).astype(np.float32), np.full((n, 2), 0.5),
+                np.zeros(n), ids, ["a"] * n, {"arch": arch, "seed": 0, "input_size": 8})
+    return path
+
+
+def test_store_errors_are_clear(tmp_path: Path):
+    with pytest.raises(StoreError, match="no mask store"):
+        open_store(tmp_path)
+    run = _fake_store(tmp_path / "r1", ["a/1.jpg", "a/2.jpg"])
+    assert open_store(run).masks().shape == (2, 8, 8)
+    meta = json.loads((run / "masks" / "meta.json").read_text())
+    (run / "masks" / "meta.json").write_text(json.dumps({**meta, "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(StoreError, match="format"):
+        open_store(run)
+    broken = _fake_store(tmp_path / "r2", ["a/1.jpg"])
+    (broken / "masks" / "probs.npy").unlink()
+    with pytest.raises(StoreError, match="incomplete"):
+        open_store(broken)
+
+
+def test_mismatched_stores_are_refused_naming_both_runs(tmp_path: Path):
+    a = open_store(_fake_store(tmp_path / "run_a", ["a/1.jpg", "a/2.jpg", "a/3.jpg"]))
+    b = open_store(_fake_store(tmp_path / "run_b", ["a/1.jpg", "a/9.jpg", "a/3.jpg"], arch="vgg11"))
+    check_same_images([a, open_store(shutil.copytree(tmp_path / "run_a", tmp_path / "run_c"))])
+    with pytest.raises(StoreError, match=r"run_a.*run_b.*image 1: a/2.jpg vs a/9.jpg"):
+        check_same_images([a, b])
