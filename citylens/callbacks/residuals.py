@@ -1,0 +1,89 @@
+"""After explain: the average residual AR of this run against every run of its sweep that finished before it.
+
+Writes `residuals.csv` (run_a = this run, run_b = an earlier one). A single run (outputs/runs/...) has no
+siblings and gets a table with the header only. Siblings are read without a lock: a run counts as finished
+once its metrics.json exists, and its mask store was renamed into place whole before that, so what is read
+is complete; a job still running is simply not "already finished" and is compared when the later job runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+
+from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
+from citylens.callbacks.objects import write_csv
+from citylens.explain.store import STORE_DIR, StoreError, check_same_images, open_store
+from citylens.report.runs import is_sweep_dir, scan_sweep, stream_residuals
+
+COLUMNS = ["run_a", "run_b", "arch_a", "arch_b", "seed_a", "seed_b", "ar", "n_images"]
+
+
+def run_residuals(
+    run_dir: Path | str, sweep_dir: Path | str | None = None, chunk: int = 128, strict: bool = True
+) -> pd.DataFrame:
+    """AR of the run in `run_dir` against every finished sibling run, one row per sibling (COLUMNS).
+
+    `sweep_dir` defaults to the run's parent when that is a Hydra multirun directory. Siblings whose stores
+    cover other images raise StoreError (naming both runs) when `strict`, else are skipped with a warning.
+    All pairs are streamed in one pass over the stores' chunks.
+    """
+    run_dir = Path(run_dir)
+    store = open_store(run_dir)
+    sweep = Path(sweep_dir) if sweep_dir is not None else run_dir.parent
+    if sweep_dir is None and not is_sweep_dir(sweep):
+        return pd.DataFrame(columns=COLUMNS)
+    siblings, _ = scan_sweep(sweep, exclude=[run_dir])
+    usable = []
+    for run in siblings:
+        try:
+            check_same_images([store, run.store])
+        except StoreError as err:
+            if strict:
+                raise
+            log.warning("residuals: skipping %s: %s", run.name, err)
+            continue
+        usable.append(run)
+    if not usable:
+        return pd.DataFrame(columns=COLUMNS)
+    names = [run_dir.name, *(r.name for r in usable)]
+    pairs = stream_residuals([store, *(r.store for r in usable)], names, chunk)
+    averages = pairs.average()
+    rows = [
+        {
+            "run_a": run_dir.name,
+            "run_b": r.name,
+            "arch_a": store.meta.get("arch"),
+            "arch_b": r.arch,
+            "seed_a": store.meta.get("seed"),
+            "seed_b": r.seed,
+            "ar": averages[(run_dir.name, r.name)],
+            "n_images": pairs.n_images,
+        }
+        for r in usable
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+class ResidualsCallback(AnalysisCallback):
+    """Writes residuals.csv: this run's AR against the runs of its sweep that finished before it."""
+
+    def __init__(self, chunk: int = 128, strict: bool = True, sweep_dir: str | None = None) -> None:
+        if chunk < 1:
+            raise ValueError(f"callbacks.residuals.chunk: must be >= 1, got {chunk}")
+        self.chunk, self.strict, self.sweep_dir = chunk, strict, sweep_dir
+
+    def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
+        if not (run_dir / STORE_DIR / "meta.json").is_file():
+            log.warning("residuals skipped: %s has no mask store (is callbacks.explain off?)", run_dir)
+            return
+        table = run_residuals(run_dir, self.sweep_dir, self.chunk, self.strict)
+        write_csv(table, run_dir / "residuals.csv")
+        if len(table):
+            log.info("residuals: %s", ", ".join(f"{r.run_b} {r.ar:.4f}" for r in table.itertuples()))
+        else:
+            log.info("residuals: no earlier finished run in this sweep; wrote the header only")
+        log_artifacts(loggers, tables={"residuals": table})

@@ -1,0 +1,215 @@
+"""The parts of report.md: each builds its table or figure from the runs and computes its line of reading."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from citylens.report import markdown as md
+from citylens.report import sweep_figures
+from citylens.report.examples import collect
+from citylens.report.figures import save
+from citylens.report.runs import Run, city_index, planted_objects
+from citylens.report.tables import tsne_purity
+
+
+@dataclass
+class Section:
+    """One part of report.md: a heading, its computed reading, a Markdown body and an optional figure."""
+
+    title: str
+    reading: str
+    body: str = ""
+    figure: str | None = None
+
+    def render(self) -> str:
+        reading = self.reading[:1].upper() + self.reading[1:]
+        parts = [f"## {self.title}", f"**Reading:** {reading}"]
+        if self.body:
+            parts.append(self.body)
+        if self.figure:
+            parts.append(f"![{self.title}]({self.figure})")
+        return "\n\n".join(parts)
+
+
+def runs_section(runs: Sequence[Run], ignored: dict[str, str]) -> Section:
+    """Which runs the report compares, with their test accuracy, and which it ignored and why."""
+    table = pd.DataFrame(
+        {
+            "run": [r.name for r in runs],
+            "label": [r.label for r in runs],
+            "arch": [r.arch for r in runs],
+            "seed": [r.seed for r in runs],
+            "acc": [r.metrics.get("test/acc", float("nan")) for r in runs],
+            "n_test": [len(r.store) for r in runs],
+        }
+    )
+    body = (
+        md.md_table(
+            table,
+            {
+                "run": "run",
+                "label": "label",
+                "arch": "architecture",
+                "seed": "seed",
+                "acc": "test accuracy",
+                "n_test": "test images",
+            },
+        )
+        if runs
+        else ""
+    )
+    if ignored:
+        body += "\n\nIgnored runs:\n\n" + "\n".join(f"- `{name}`: {why}" for name, why in ignored.items())
+    if runs:
+        acc = table["acc"].astype(float)
+        reading = (
+            f"{len(runs)} finished runs ({table['arch'].nunique()} architectures), test accuracy "
+            f"{md.fmt(acc.min())} to {md.fmt(acc.max())}"
+        )
+    else:
+        reading = "No finished run in this sweep yet"
+    reading += f"; {len(ignored)} ignored." if ignored else "."
+    return Section("Runs", reading, body)
+
+
+def table2_sections(
+    runs: Sequence[Run], per_pair: pd.DataFrame, grouped: pd.DataFrame, tests: pd.DataFrame, out: Path
+) -> list[Section]:
+    """Table 2 (grouped, with the per-pair rows folded) and its heatmap."""
+    if per_pair.empty:
+        return [
+            Section(
+                "Table 2: average residual between runs",
+                f"Table 2 needs two finished runs; this sweep has {len(runs)}.",
+            )
+        ]
+    shown = grouped.assign(ar_ci=[md.interval(r) for _, r in grouped.iterrows()])
+    body = md.md_table(
+        shown,
+        {"pair": "pair", "n_pairs": "pairs of runs", "ar_ci": "AR [95% CI]", "paper_ar": "paper"},
+        digits=4,
+    )
+    pairs_md = md.md_table(
+        per_pair.assign(ar_ci=[md.interval(r) for _, r in per_pair.iterrows()]),
+        {"group": "group", "label_a": "run a", "label_b": "run b", "ar_ci": "AR [95% CI]"},
+    )
+    body += f"\n\n<details><summary>Every pair of runs (table2.csv)</summary>\n\n{pairs_md}\n\n</details>"
+    ar_test = tests.iloc[0]
+    reading = md.reading_comparison(ar_test, "masks", "AR", len(runs)) + " " + md.reading_table2(grouped)
+    figure = save(
+        sweep_figures.ar_heatmap([r.label for r in runs], [r.arch for r in runs], per_pair),
+        out / "table2_heatmap.png",
+    )
+    return [
+        Section("Table 2: average residual between runs", reading, body),
+        Section("Table 2 as a heatmap", md.reading_heatmap(per_pair), figure=figure.name),
+    ]
+
+
+def stats_section(tests: pd.DataFrame, n_runs: int) -> Section:
+    """The permutation tests of architecture vs seed differences, for AR and for the object-ratio profiles."""
+    body = md.md_table(
+        tests.assign(p=[md.p_text(p) if np.isfinite(p) else "–" for p in tests["p_value"]]),
+        {
+            "comparison": "measure",
+            "between_mean": "between architectures",
+            "within_mean": "between seeds",
+            "n_between": "architecture pairs",
+            "n_within": "seed pairs",
+            "p": "p (one-sided permutation test)",
+        },
+    )
+    reading = md.reading_comparison(tests.iloc[1], "object-ratio profiles", "L1 distance", n_runs)
+    note = (
+        "Null hypothesis: architecture pairs differ no more than seed pairs; pairs that share a run are not "
+        "independent, so p is a guide. Bootstrap intervals resample test images, the same resamples for "
+        "every pair."
+    )
+    return Section("Statistics: do architectures differ more than seeds?", reading, body + "\n\n" + note)
+
+
+def fig3_section(runs: Sequence[Run], out: Path) -> Section:
+    """Figure 3 for every run in one grid, with each map's city purity."""
+    panels, purity = [], {}
+    for run in runs:
+        tsne = run.table("tsne.csv")
+        if tsne is None:
+            continue
+        purity[run.label] = tsne_purity(tsne)
+        coords = tsne[["x", "y"]].to_numpy(dtype=np.float64)
+        panels.append(
+            (
+                run.arch,
+                f"{run.label} (purity {md.fmt(purity[run.label], 2)})",
+                coords,
+                city_index(run, tsne["city"]),
+                run.city_names,
+            )
+        )
+    if not panels:
+        return Section("Figure 3: t-SNE of the masks, every run", "No run has a t-SNE map (tsne.csv).")
+    figure = save(sweep_figures.tsne_grid(panels), out / "fig3_tsne_runs.png")
+    return Section("Figure 3: t-SNE of the masks, every run", md.reading_tsne(purity), figure=figure.name)
+
+
+def fig5_section(runs: Sequence[Run], threshold: float, out: Path) -> Section:
+    """Figure 5 across runs at the main threshold, with each city's top object per run."""
+    title = f"Figure 5: object ratios of every run (threshold {threshold})"
+    with_ratios = [r for r in runs if r.table("object_ratios.csv") is not None]
+    tables = [r.table("object_ratios.csv") for r in with_ratios]
+    tables = [t[np.isclose(t["threshold"], threshold)] for t in tables]
+    if not with_ratios or not any(t["kept"].any() for t in tables):
+        return Section(title, md.reading_ratios({}))
+    top: dict[str, list[str]] = {}
+    for t in tables:
+        for city, rows in t[t["kept"]].groupby("city"):
+            top.setdefault(city, []).append(
+                rows.sort_values(["ratio", "object"], ascending=[False, True])["object"].iloc[0]
+            )
+    fig = sweep_figures.ratio_bars_runs(
+        tables,
+        [r.label for r in with_ratios],
+        [r.arch for r in with_ratios],
+        planted_objects(runs),
+        title=title.split(": ", 1)[1].capitalize(),
+    )
+    return Section(title, md.reading_ratios(top), figure=save(fig, out / "fig5_ratios_runs.png").name)
+
+
+def fig6_section(
+    runs: Sequence[Run], pair_matrix: np.ndarray | None, per_city: int, seed: int, out: Path
+) -> Section:
+    """Figure 6 across runs: the same sample test images, one column per run."""
+    ex = collect(runs, per_city, seed)
+    spread = pair_matrix[:, ex.indices].mean(axis=0) if pair_matrix is not None else []
+    fig = sweep_figures.examples_runs(ex.images, ex.masks, [r.label for r in runs], ex.row_titles, ex.notes)
+    reading = md.reading_examples(ex.agree, len(ex.indices), list(spread), ex.short_ids)
+    if ex.images is None:
+        reading += " (The data views were not found, so the masks are drawn alone.)"
+    return Section(
+        "Figure 6: the same test images, every run",
+        reading,
+        figure=save(fig, out / "fig6_examples_runs.png").name,
+    )
+
+
+def recovery_section(recovery: pd.DataFrame) -> Section:
+    """Planted-object recovery per run at the main threshold."""
+    body = md.md_table(
+        recovery,
+        {
+            "label": "run",
+            "city": "city",
+            "k": "k",
+            "n_kept": "kept objects",
+            "precision_at_k": "P@k",
+            "separated": "separated",
+            "ranks": "planted objects' ranks",
+        },
+    )
+    return Section("Planted-object recovery (synthetic data)", md.reading_recovery(recovery), body)

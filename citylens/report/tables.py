@@ -1,0 +1,207 @@
+"""The sweep report's tables: Table 2 (AR per pair, grouped as in the paper, with bootstrap intervals), the
+object-ratio profile distances, the permutation tests, the planted-object recovery and the t-SNE purity.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+from sklearn.neighbors import NearestNeighbors
+
+from citylens.analysis.residuals import PairwiseResiduals
+from citylens.analysis.stats import bootstrap_ci, permutation_test, ratio_profile_distance
+from citylens.report.runs import Run, pair_group
+
+# Table 2 of the paper (facts.md): AR between architectures, and between an architecture and its retrained
+# twin.
+PAPER_AR = {
+    ("vgg11", "resnet18"): 0.4349,
+    ("vgg11", "simple"): 0.4303,
+    ("vgg11", "simpler"): 0.4502,
+    ("resnet18", "simple"): 0.4118,
+    ("resnet18", "simpler"): 0.4136,
+    ("simple", "simpler"): 0.3149,
+    ("vgg11", "vgg11"): 0.2679,
+    ("resnet18", "resnet18"): 0.2265,
+    ("simple", "simple"): 0.2411,
+    ("simpler", "simpler"): 0.2460,
+}
+PAIR_COLUMNS = [
+    "group",
+    "run_a",
+    "run_b",
+    "label_a",
+    "label_b",
+    "arch_a",
+    "arch_b",
+    "seed_a",
+    "seed_b",
+    "ar",
+    "ci_low",
+    "ci_high",
+    "n_images",
+]
+GROUPED_COLUMNS = ["group", "arch_a", "arch_b", "pair", "n_pairs", "ar", "ci_low", "ci_high", "paper_ar"]
+TEST_COLUMNS = ["comparison", "between_mean", "within_mean", "n_between", "n_within", "p_value"]
+
+
+def paper_ar(arch_a: str, arch_b: str) -> float:
+    """The paper's Table 2 value for an architecture pair (NaN when the paper has none)."""
+    return PAPER_AR.get((arch_a, arch_b), PAPER_AR.get((arch_b, arch_a), float("nan")))
+
+
+def _pair_rows(runs: Sequence[Run], pairs: PairwiseResiduals) -> pd.DataFrame:
+    by_name = {r.name: r for r in runs}
+    rows = []
+    for name_a, name_b in pairs.pairs:
+        a, b = by_name[name_a], by_name[name_b]
+        rows.append(
+            {
+                "group": pair_group(a.arch, b.arch),
+                "run_a": a.name,
+                "run_b": b.name,
+                "label_a": a.label,
+                "label_b": b.label,
+                "arch_a": a.arch,
+                "arch_b": b.arch,
+                "seed_a": a.seed,
+                "seed_b": b.seed,
+                "n_images": pairs.n_images,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _group_key(row: pd.Series, arch_rank: dict[str, int]) -> tuple[str, str, str]:
+    a, b = sorted((row["arch_a"], row["arch_b"]), key=lambda x: arch_rank[x])
+    return row["group"], a, b
+
+
+def table2(
+    runs: Sequence[Run], pairs: PairwiseResiduals | None, n_boot: int = 1000, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 2 per pair of runs and grouped as in the paper, each AR with a 95% bootstrap interval.
+
+    Grouped rows average a group's per-image residuals over its seed combinations (architecture pairs) or its
+    seed pairs (one architecture retrained); no pairs (fewer than two runs) give empty tables. Every interval
+    comes from ONE bootstrap over the test images, so all pairs and groups are resampled with the same image
+    indices.
+    """
+    if pairs is None or pairs.n_images == 0:
+        return pd.DataFrame(columns=PAIR_COLUMNS), pd.DataFrame(columns=GROUPED_COLUMNS)
+    matrix = pairs.matrix()
+    per_pair = _pair_rows(runs, pairs)
+    arch_rank = {}
+    for run in runs:
+        arch_rank.setdefault(run.arch, len(arch_rank))
+    keys = [_group_key(row, arch_rank) for _, row in per_pair.iterrows()]
+    order = sorted(set(keys), key=lambda k: (k[0] != "architecture", arch_rank[k[1]], arch_rank[k[2]]))
+    members = [[i for i, k in enumerate(keys) if k == key] for key in order]
+    grouped_values = np.stack([matrix[idx].mean(axis=0) for idx in members])
+    low, high = bootstrap_ci(np.vstack([matrix, grouped_values]), n_boot=n_boot, seed=seed)
+    per_pair = per_pair.assign(ar=matrix.mean(axis=1), ci_low=low[: len(matrix)], ci_high=high[: len(matrix)])
+    grouped = pd.DataFrame(
+        {
+            "group": [k[0] for k in order],
+            "arch_a": [k[1] for k in order],
+            "arch_b": [k[2] for k in order],
+            "pair": [f"{a} vs {b}" if g == "architecture" else f"{a} vs {a} retrained" for g, a, b in order],
+            "n_pairs": [len(idx) for idx in members],
+            "ar": grouped_values.mean(axis=1),
+            "ci_low": low[len(matrix) :],
+            "ci_high": high[len(matrix) :],
+            "paper_ar": [paper_ar(a, b) for _, a, b in order],
+        }
+    )
+    return per_pair[PAIR_COLUMNS], grouped[GROUPED_COLUMNS]
+
+
+def ratio_distances(runs: Sequence[Run], threshold: float) -> pd.DataFrame:
+    """Distance between the object-ratio profiles (Figure 5 bars) of every pair of runs that has them."""
+    with_ratios = [r for r in runs if r.table("object_ratios.csv") is not None]
+    rows = []
+    for a, b in combinations(with_ratios, 2):
+        ta, tb = a.table("object_ratios.csv"), b.table("object_ratios.csv")
+        try:
+            l1 = ratio_profile_distance(ta, tb, threshold=threshold, metric="l1")
+            js = ratio_profile_distance(ta, tb, threshold=threshold, metric="js")
+        except ValueError:
+            continue
+        rows.append(
+            {
+                "group": pair_group(a.arch, b.arch),
+                "run_a": a.name,
+                "run_b": b.name,
+                "label_a": a.label,
+                "label_b": b.label,
+                "l1": l1,
+                "js": js,
+            }
+        )
+    return pd.DataFrame(rows, columns=["group", "run_a", "run_b", "label_a", "label_b", "l1", "js"])
+
+
+def _test_row(comparison: str, table: pd.DataFrame, column: str, n_perm: int) -> dict:
+    between = table.loc[table["group"] == "architecture", column].to_numpy(dtype=np.float64)
+    within = table.loc[table["group"] == "seed", column].to_numpy(dtype=np.float64)
+    p = permutation_test(between, within, n_perm=n_perm) if len(between) and len(within) else float("nan")
+    return {
+        "comparison": comparison,
+        "between_mean": between.mean() if len(between) else float("nan"),
+        "within_mean": within.mean() if len(within) else float("nan"),
+        "n_between": len(between),
+        "n_within": len(within),
+        "p_value": p,
+    }
+
+
+def comparison_tests(per_pair: pd.DataFrame, distances: pd.DataFrame, n_perm: int = 10000) -> pd.DataFrame:
+    """Permutation tests of "architecture pairs differ more than seed pairs" for AR and ratio profiles.
+
+    One-sided p-values over the pairs of runs (NaN when either group is empty). Pairs that share a run are not
+    independent, so p is a guide, not an exact level.
+    """
+    rows = [
+        _test_row("average residual AR", per_pair, "ar", n_perm),
+        _test_row("object-ratio profile distance (L1)", distances, "l1", n_perm),
+        _test_row("object-ratio profile distance (JS)", distances, "js", n_perm),
+    ]
+    return pd.DataFrame(rows, columns=TEST_COLUMNS)
+
+
+def _ranked(names: list[str], ranks: object) -> str:
+    """'fence #3, signboard #12': each planted object's rank in the ratio ranking ('not kept' if none)."""
+    values = ast.literal_eval(ranks) if isinstance(ranks, str) else ranks
+    if not isinstance(values, list | tuple) or len(values) != len(names):
+        return str(ranks)
+    return ", ".join(f"{n} #{r}" if r is not None else f"{n} not kept" for n, r in zip(names, values))
+
+
+def recovery_table(runs: Sequence[Run], threshold: float) -> pd.DataFrame:
+    """Planted-object recovery per run and city at the main threshold (synthetic data; empty otherwise)."""
+    columns = ["run", "label", "city", "k", "n_kept", "precision_at_k", "separated", "planted_ranks", "ranks"]
+    rows = []
+    for run in runs:
+        table = run.table("recovery.csv")
+        if table is None or not run.planted:
+            continue
+        at = table[np.isclose(table["threshold"], threshold)]
+        ranks = [_ranked(run.planted.get(c, []), r) for c, r in zip(at["city"], at["planted_ranks"])]
+        rows.append(at.assign(run=run.name, label=run.label, ranks=ranks))
+    return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
+
+
+def tsne_purity(tsne: pd.DataFrame, k: int = 5) -> float:
+    """Share of images whose k nearest neighbours in the t-SNE map are mostly of their city (NaN if none)."""
+    points = tsne[["x", "y"]].to_numpy(dtype=np.float64)
+    ok = np.isfinite(points).all(axis=1)
+    points, cities = points[ok], tsne["city"].to_numpy()[ok]
+    if len(points) <= k:
+        return float("nan")
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
+    same = (cities[idx[:, 1:]] == cities[:, None]).mean(axis=1)
+    return float((same > 0.5).mean())
