@@ -50,8 +50,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "cities"
         generate(root, images_per_city=args.images, size=args.size, workers=args.workers, progress=False)
-        dm = FolderCityData(root=str(root), input_size=args.size, cache_dir=str(Path(tmp) / "cache"),
-                            batch_size=args.batch, num_workers=0)
+        dm = FolderCityData(
+            root=str(root),
+            input_size=args.size,
+            cache_dir=str(Path(tmp) / "cache"),
+            batch_size=args.batch,
+            num_workers=0,
+        )
         n = len(dm.find_records())
         start = time.perf_counter()
         dm.cache.build(workers=args.workers, progress=False)

@@ -25,7 +25,7 @@ def _number(cfg: DictConfig, key: str) -> float:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first invalid value (unknown architecture, lr <= 0, missing data path, ...)."""
+    """Raise ConfigError for the first invalid value (unknown architecture, lr <= 0, missing path, ...)."""
     arch = _get(cfg, "model.arch")
     if arch not in ARCHITECTURES:
         raise ConfigError(f"model.arch: unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}")

@@ -79,7 +79,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = instantiate(cfg.model, num_classes=datamodule.num_classes)
     loggers = build_loggers(cfg, run_dir)
     callbacks = build_callbacks(cfg, run_dir)
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir))
+    trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)
+    )
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics: dict[str, Any] = {"arch": cfg.model.arch, "seed": cfg.seed, "run_dir": str(run_dir)}
@@ -95,7 +97,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 citylens_version=citylens.__version__,
             )
             atomic_write_json(run_dir / "metrics.json", metrics)
-            log.info("test accuracy %.4f (%s, seed %s) -> %s", metrics["test/acc"], cfg.model.arch, cfg.seed, run_dir)
+            log.info(
+                "test accuracy %.4f (%s, seed %s) -> %s",
+                metrics["test/acc"],
+                cfg.model.arch,
+                cfg.seed,
+                run_dir,
+            )
     finally:
         finish_loggers(loggers)
     return {"metrics": metrics, "trainer": trainer, "model": model, "datamodule": datamodule}

@@ -80,7 +80,10 @@ def test_cli_refuses_a_bad_value_before_training(tmp_path: Path):
     env = {**os.environ, "CITYLENS_OUTPUTS": str(tmp_path / "out"), "CITYLENS_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "-m", "citylens.train", "experiment=smoke", "model.lr=-1"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "model.lr" in proc.stdout + proc.stderr

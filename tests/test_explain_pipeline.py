@@ -1,4 +1,4 @@
-"""The after-fit analysis of one real run: mask store, t-SNE, figures, label maps, ratios, citylens-analyze."""
+"""The after-fit analysis of one real run: mask store, t-SNE, figures, label maps, ratios, re-analysis."""
 
 from __future__ import annotations
 
@@ -27,13 +27,22 @@ from tests.conftest import compose_cfg
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("explain_run")
-    cfg = compose_cfg(["experiment=smoke", "model=simple", "callbacks.progress_bar=null",
-                       "callbacks.explain.thumbnails=20"], root / "run", root / "cache")
+    cfg = compose_cfg(
+        [
+            "experiment=smoke",
+            "model=simple",
+            "callbacks.progress_bar=null",
+            "callbacks.explain.thumbnails=20",
+        ],
+        root / "run",
+        root / "cache",
+    )
     result = train(cfg)
     overrides = root / "run" / ".hydra"
     overrides.mkdir()
     (overrides / "overrides.yaml").write_text(
-        "- experiment=smoke\n- model=simple\n- callbacks.progress_bar=null\n- callbacks.explain.thumbnails=20\n"
+        "- experiment=smoke\n- model=simple\n- callbacks.progress_bar=null\n"
+        "- callbacks.explain.thumbnails=20\n"
         f"- paths.cache_dir={root / 'cache'}\n"
     )
     return {**result, "run_dir": root / "run", "cache": root / "cache"}
@@ -41,7 +50,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_run_writes_every_artefact(run: dict):
     run_dir = run["run_dir"]
-    for name in ("metrics.json", "split.csv", "tsne.csv", "object_ratios.csv", "ratio_summary.csv", "recovery.csv"):
+    for name in (
+        "metrics.json",
+        "split.csv",
+        "tsne.csv",
+        "object_ratios.csv",
+        "ratio_summary.csv",
+        "recovery.csv",
+    ):
         assert (run_dir / name).is_file(), name
     for fig in ("fig3_tsne", "fig4_explanations", "fig5_ratios", "fig6_examples"):
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 5000
@@ -79,8 +95,9 @@ def test_object_ratios_match_the_library_function(run: dict):
     store = open_store(run["run_dir"])
     dm = run["datamodule"]
     labels = np.stack([GroundTruthSegmenter(64).load(r) for r in dm.splits["test"]])
-    expected = object_ratios(store.masks().numpy(), labels, store.cities, [0.3, 0.5, 0.7],
-                             min_mean_pixels=100 * (64 / 224) ** 2)
+    expected = object_ratios(
+        store.masks().numpy(), labels, store.cities, [0.3, 0.5, 0.7], min_mean_pixels=100 * (64 / 224) ** 2
+    )
     written = pd.read_csv(run["run_dir"] / "object_ratios.csv")
     assert len(written) == len(expected)
     np.testing.assert_allclose(written["ratio"], expected["ratio"])
@@ -89,7 +106,9 @@ def test_object_ratios_match_the_library_function(run: dict):
     assert set(recovery["city"]) == {"tokyo", "pittsburgh"} and set(recovery["k"]) == {2}
 
 
-def test_analyze_reruns_with_a_new_threshold_and_reuses_label_maps(run: dict, caplog: pytest.LogCaptureFixture):
+def test_analyze_reruns_with_a_new_threshold_and_reuses_label_maps(
+    run: dict, caplog: pytest.LogCaptureFixture
+):
     with caplog.at_level(logging.INFO):
         analyze(run["run_dir"], ["analysis.threshold=0.2", "callbacks.objects.extra_thresholds=[]"])
     written = pd.read_csv(run["run_dir"] / "object_ratios.csv")
@@ -107,8 +126,15 @@ def test_analyze_refuses_a_bad_threshold(run: dict):
 
 def _fake_store(path: Path, ids: list[str], arch: str = "simple") -> Path:
     n = len(ids)
-    write_store(path / "masks", np.random.rand(n, 2, 2).astype(np.float32), np.full((n, 2), 0.5),
-                np.zeros(n), ids, ["a"] * n, {"arch": arch, "seed": 0, "input_size": 8})
+    write_store(
+        path / "masks",
+        np.random.rand(n, 2, 2).astype(np.float32),
+        np.full((n, 2), 0.5),
+        np.zeros(n),
+        ids,
+        ["a"] * n,
+        {"arch": arch, "seed": 0, "input_size": 8},
+    )
     return path
 
 

@@ -46,8 +46,13 @@ def test_wandb_offline_run_holds_the_logged_metrics(tmp_path: Path, cache_dir: P
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
     wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--summary", "--json", str(runs[0])],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--summary", "--json", str(runs[0])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     record = json.loads(out)
     assert record["state"] == "finished" and record["name"] == "simple-s0" and record["project"] == "citylens"
     assert record["summary"]["test/acc"] == pytest.approx(metrics["test/acc"])
@@ -57,8 +62,16 @@ def test_wandb_offline_run_holds_the_logged_metrics(tmp_path: Path, cache_dir: P
 
 def test_multirun_gives_one_dir_per_job_with_identical_test_ids(tmp_path: Path):
     env = {**os.environ, "CITYLENS_OUTPUTS": str(tmp_path / "out"), "CITYLENS_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "citylens.train", "-m", "experiment=smoke", "model=simple,resnet18", "seed=0,1",
-           "callbacks.progress_bar=null"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "citylens.train",
+        "-m",
+        "experiment=smoke",
+        "model=simple,resnet18",
+        "seed=0,1",
+        "callbacks.progress_bar=null",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweeps = list((tmp_path / "out" / "sweeps").iterdir())

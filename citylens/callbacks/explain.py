@@ -30,7 +30,11 @@ def sample_indices(targets: np.ndarray, per_city: int, seed: int = 0) -> np.ndar
 
 
 def compute_store(
-    module: pl.LightningModule, datamodule: Any, run_dir: Path, batch_size: int, run_seed: int | None,
+    module: pl.LightningModule,
+    datamodule: Any,
+    run_dir: Path,
+    batch_size: int,
+    run_seed: int | None,
     checkpoint: str | None = None,
 ) -> MaskStore:
     """Grad-CAM every test image (best checkpoint weights in `module`) and write the run's mask store."""
@@ -38,8 +42,12 @@ def compute_store(
     n = len(datamodule.splits["test"])
     low_res, probs = None, np.zeros((n, datamodule.num_classes), np.float32)
     device = module.device
-    for start, views, _ in tqdm(datamodule.analysis_batches("test", batch_size), desc="Grad-CAM",
-                                total=-(-n // batch_size), unit="batch"):
+    for start, views, _ in tqdm(
+        datamodule.analysis_batches("test", batch_size),
+        desc="Grad-CAM",
+        total=-(-n // batch_size),
+        unit="batch",
+    ):
         maps, logits = cam.low_res(to_input(views.to(device)))
         if low_res is None:
             low_res = np.zeros((n, *maps.shape[1:]), np.float32)
@@ -58,8 +66,15 @@ def compute_store(
         "dataset": datamodule.describe(),
     }
     records = datamodule.splits["test"]
-    write_store(run_dir / STORE_DIR, low_res, probs, datamodule.targets("test"),
-                [r.image_id for r in records], [r.city for r in records], provenance)
+    write_store(
+        run_dir / STORE_DIR,
+        low_res,
+        probs,
+        datamodule.targets("test"),
+        [r.image_id for r in records],
+        [r.city for r in records],
+        provenance,
+    )
     return open_store(run_dir)
 
 
@@ -79,26 +94,46 @@ class ExplainCallback(AnalysisCallback):
         run_seed: int | None = None,
     ) -> None:
         self.threshold = validate_threshold(threshold)
-        self.batch_size, self.tsne_side, self.pca_dims, self.perplexity = batch_size, tsne_side, pca_dims, perplexity
-        self.thumbnails, self.examples_per_city, self.seed, self.run_seed = thumbnails, examples_per_city, seed, run_seed
+        self.batch_size, self.tsne_side, self.pca_dims, self.perplexity = (
+            batch_size,
+            tsne_side,
+            pca_dims,
+            perplexity,
+        )
+        self.thumbnails, self.examples_per_city, self.seed, self.run_seed = (
+            thumbnails,
+            examples_per_city,
+            seed,
+            run_seed,
+        )
 
     def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
         checkpoint = getattr(getattr(module, "trainer", None), "ckpt_path", None) if module._trainer else None
         with torch.inference_mode(False):
             store = compute_store(module, datamodule, run_dir, self.batch_size, self.run_seed, checkpoint)
         log.info("mask store: %d masks (%s) -> %s", len(store), store.low_res.shape[1:], store.path)
-        coords = embed_masks((m for _, m in store.chunks(512)), self.tsne_side, self.pca_dims, self.perplexity,
-                             self.seed)
-        table = pd.DataFrame({"image_id": store.image_ids, "city": store.cities,
-                              "predicted": [datamodule.cities[i] for i in store.preds],
-                              "x": coords[:, 0], "y": coords[:, 1]})
+        coords = embed_masks(
+            (m for _, m in store.chunks(512)), self.tsne_side, self.pca_dims, self.perplexity, self.seed
+        )
+        table = pd.DataFrame(
+            {
+                "image_id": store.image_ids,
+                "city": store.cities,
+                "predicted": [datamodule.cities[i] for i in store.preds],
+                "x": coords[:, 0],
+                "y": coords[:, 1],
+            }
+        )
         with atomic_path(run_dir / "tsne.csv") as tmp:
             table.to_csv(tmp, index=False)
         name = f"{store.meta['arch']}-s{store.meta['seed']}"
         paths = {
             "fig3_tsne": figures.save(
-                figures.tsne_scatter(coords, store.targets, datamodule.cities, f"{name}: t-SNE of masks (Fig. 3)"),
-                run_dir / "figures" / "fig3_tsne.png"),
+                figures.tsne_scatter(
+                    coords, store.targets, datamodule.cities, f"{name}: t-SNE of masks (Fig. 3)"
+                ),
+                run_dir / "figures" / "fig3_tsne.png",
+            ),
             "fig4_explanations": self._figure4(store, datamodule, coords, run_dir, name),
             "fig6_examples": self._figure6(store, datamodule, run_dir, name),
         }
@@ -109,7 +144,9 @@ class ExplainCallback(AnalysisCallback):
         records = datamodule.splits["test"]
         return np.stack([views[datamodule.row[records[i].image_id]] for i in indices])
 
-    def _figure4(self, store: MaskStore, datamodule: Any, coords: np.ndarray, run_dir: Path, name: str) -> Path:
+    def _figure4(
+        self, store: MaskStore, datamodule: Any, coords: np.ndarray, run_dir: Path, name: str
+    ) -> Path:
         rng = np.random.default_rng(self.seed)
         chosen = np.sort(rng.permutation(len(store))[: self.thumbnails])
         thumbs = []
@@ -119,15 +156,28 @@ class ExplainCallback(AnalysisCallback):
             explained = torch.from_numpy(explain(self._views(datamodule, idx), masks, self.threshold))
             small = F.interpolate(explained.permute(0, 3, 1, 2).float(), size=48, mode="area")
             thumbs.append(small.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
-        fig = figures.tsne_thumbnails(coords[chosen], np.concatenate(thumbs), store.targets[chosen],
-                                      datamodule.cities, f"{name}: {len(chosen)} explanations at t-SNE places (Fig. 4)")
+        fig = figures.tsne_thumbnails(
+            coords[chosen],
+            np.concatenate(thumbs),
+            store.targets[chosen],
+            datamodule.cities,
+            f"{name}: {len(chosen)} explanations at t-SNE places (Fig. 4)",
+        )
         return figures.save(fig, run_dir / "figures" / "fig4_explanations.png")
 
     def _figure6(self, store: MaskStore, datamodule: Any, run_dir: Path, name: str) -> Path:
         idx = sample_indices(store.targets, self.examples_per_city, self.seed)
         masks = torch.cat([store.masks(j, j + 1) for j in idx]).numpy()
-        titles = [f"{store.image_ids[j].rsplit('/', 1)[-1]}\n{store.cities[j]} -> "
-                  f"{datamodule.cities[store.preds[j]]} ({store.probs[j].max():.2f})" for j in idx]
-        fig = figures.example_grid(self._views(datamodule, idx), masks, self.threshold, titles,
-                                   f"{name}: sample test images (Fig. 6)")
+        titles = [
+            f"{store.image_ids[j].rsplit('/', 1)[-1]}\n{store.cities[j]} -> "
+            f"{datamodule.cities[store.preds[j]]} ({store.probs[j].max():.2f})"
+            for j in idx
+        ]
+        fig = figures.example_grid(
+            self._views(datamodule, idx),
+            masks,
+            self.threshold,
+            titles,
+            f"{name}: sample test images (Fig. 6)",
+        )
         return figures.save(fig, run_dir / "figures" / "fig6_examples.png")

@@ -55,7 +55,9 @@ class ObjectsCallback(AnalysisCallback):
         if isinstance(self.segmenter, GroundTruthSegmenter) and unlabelled:
             log.warning(
                 "object ratios skipped: %d test images have no stored label map (e.g. %s); choose a network "
-                "segmenter (segmenter=segformer or segmenter=csail) for this dataset", len(unlabelled), unlabelled[0]
+                "segmenter (segmenter=segformer or segmenter=csail) for this dataset",
+                len(unlabelled),
+                unlabelled[0],
             )
             return
         labels = label_maps(self.segmenter, datamodule, self.cache_dir, self.batch_size)
@@ -73,14 +75,23 @@ class ObjectsCallback(AnalysisCallback):
         recovery = None
         if planted:
             recovery = planted_recovery(table, planted)
-            write_csv(recovery.assign(planted_ranks=recovery["planted_ranks"].map(str)), run_dir / "recovery.csv")
+            write_csv(
+                recovery.assign(planted_ranks=recovery["planted_ranks"].map(str)), run_dir / "recovery.csv"
+            )
             tables["recovery"] = recovery.assign(planted_ranks=recovery["planted_ranks"].map(str))
             at = recovery[recovery["threshold"] == self.threshold]
-            log.info("planted-object recovery at %.2f: %s", self.threshold,
-                     ", ".join(f"{r.city} P@{r.k}={r.precision_at_k:.2f}" for r in at.itertuples()))
+            log.info(
+                "planted-object recovery at %.2f: %s",
+                self.threshold,
+                ", ".join(f"{r.city} P@{r.k}={r.precision_at_k:.2f}" for r in at.itertuples()),
+            )
         name = f"{store.meta['arch']}-s{store.meta['seed']}"
         at_threshold = None if recovery is None else recovery[recovery["threshold"] == self.threshold]
-        fig = figures.ratio_bars(table[table["threshold"] == self.threshold], planted=planted,
-                                 recovery=at_threshold, title=f"{name}: object ratios at threshold {self.threshold} (Fig. 5)")
+        fig = figures.ratio_bars(
+            table[table["threshold"] == self.threshold],
+            planted=planted,
+            recovery=at_threshold,
+            title=f"{name}: object ratios at threshold {self.threshold} (Fig. 5)",
+        )
         path = figures.save(fig, run_dir / "figures" / "fig5_ratios.png")
         log_artifacts(loggers, images={"fig5_ratios": path}, tables=tables)

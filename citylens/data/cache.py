@@ -65,7 +65,9 @@ class ViewCache:
                 return
             log.info("building view cache %s (%d images, %dpx)", self.directory, len(self.records), self.size)
             bar = tqdm(total=len(self.records), desc="decoding images", unit="img", disable=not progress)
-            bar.update(len(self.records) - sum(min(CHUNK, len(self.records) - s) for s in self.array.pending()))
+            bar.update(
+                len(self.records) - sum(min(CHUNK, len(self.records) - s) for s in self.array.pending())
+            )
             pool = ProcessPoolExecutor(workers) if workers > 1 else None
             try:
                 self.array.fill(lambda a, b: self._chunk(a, b, pool, workers), self._metadata, bar)

@@ -148,7 +148,7 @@ class CityDataModule(pl.LightningDataModule):
     def analysis_batches(
         self, split: str = "test", batch_size: int = 64, start: int = 0, stop: int | None = None
     ) -> Iterator[tuple[int, torch.Tensor, list[ImageRecord]]]:
-        """Yield (index of the first image, uint8 (n,3,S,S) analysis views, records) over a split, in order."""
+        """Yield (index of the first image, uint8 (n,3,S,S) views, records) over a split, in order."""
         records = self.splits[split][start:stop]
         views = self.cache.images()
         for i in range(0, len(records), batch_size):
@@ -204,7 +204,9 @@ class SyntheticCityData(CityDataModule):
         super().__init__(**kwargs)
         for city, spec in cities.items():
             if set(spec) != {"planted"}:
-                raise ValueError(f"data.cities.{city}: expected exactly the key 'planted', got {sorted(spec)}")
+                raise ValueError(
+                    f"data.cities.{city}: expected exactly the key 'planted', got {sorted(spec)}"
+                )
         if images_per_city < 5:
             raise ValueError(f"data.images_per_city: need at least 5 to split 6:2:2, got {images_per_city}")
         self.planted = {city: dict(spec["planted"]) for city, spec in cities.items()}

@@ -39,7 +39,9 @@ class CityClassifier(pl.LightningModule):
         self.target_layer_name = target_layer or DEFAULT_TARGET_LAYERS.get(arch, "")
         self.network, self.target_layer = build_model(arch, num_classes, input_size, weights, target_layer)
         self.loss = nn.CrossEntropyLoss()
-        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro") for s in ("tr", "va", "te")})
+        self.acc = nn.ModuleDict(
+            {s: MulticlassAccuracy(num_classes, average="micro") for s in ("tr", "va", "te")}
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)

@@ -40,7 +40,6 @@ class PaperCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-
 SIMPLE_SPEC = [(5, 20), (7, 64), (5, 96), (7, 128)]
 SIMPLER_SPEC = [(9, 20), (9, 64), (9, 96)]
 

@@ -42,7 +42,9 @@ def tsne_scatter(
     size = max(2.0, min(20.0, 4000 / max(1, len(coords))))
     for c, name in enumerate(city_names):
         pts = coords[cities == c]
-        ax.scatter(pts[:, 0], pts[:, 1], s=size, alpha=0.7, color=CITY_COLOURS[c % 10], label=f"{name} ({len(pts)})")
+        ax.scatter(
+            pts[:, 0], pts[:, 1], s=size, alpha=0.7, color=CITY_COLOURS[c % 10], label=f"{name} ({len(pts)})"
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or "t-SNE of Grad-CAM masks (Figure 3)")
@@ -51,19 +53,28 @@ def tsne_scatter(
 
 
 def tsne_thumbnails(
-    coords: np.ndarray, thumbnails: np.ndarray, cities: Sequence[int], city_names: Sequence[str], title: str = ""
+    coords: np.ndarray,
+    thumbnails: np.ndarray,
+    cities: Sequence[int],
+    city_names: Sequence[str],
+    title: str = "",
 ) -> Figure:
-    """Figure 4: visual explanations drawn as thumbnails at their t-SNE places, framed in their city's colour."""
+    """Figure 4: visual explanations as thumbnails at their t-SNE places, framed in their city's colour."""
     fig, ax = plt.subplots(figsize=(12, 12))
     ax.scatter(coords[:, 0], coords[:, 1], s=0)
     zoom = 40 / max(thumbnails.shape[1], 1)
     for (x, y), thumb, c in zip(coords, thumbnails, cities, strict=True):
         box = AnnotationBbox(
-            OffsetImage(thumb, zoom=zoom), (x, y), frameon=True, pad=0.05,
+            OffsetImage(thumb, zoom=zoom),
+            (x, y),
+            frameon=True,
+            pad=0.05,
             bboxprops={"edgecolor": CITY_COLOURS[int(c) % 10], "linewidth": 1.5},
         )
         ax.add_artist(box)
-    handles = [plt.Line2D([], [], color=CITY_COLOURS[i % 10], lw=3, label=n) for i, n in enumerate(city_names)]
+    handles = [
+        plt.Line2D([], [], color=CITY_COLOURS[i % 10], lw=3, label=n) for i, n in enumerate(city_names)
+    ]
     ax.legend(handles=handles, loc="upper right")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -80,7 +91,9 @@ def example_grid(
     explained = explain(images, masks, threshold)
     for i in range(n):
         panels = (images[i], overlay(images[i], masks[i]), explained[i])
-        for j, (panel, name) in enumerate(zip(panels, ("image", "Grad-CAM mask", f"explanation (>= {threshold})"))):
+        for j, (panel, name) in enumerate(
+            zip(panels, ("image", "Grad-CAM mask", f"explanation (>= {threshold})"))
+        ):
             axes[i, j].imshow(panel)
             axes[i, j].set_xticks([])
             axes[i, j].set_yticks([])
