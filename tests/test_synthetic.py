@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from citylens.data import synthetic
 from citylens.data.synthetic import (
     ALWAYS_DRAWN,
     DEFAULT_CITIES,
@@ -23,6 +22,7 @@ from citylens.data.synthetic import (
     render_scene,
     renderable_classes,
 )
+from citylens.data.synthetic import dataset as synthetic
 from citylens.segment.ade20k import UNLABELLED, class_index
 
 SMALL = {"cities": DEFAULT_CITIES, "images_per_city": 4, "size": 48, "seed": 3, "progress": False}

@@ -1,0 +1,222 @@
+"""Synthetic datasets on disk: per-city class probabilities, generation, the manifest and a settings cache."""
+
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from citylens.data.synthetic.config import (
+    BASE_RATES,
+    DEFAULT_CITIES,
+    GENERATOR_VERSION,
+    JPEG_QUALITY,
+    OPTIONAL,
+    check_rate,
+    check_size,
+    normalize_cities,
+)
+from citylens.data.synthetic.scene import render_scene
+from citylens.io import atomic_write_text, short_hash
+
+
+def city_probabilities(
+    cities: Mapping[str, Mapping[str, float]], other_city_rate: float = 0.1
+) -> dict[str, dict[str, float]]:
+    """Per city, the probability of every optional class.
+
+    A class planted in any city leaves the shared grammar: it appears with the planted probability where it
+    is planted and with `other_city_rate` elsewhere; every other class keeps its base rate in all cities.
+    """
+    check_rate("other_city_rate", other_city_rate)
+    planted_anywhere = {name for planted in cities.values() for name in planted}
+    return {
+        city: {
+            name: planted.get(name, other_city_rate) if name in planted_anywhere else BASE_RATES[name]
+            for name in OPTIONAL
+        }
+        for city, planted in cities.items()
+    }
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a worker needs to render and write one image."""
+
+    root: str
+    city: str
+    city_index: int
+    index: int
+    digits: int
+    size: int
+    seed: int
+    probabilities: tuple[float, ...]
+    night_rate: float
+
+
+def image_rng(seed: int, city_index: int, index: int) -> np.random.Generator:
+    """The random source of one image: independent of the order and the process that renders it."""
+    return np.random.default_rng(np.random.SeedSequence([seed, city_index, index]))
+
+
+def _render_job(job: _Job) -> dict[str, Any]:
+    """Sample an image's contents, render it, write the JPEG and the PNG label map; return its record."""
+    rng = image_rng(job.seed, job.city_index, job.index)
+    objects = [name for name, p in zip(OPTIONAL, job.probabilities) if rng.random() < p]
+    night = bool(rng.random() < job.night_rate)
+    image, label = render_scene(rng, job.size, objects, night)
+    stem = f"{job.city}_{job.index:0{job.digits}d}"
+    folder = Path(job.root, job.city)
+    Image.fromarray(image).save(folder / f"{stem}.jpg", quality=JPEG_QUALITY)
+    Image.fromarray(label).save(folder / f"{stem}.labels.png", compress_level=1)
+    return {
+        "image": f"{job.city}/{stem}.jpg",
+        "labels": f"{job.city}/{stem}.labels.png",
+        "night": night,
+        "objects": objects,
+    }
+
+
+def _settings(
+    cities: Mapping[str, Any],
+    images_per_city: int,
+    size: int,
+    seed: int,
+    other_city_rate: float,
+    night_rate: float,
+) -> dict[str, Any]:
+    """The validated settings that determine the generated files (workers and progress do not).
+
+    The city order is part of them: a city's index seeds its images.
+    """
+    cities = normalize_cities(cities)
+    check_rate("other_city_rate", other_city_rate)
+    check_rate("night_rate", night_rate)
+    if images_per_city < 1:
+        raise ValueError(f"images_per_city: must be at least 1, got {images_per_city}")
+    check_size(size)
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "cities": cities,
+        "city_order": list(cities),
+        "images_per_city": int(images_per_city),
+        "size": int(size),
+        "seed": int(seed),
+        "other_city_rate": float(other_city_rate),
+        "night_rate": float(night_rate),
+        "jpeg_quality": JPEG_QUALITY,
+    }
+
+
+def generate(
+    root: Path,
+    cities: Mapping[str, Any] = DEFAULT_CITIES,
+    images_per_city: int = 100,
+    size: int = 224,
+    seed: int = 0,
+    other_city_rate: float = 0.1,
+    night_rate: float = 0.3,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write a synthetic dataset: root/<city>/<city>_<NNNNN>.jpg, a .labels.png beside each, manifest.json.
+
+    The files depend only on the settings and seed (not on `workers`). Returns the manifest.
+    """
+    settings = _settings(cities, images_per_city, size, seed, other_city_rate, night_rate)
+    probabilities = city_probabilities(settings["cities"], other_city_rate)
+    root = Path(root)
+    digits = max(5, len(str(images_per_city - 1)))
+    jobs = []
+    for ci, city in enumerate(settings["cities"]):
+        (root / city).mkdir(parents=True, exist_ok=True)
+        probs = tuple(probabilities[city][name] for name in OPTIONAL)
+        jobs += [
+            _Job(str(root), city, ci, i, digits, size, seed, probs, night_rate)
+            for i in range(images_per_city)
+        ]
+    records = _run_jobs(jobs, workers, progress)
+    manifest = {
+        **settings,
+        "planted": settings["cities"],
+        "probabilities": probabilities,
+        "images": {city: [r for r, j in zip(records, jobs) if j.city == city] for city in settings["cities"]},
+    }
+    atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _run_jobs(jobs: list[_Job], workers: int, progress: bool) -> list[dict[str, Any]]:
+    """Render all jobs, in order, in this process or a pool of `workers` processes, with a progress bar.
+
+    Workers are forked where the OS allows: a spawned worker re-imports the citylens package (torch and
+    Lightning, many seconds), while the rendering itself needs only NumPy and Pillow.
+    """
+    bar = functools.partial(tqdm, total=len(jobs), desc="synthetic cities", unit="img", disable=not progress)
+    if workers <= 1:
+        return list(bar(map(_render_job, jobs)))
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(workers) as pool:
+        return list(bar(pool.imap(_render_job, jobs, chunksize=max(1, min(64, len(jobs) // (8 * workers))))))
+
+
+def settings_hash(settings: Mapping[str, Any]) -> str:
+    """A short stable hash of the generation settings (names the cache directory)."""
+    return short_hash(settings)
+
+
+def _complete(path: Path, settings: Mapping[str, Any]) -> bool:
+    """Whether `path` holds a finished generation with exactly these settings."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all(manifest.get(k) == v for k, v in settings.items())
+
+
+def ensure_synthetic(
+    cache_dir: Path,
+    cities: Mapping[str, Any] = DEFAULT_CITIES,
+    images_per_city: int = 100,
+    size: int = 224,
+    seed: int = 0,
+    other_city_rate: float = 0.1,
+    night_rate: float = 0.3,
+    workers: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Return cache_dir/synthetic-<hash of the settings>, generating it on first use.
+
+    Generation goes to a temporary sibling that is renamed into place only when complete, so an interrupted
+    run never leaves a directory that looks finished; when two processes race, the loser uses the winner's.
+    """
+    settings = _settings(cities, images_per_city, size, seed, other_city_rate, night_rate)
+    cache_dir = Path(cache_dir)
+    final = cache_dir / f"synthetic-{settings_hash(settings)}"
+    if _complete(final, settings):
+        return final
+    if final.exists():
+        raise RuntimeError(f"{final} exists but is not a complete generation with these settings; delete it")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=cache_dir))
+    try:
+        args = (settings["cities"], images_per_city, size, seed, other_city_rate, night_rate)
+        generate(tmp, *args, workers, progress)
+        os.rename(tmp, final)
+    except OSError:
+        if not _complete(final, settings):
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
