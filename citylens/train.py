@@ -6,16 +6,22 @@ directly with a config composed by Hydra's compose API.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import citylens
 from citylens.config import ConfigError, validate
@@ -41,7 +47,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
             group = conf.get("group") or sweep_name(run_dir)
             config = OmegaConf.to_container(cfg, resolve=True)
             logger = instantiate(conf, group=group, save_dir=str(run_dir), dir=str(run_dir))
-            logger.experiment.config.update(config, allow_val_change=True)
+            if rank_zero_only.rank == 0:
+                logger.experiment.config.update(config, allow_val_change=True)
         else:
             logger = instantiate(conf, save_dir=str(run_dir))
         loggers.append(logger)
@@ -74,7 +81,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    datamodule.write_split(run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     model = instantiate(cfg.model, num_classes=datamodule.num_classes)
     loggers = build_loggers(cfg, run_dir)
@@ -82,12 +88,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = instantiate(
         cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)
     )
+    # Under DDP every rank runs train(); only global rank 0 writes the run's files.
+    if trainer.is_global_zero:
+        datamodule.write_split(run_dir)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics: dict[str, Any] = {"arch": cfg.model.arch, "seed": cfg.seed, "run_dir": str(run_dir)}
+        tested: list[dict[str, Any]] = []
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if cfg.get("test", True):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             tested = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        if cfg.get("test", True) and trainer.is_global_zero:
             metrics.update({k: float(v) for k, v in tested[0].items()})
             metrics.update(
                 best_checkpoint=best,
@@ -106,6 +117,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             )
     finally:
         finish_loggers(loggers)
+        # A multirun runs its next job in this process: leave no DDP process group behind.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return {"metrics": metrics, "trainer": trainer, "model": model, "datamodule": datamodule}
 
 
@@ -113,10 +127,43 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
+# Set in this process by Lightning's DDP launcher; a later job finding LOCAL_RANK would not start its ranks.
+DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextlib.contextmanager
+def relaunchable_job() -> Iterator[None]:
+    """Let Lightning's DDP launcher run each job of a multirun.
+
+    The launcher starts ranks > 0 as `<this command> hydra.run.dir=<hydra.run.dir>`, which in a multirun
+    would start the whole sweep again elsewhere; so while the job runs, the command is this job's own
+    overrides and hydra.run.dir is this job's output dir. Afterwards the DDP variables the launcher set are
+    restored, so the next job in this process launches its own ranks. Single runs need nothing.
+    """
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    if hydra_cfg is None or hydra_cfg.mode != RunMode.MULTIRUN:
+        yield
+        return
+    argv, env = sys.argv, {key: os.environ.get(key) for key in DDP_ENV}
+    sys.argv = [argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
-        result = train(cfg)
+        with relaunchable_job():
+            result = train(cfg)
     except ConfigError as err:
         log.error("config error: %s", err)
         sys.exit(2)

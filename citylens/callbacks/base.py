@@ -1,12 +1,16 @@
 """What every analysis callback shares: it runs after the post-fit test, on the best checkpoint, once.
 
 `analyse(module, datamodule, run_dir, loggers)` is the whole job, so `citylens-analyze` can run the
-same code on a finished run without a Trainer.
+same code on a finished run without a Trainer. Under DDP it runs on global rank 0 over the whole test
+split (the same result as a single process, written once; ExplainCallback first gathers the Grad-CAM maps
+every rank computed for its share) while the other ranks wait at a barrier, so the process group stays up
+until rank 0 is done.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,19 @@ import pytorch_lightning as pl
 log = logging.getLogger("citylens.analysis")
 
 
+def on_rank_zero(trainer: pl.Trainer, work: Callable[[], None]) -> None:
+    """Run `work` on global rank 0 while every other rank waits at a barrier (also when `work` fails).
+
+    The wait is bounded by the strategy's process-group timeout (DDPStrategy(timeout=...), see
+    conf/trainer/ddp.yaml); a single process runs `work` and the barrier is a no-op.
+    """
+    try:
+        if trainer.is_global_zero:
+            work()
+    finally:
+        trainer.strategy.barrier("citylens-analysis")
+
+
 class AnalysisCallback(pl.Callback):
     """Base class: subclasses implement `analyse`; `on_test_end` calls it on global rank 0."""
 
@@ -23,9 +40,10 @@ class AnalysisCallback(pl.Callback):
         raise NotImplementedError
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
-        self.analyse(pl_module, trainer.datamodule, Path(trainer.default_root_dir), trainer.loggers)
+        run_dir = Path(trainer.default_root_dir)
+        on_rank_zero(trainer, lambda: self.analyse(pl_module, trainer.datamodule, run_dir, trainer.loggers))
 
 
 def log_artifacts(

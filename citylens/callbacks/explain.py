@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 import citylens
 from citylens.analysis.embedding import embed_masks
-from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
+from citylens.callbacks.base import AnalysisCallback, log, log_artifacts, on_rank_zero
 from citylens.data.datamodule import to_input
 from citylens.explain import GradCAM, explain, validate_threshold
 from citylens.explain.store import STORE_DIR, MaskStore, open_store, write_store
@@ -29,6 +29,60 @@ def sample_indices(targets: np.ndarray, per_city: int, seed: int = 0) -> np.ndar
     return np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
 
 
+def shard_bounds(n: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rank `rank`'s contiguous share [start, stop) of n test images, in whole batches.
+
+    Shares start at multiples of `batch_size`, so every image is explained in the same batch as in a
+    single process and the gathered maps are bit-identical to a single-process run.
+    """
+    n_batches = -(-n // batch_size)
+    per_rank = -(-n_batches // world_size) * batch_size
+    start = min(n, rank * per_rank)
+    return start, min(n, start + per_rank)
+
+
+def compute_maps(
+    module: pl.LightningModule, datamodule: Any, batch_size: int, start: int = 0, stop: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Low-resolution Grad-CAM maps (n, h, w) and class probabilities (n, C) of test images start:stop."""
+    cam = GradCAM(module.network, module.target_layer)
+    stop = len(datamodule.splits["test"]) if stop is None else stop
+    maps_parts, prob_parts = [], []
+    device = module.device
+    for _, views, _ in tqdm(
+        datamodule.analysis_batches("test", batch_size, start, stop),
+        desc="Grad-CAM",
+        total=-(-max(stop - start, 0) // batch_size),
+        unit="batch",
+    ):
+        maps, logits = cam.low_res(to_input(views.to(device)))
+        maps_parts.append(maps.cpu().numpy())
+        prob_parts.append(logits.float().softmax(1).cpu().numpy())
+    if not maps_parts:
+        return np.zeros((0, 0, 0), np.float32), np.zeros((0, datamodule.num_classes), np.float32)
+    return (
+        np.concatenate(maps_parts).astype(np.float32, copy=False),
+        np.concatenate(prob_parts).astype(np.float32, copy=False),
+    )
+
+
+def gather_maps(
+    trainer: pl.Trainer, module: pl.LightningModule, batch_size: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every rank explains its share of the test split; rank 0 gets all maps in split order, others None."""
+    start, stop = shard_bounds(
+        len(trainer.datamodule.splits["test"]), batch_size, trainer.global_rank, trainer.world_size
+    )
+    with torch.inference_mode(False):
+        part = compute_maps(module, trainer.datamodule, batch_size, start, stop)
+    parts: list[Any] = [None] * trainer.world_size
+    torch.distributed.all_gather_object(parts, part)
+    if not trainer.is_global_zero:
+        return None
+    parts = [p for p in parts if len(p[0])]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def compute_store(
     module: pl.LightningModule,
     datamodule: Any,
@@ -36,23 +90,13 @@ def compute_store(
     batch_size: int,
     run_seed: int | None,
     checkpoint: str | None = None,
+    maps: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> MaskStore:
-    """Grad-CAM every test image (best checkpoint weights in `module`) and write the run's mask store."""
-    cam = GradCAM(module.network, module.target_layer)
-    n = len(datamodule.splits["test"])
-    low_res, probs = None, np.zeros((n, datamodule.num_classes), np.float32)
-    device = module.device
-    for start, views, _ in tqdm(
-        datamodule.analysis_batches("test", batch_size),
-        desc="Grad-CAM",
-        total=-(-n // batch_size),
-        unit="batch",
-    ):
-        maps, logits = cam.low_res(to_input(views.to(device)))
-        if low_res is None:
-            low_res = np.zeros((n, *maps.shape[1:]), np.float32)
-        low_res[start : start + len(maps)] = maps.cpu().numpy()
-        probs[start : start + len(maps)] = logits.float().softmax(1).cpu().numpy()
+    """Grad-CAM every test image (best checkpoint weights in `module`) and write the run's mask store.
+
+    `maps`: the (low-res maps, probabilities) of the whole test split when already computed (under DDP).
+    """
+    low_res, probs = maps if maps is not None else compute_maps(module, datamodule, batch_size)
     provenance = {
         "arch": module.hparams.arch,
         "seed": run_seed,
@@ -107,10 +151,29 @@ class ExplainCallback(AnalysisCallback):
             run_seed,
         )
 
-    def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Under DDP every rank explains its share first; rank 0 then writes the store and the figures."""
+        if trainer.sanity_checking or trainer.world_size == 1:
+            return super().on_test_end(trainer, pl_module)
+        maps = gather_maps(trainer, pl_module, self.batch_size)
+        run_dir = Path(trainer.default_root_dir)
+        on_rank_zero(
+            trainer, lambda: self.analyse(pl_module, trainer.datamodule, run_dir, trainer.loggers, maps=maps)
+        )
+
+    def analyse(
+        self,
+        module: pl.LightningModule,
+        datamodule: Any,
+        run_dir: Path,
+        loggers: list[Any],
+        maps: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         checkpoint = getattr(getattr(module, "trainer", None), "ckpt_path", None) if module._trainer else None
         with torch.inference_mode(False):
-            store = compute_store(module, datamodule, run_dir, self.batch_size, self.run_seed, checkpoint)
+            store = compute_store(
+                module, datamodule, run_dir, self.batch_size, self.run_seed, checkpoint, maps=maps
+            )
         log.info("mask store: %d masks (%s) -> %s", len(store), store.low_res.shape[1:], store.path)
         coords = embed_masks(
             (m for _, m in store.chunks(512)), self.tsne_side, self.pca_dims, self.perplexity, self.seed
