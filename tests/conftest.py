@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +43,19 @@ def write_folder_dataset(root: Path, cities: dict[str, int], size: tuple[int, in
             pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
             pixels[..., c % 3] = 255
             Image.fromarray(pixels).save(path)
+
+
+def run_cli(args: list[str], root: Path, timeout: int = 900, **env_vars: str) -> subprocess.CompletedProcess:
+    """`python -m citylens.train ARGS` with outputs and caches under `root`; fails the test on error."""
+    env = {
+        **os.environ,
+        **env_vars,
+        "CITYLENS_OUTPUTS": str(root / "out"),
+        "CITYLENS_CACHE": str(root / "cache"),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+    }
+    cmd = [sys.executable, "-m", "citylens.train", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc

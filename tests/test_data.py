@@ -142,3 +142,24 @@ def test_real_photos_decode_through_the_folder_reader(tmp_path: Path):
     assert not dm.failures
     views = dm.cache.images()
     assert views.shape[1:] == (48, 48, 3) and views.std() > 10
+
+
+def test_smoke_training_on_a_folder_dataset(tmp_path: Path):
+    from citylens.train import train
+    from tests.conftest import compose_cfg
+
+    root = tmp_path / "photos"
+    write_folder_dataset(root, {"paris": 15, "oxford": 15})
+    overrides = [
+        "experiment=smoke",
+        "data=folder",
+        f"data.root={root}",
+        "logger=none",
+        "model=simple",
+        "callbacks.progress_bar=null",
+        "callbacks.explain.thumbnails=10",
+    ]
+    train(compose_cfg(overrides, tmp_path / "run", tmp_path / "cache"))
+    metrics = (tmp_path / "run" / "metrics.json").read_text()
+    assert '"oxford"' in metrics and '"paris"' in metrics
+    assert (tmp_path / "run" / "masks" / "meta.json").is_file()

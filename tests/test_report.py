@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from citylens.callbacks.sweep_report import SweepReportCallback
 from citylens.report import cli
 from citylens.report.sweep import Options, build_report
+from tests.conftest import run_cli
 from tests.test_residuals_callback import EXPECTED, MASKS, make_run, make_sweep
 
 FAST = Options(n_boot=200, n_perm=1000, examples_per_city=1)
@@ -116,19 +117,8 @@ def test_hydra_callback_logs_a_failing_report_without_raising(
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """One small real sweep: simple, simpler x seeds 0, 1 (its report built by the Hydra callback)."""
     root = tmp_path_factory.mktemp("report_sweep")
-    env = {
-        **os.environ,
-        "CITYLENS_OUTPUTS": str(root / "out"),
-        "CITYLENS_CACHE": str(root / "cache"),
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-    }
-    # 3 epochs at lr 3e-4: at the smoke defaults (1 epoch, lr 1e-3) simple-s0's masks are all zero, which
-    # crashes sklearn's t-SNE in the explain callback (reported; not the report's concern).
-    cmd = [
-        sys.executable,
-        "-m",
-        "citylens.train",
+    # 3 epochs at lr 3e-4: at the smoke defaults (1 epoch, lr 1e-3) a network's masks can be all zero.
+    args = [
         "-m",
         "experiment=smoke",
         "model=simple,simpler",
@@ -138,8 +128,14 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         "trainer.max_epochs=3",
         "model.lr=3e-4",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli(args, root)
+    env = {
+        **os.environ,
+        "CITYLENS_OUTPUTS": str(root / "out"),
+        "CITYLENS_CACHE": str(root / "cache"),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+    }
     (sweep_dir,) = list((root / "out" / "sweeps").iterdir())
     return SimpleNamespace(dir=sweep_dir, env=env, log=proc.stdout + proc.stderr)
 

@@ -22,7 +22,7 @@ from citylens.callbacks.explain import compute_maps, shard_bounds
 from citylens.explain.store import open_store
 from citylens.models import CityClassifier
 from citylens.train import train
-from tests.conftest import CONF, compose_cfg
+from tests.conftest import CONF, compose_cfg, run_cli
 
 # 12 test images in batches of 4: rank 0 explains images 0-7, rank 1 images 8-11.
 SMOKE = [
@@ -32,22 +32,6 @@ SMOKE = [
     "callbacks.progress_bar=null",
     "callbacks.explain.batch_size=4",
 ]
-
-
-def run_cli(args: list[str], root: Path, timeout: int = 900, **env_vars: str) -> subprocess.CompletedProcess:
-    """`python -m citylens.train ARGS` with outputs and caches under `root`; fails the test on error."""
-    env = {
-        **os.environ,
-        **env_vars,
-        "CITYLENS_OUTPUTS": str(root / "out"),
-        "CITYLENS_CACHE": str(root / "cache"),
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-    }
-    cmd = [sys.executable, "-m", "citylens.train", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return proc
 
 
 def test_test_split_shares_are_whole_batches_covering_every_image():

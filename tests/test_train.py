@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from citylens.train import train
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, run_cli
 
 FAST = ["experiment=smoke", "logger=none", "callbacks.progress_bar=null"]
 
@@ -61,19 +60,10 @@ def test_wandb_offline_run_holds_the_logged_metrics(tmp_path: Path, cache_dir: P
 
 
 def test_multirun_gives_one_dir_per_job_with_identical_test_ids(tmp_path: Path):
-    env = {**os.environ, "CITYLENS_OUTPUTS": str(tmp_path / "out"), "CITYLENS_CACHE": str(tmp_path / "cache")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "citylens.train",
-        "-m",
-        "experiment=smoke",
-        "model=simple,resnet18",
-        "seed=0,1",
-        "callbacks.progress_bar=null",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cli(
+        ["-m", "experiment=smoke", "model=simple,resnet18", "seed=0,1", "callbacks.progress_bar=null"],
+        tmp_path,
+    )
     sweeps = list((tmp_path / "out" / "sweeps").iterdir())
     assert len(sweeps) == 1
     runs = sorted(p for p in sweeps[0].iterdir() if (p / "metrics.json").is_file())

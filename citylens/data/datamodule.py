@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from citylens.data.cache import ViewCache
 from citylens.data.folder import scan_folder
 from citylens.data.records import ImageRecord
-from citylens.data.split import SPLITS, balance, split_records
+from citylens.data.split import SPLITS, balance, split_records, subsample
 from citylens.io import atomic_path
 
 log = logging.getLogger("citylens.data")
@@ -177,12 +177,15 @@ class CityDataModule(pl.LightningDataModule):
 class FolderCityData(CityDataModule):
     """Any folder of city photos: root/<city>/**/*.{jpg,jpeg,png} (labels as <stem>.labels.png beside)."""
 
-    def __init__(self, root: str, **kwargs: Any) -> None:
+    def __init__(self, root: str, images_per_city: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.root = Path(root).expanduser()
+        if images_per_city is not None and images_per_city < 5:
+            raise ValueError(f"data.images_per_city: need at least 5 to split 6:2:2, got {images_per_city}")
+        self.root, self.images_per_city = Path(root).expanduser(), images_per_city
 
     def find_records(self) -> list[ImageRecord]:
-        return scan_folder(self.root, key="data.root")
+        """Every image under the root, or a seeded sample of `images_per_city` per city."""
+        return subsample(scan_folder(self.root, key="data.root"), self.images_per_city, self.balance_seed)
 
 
 class SyntheticCityData(CityDataModule):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from scipy.io.matlab import MatReadError
 
 from citylens.data.datamodule import CityDataModule
 from citylens.data.records import ImageRecord
+from citylens.data.split import subsample
 
 log = logging.getLogger("citylens.data")
 
@@ -283,21 +283,6 @@ def read_pittsburgh(root: Path | str, mat: MatFiles = None) -> list[ImageRecord]
 def read_tokyo(root: Path | str, mat: MatFiles = None) -> list[ImageRecord]:
     """Tokyo 24/7 database images, optionally those of tokyo247.mat / tokyoTM_*.mat (.jpg names -> .png)."""
     return read_dataset(root, TOKYO, mat)
-
-
-def subsample(records: Sequence[ImageRecord], per_city: int | None, seed: int) -> list[ImageRecord]:
-    """At most `per_city` images of each city, drawn uniformly (seeded) so every panorama stays eligible."""
-    by_city: dict[str, list[ImageRecord]] = defaultdict(list)
-    for record in records:
-        by_city[record.city].append(record)
-    rng = np.random.default_rng(seed)
-    kept = []
-    for city in sorted(by_city):
-        items = by_city[city]
-        if per_city is not None and len(items) > per_city:
-            items = [items[i] for i in sorted(rng.choice(len(items), size=per_city, replace=False))]
-        kept += items
-    return sorted(kept, key=lambda r: r.image_id)
 
 
 class PittsTokyoData(CityDataModule):

@@ -12,18 +12,27 @@ from citylens.data.records import ImageRecord
 SPLITS = ("train", "val", "test")
 
 
-def balance(records: Sequence[ImageRecord], seed: int) -> list[ImageRecord]:
-    """Subsample every city to the size of the smallest one (the paper balances 76k per city)."""
+def subsample(records: Sequence[ImageRecord], per_city: int | None, seed: int) -> list[ImageRecord]:
+    """At most `per_city` images of each city, drawn uniformly (seeded) so every place stays eligible."""
     by_city: dict[str, list[ImageRecord]] = defaultdict(list)
     for record in records:
         by_city[record.city].append(record)
-    smallest = min(len(v) for v in by_city.values())
     rng = np.random.default_rng(seed)
     kept = []
     for city in sorted(by_city):
-        chosen = rng.choice(len(by_city[city]), size=smallest, replace=False)
-        kept += [by_city[city][i] for i in sorted(chosen)]
+        items = by_city[city]
+        if per_city is not None and len(items) > per_city:
+            items = [items[i] for i in sorted(rng.choice(len(items), size=per_city, replace=False))]
+        kept += items
     return sorted(kept, key=lambda r: r.image_id)
+
+
+def balance(records: Sequence[ImageRecord], seed: int) -> list[ImageRecord]:
+    """Subsample every city to the size of the smallest one (the paper balances 76k per city)."""
+    counts: dict[str, int] = defaultdict(int)
+    for record in records:
+        counts[record.city] += 1
+    return subsample(records, min(counts.values()), seed)
 
 
 def split_records(
