@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from citylens.callbacks.base import AnalysisCallback
+from citylens.callbacks.base import AnalysisCallback, best_checkpoint
 from citylens.config import validate
 from citylens.train import CONF_DIR, build_loggers, finish_loggers
 
@@ -33,14 +33,6 @@ def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     original = yaml.safe_load(saved.read_text()) or []
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         return compose("train", overrides=[*original, *overrides, f"paths.run_dir={run_dir}"])
-
-
-def best_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint (checkpoints/best.ckpt), else its last one."""
-    for name in ("best.ckpt", "last.ckpt"):
-        if (run_dir / "checkpoints" / name).is_file():
-            return run_dir / "checkpoints" / name
-    raise FileNotFoundError(f"{run_dir}/checkpoints holds no best.ckpt or last.ckpt")
 
 
 def analyze(run_dir: Path | str, overrides: list[str] | None = None) -> dict[str, Any]:

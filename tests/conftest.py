@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,19 @@ def write_folder_dataset(root: Path, cities: dict[str, int], size: tuple[int, in
             pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
             pixels[..., c % 3] = 255
             Image.fromarray(pixels).save(path)
+
+
+def wandb_record(run_file: Path) -> dict:
+    """What an offline W&B run file holds (state, name, config, summary), read with `wandb leet inspect`."""
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--summary", "--json", str(run_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return json.loads(out)
 
 
 def run_cli(args: list[str], root: Path, timeout: int = 900, **env_vars: str) -> subprocess.CompletedProcess:

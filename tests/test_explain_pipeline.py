@@ -113,6 +113,7 @@ def test_analyze_reruns_with_a_new_threshold_and_reuses_label_maps(
         analyze(run["run_dir"], ["analysis.threshold=0.2", "callbacks.objects.extra_thresholds=[]"])
     written = pd.read_csv(run["run_dir"] / "object_ratios.csv")
     assert sorted(written["threshold"].unique()) == [0.2]
+    assert open_store(run["run_dir"]).meta["checkpoint"].endswith("best.ckpt")
     assert "label-map cache hit" in caplog.text
     assert "building label-map cache" not in caplog.text
 

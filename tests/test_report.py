@@ -6,7 +6,6 @@ built by the Hydra callback at multirun end, then rebuilt on demand with `cityle
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ from omegaconf import OmegaConf
 from citylens.callbacks.sweep_report import SweepReportCallback
 from citylens.report import cli
 from citylens.report.sweep import Options, build_report
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wandb_record
 from tests.test_residuals_callback import EXPECTED, MASKS, make_run, make_sweep
 
 FAST = Options(n_boot=200, n_perm=1000, examples_per_city=1)
@@ -197,14 +196,7 @@ def test_citylens_report_lists_an_unfinished_run_and_logs_to_wandb(sweep: Simple
     assert runs.set_index("run")["status"].to_dict()["4_simple-s2"] == "ignored"
     assert len(pd.read_csv(sweep.dir / "report" / "table2.csv")) == 6
     (record,) = list((sweep.dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    out = subprocess.run(
-        [str(Path(sys.executable).with_name("wandb")), "leet", "inspect", "--summary", "--json", str(record)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    logged = json.loads(out)
+    logged = wandb_record(record)
     assert logged["state"] == "finished" and logged["project"] == "citylens"
     assert logged["name"] == f"report-{sweep.dir.name}"
     assert {"table2", "table2_heatmap", "fig3_tsne_runs", "report_md"} <= set(logged["summary"])

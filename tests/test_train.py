@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from citylens.train import train
-from tests.conftest import compose_cfg, run_cli
+from tests.conftest import compose_cfg, run_cli, wandb_record
 
 FAST = ["experiment=smoke", "logger=none", "callbacks.progress_bar=null"]
 
@@ -44,15 +42,7 @@ def test_wandb_offline_run_holds_the_logged_metrics(tmp_path: Path, cache_dir: P
     metrics = train(cfg)["metrics"]
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run(
-        [str(wandb_cli), "leet", "inspect", "--summary", "--json", str(runs[0])],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    record = json.loads(out)
+    record = wandb_record(runs[0])
     assert record["state"] == "finished" and record["name"] == "simple-s0" and record["project"] == "citylens"
     assert record["summary"]["test/acc"] == pytest.approx(metrics["test/acc"])
     assert "val/acc" in record["summary"] and "train/loss_epoch" in record["summary"]

@@ -20,6 +20,14 @@ import pytorch_lightning as pl
 log = logging.getLogger("citylens.analysis")
 
 
+def best_checkpoint(run_dir: Path) -> Path:
+    """A finished run's best checkpoint (checkpoints/best.ckpt), else its last one."""
+    for name in ("best.ckpt", "last.ckpt"):
+        if (run_dir / "checkpoints" / name).is_file():
+            return run_dir / "checkpoints" / name
+    raise FileNotFoundError(f"{run_dir}/checkpoints holds no best.ckpt or last.ckpt")
+
+
 def on_rank_zero(trainer: pl.Trainer, work: Callable[[], None]) -> None:
     """Run `work` on global rank 0 while every other rank waits at a barrier (also when `work` fails).
 

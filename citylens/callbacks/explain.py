@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 import citylens
 from citylens.analysis.embedding import embed_masks
-from citylens.callbacks.base import AnalysisCallback, log, log_artifacts, on_rank_zero
+from citylens.callbacks.base import AnalysisCallback, best_checkpoint, log, log_artifacts, on_rank_zero
 from citylens.data.datamodule import to_input
 from citylens.explain import GradCAM, explain, validate_threshold
 from citylens.explain.store import STORE_DIR, MaskStore, open_store, write_store
@@ -138,18 +138,10 @@ class ExplainCallback(AnalysisCallback):
         run_seed: int | None = None,
     ) -> None:
         self.threshold = validate_threshold(threshold)
-        self.batch_size, self.tsne_side, self.pca_dims, self.perplexity = (
-            batch_size,
-            tsne_side,
-            pca_dims,
-            perplexity,
-        )
-        self.thumbnails, self.examples_per_city, self.seed, self.run_seed = (
-            thumbnails,
-            examples_per_city,
-            seed,
-            run_seed,
-        )
+        self.batch_size = batch_size
+        self.tsne_side, self.pca_dims, self.perplexity = tsne_side, pca_dims, perplexity
+        self.thumbnails, self.examples_per_city = thumbnails, examples_per_city
+        self.seed, self.run_seed = seed, run_seed
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Under DDP every rank explains its share first; rank 0 then writes the store and the figures."""
@@ -169,7 +161,10 @@ class ExplainCallback(AnalysisCallback):
         loggers: list[Any],
         maps: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        checkpoint = getattr(getattr(module, "trainer", None), "ckpt_path", None) if module._trainer else None
+        # After fit, the trainer knows the tested checkpoint; citylens-analyze loads best_checkpoint(run_dir).
+        checkpoint = (
+            module._trainer.ckpt_path if module._trainer is not None else str(best_checkpoint(run_dir))
+        )
         with torch.inference_mode(False):
             store = compute_store(
                 module, datamodule, run_dir, self.batch_size, self.run_seed, checkpoint, maps=maps

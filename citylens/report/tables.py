@@ -54,6 +54,17 @@ def paper_ar(arch_a: str, arch_b: str) -> float:
     return PAPER_AR.get((arch_a, arch_b), PAPER_AR.get((arch_b, arch_a), float("nan")))
 
 
+def _pair_identity(a: Run, b: Run) -> dict:
+    """The columns that name a pair of runs and its group (architecture pair or seed pair)."""
+    return {
+        "group": pair_group(a.arch, b.arch),
+        "run_a": a.name,
+        "run_b": b.name,
+        "label_a": a.label,
+        "label_b": b.label,
+    }
+
+
 def _pair_rows(runs: Sequence[Run], pairs: PairwiseResiduals) -> pd.DataFrame:
     by_name = {r.name: r for r in runs}
     rows = []
@@ -61,11 +72,7 @@ def _pair_rows(runs: Sequence[Run], pairs: PairwiseResiduals) -> pd.DataFrame:
         a, b = by_name[name_a], by_name[name_b]
         rows.append(
             {
-                "group": pair_group(a.arch, b.arch),
-                "run_a": a.name,
-                "run_b": b.name,
-                "label_a": a.label,
-                "label_b": b.label,
+                **_pair_identity(a, b),
                 "arch_a": a.arch,
                 "arch_b": b.arch,
                 "seed_a": a.seed,
@@ -133,11 +140,7 @@ def ratio_distances(runs: Sequence[Run], threshold: float) -> pd.DataFrame:
             continue
         rows.append(
             {
-                "group": pair_group(a.arch, b.arch),
-                "run_a": a.name,
-                "run_b": b.name,
-                "label_a": a.label,
-                "label_b": b.label,
+                **_pair_identity(a, b),
                 "l1": l1,
                 "js": js,
             }
