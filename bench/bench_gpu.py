@@ -35,6 +35,7 @@ from citylens.callbacks.residuals import ResidualsCallback
 from citylens.data import SyntheticCityData
 from citylens.explain import GradCAM
 from citylens.models import ARCHITECTURES, CityClassifier, build_model
+from citylens.pipeline import Variant
 from citylens.segment import GroundTruthSegmenter, Segmenter
 from citylens.segment.csail import CsailSegmenter, build_csail
 
@@ -220,9 +221,11 @@ def analysis_seconds(
     run_dir = root / "run"
     run_dir.mkdir(exist_ok=True)
     steps = {
-        "explain": ExplainCallback(batch_size=args.batch),
-        "objects": ObjectsCallback(segmenter, batch_size=args.seg_batch * 4, cache_dir=str(root / "labels")),
-        "residuals": ResidualsCallback(),
+        "explain": ExplainCallback(Variant(), batch_size=args.batch),
+        "objects": ObjectsCallback(
+            segmenter, Variant(), batch_size=args.seg_batch * 4, cache_dir=str(root / "labels")
+        ),
+        "residuals": ResidualsCallback(Variant()),
     }
     seconds = {}
     for name, callback in steps.items():

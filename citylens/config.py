@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from citylens.models import ARCHITECTURES
+from citylens.pipeline.variant import Variant
 
 
 class ConfigError(ValueError):
@@ -24,6 +25,14 @@ def _number(cfg: DictConfig, key: str) -> float:
     return float(value)
 
 
+def analysis_variant(cfg: DictConfig) -> Variant:
+    """The run's analysis variant (explainer, layer, target, images, threshold), checked."""
+    try:
+        return Variant.from_dict(OmegaConf.to_container(cfg.analysis, resolve=True))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first invalid value (unknown architecture, lr <= 0, missing path, ...)."""
     arch = _get(cfg, "model.arch")
@@ -31,10 +40,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.arch: unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}")
     if not _number(cfg, "model.lr") > 0:
         raise ConfigError(f"model.lr: learning rate must be positive, got {_get(cfg, 'model.lr')}")
-    if _get(cfg, "analysis.threshold") is not None:
-        threshold = _number(cfg, "analysis.threshold")
-        if not 0 <= threshold <= 1:
-            raise ConfigError(f"analysis.threshold: must lie in [0, 1], got {threshold}")
+    if _get(cfg, "analysis") is not None:
+        analysis_variant(cfg)
     if _number(cfg, "data.batch_size") < 1:
         raise ConfigError(f"data.batch_size: must be >= 1, got {_get(cfg, 'data.batch_size')}")
     if _number(cfg, "data.input_size") < 16:

@@ -56,6 +56,13 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def write_csv(table: Any, path: Path | str) -> Path:
+    """Write a pandas DataFrame as CSV (no index) atomically; return the path."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(path)
+
+
 @contextlib.contextmanager
 def file_lock(path: Path | str) -> Iterator[None]:
     """Hold an exclusive advisory lock on `path` (created if needed): parallel jobs wait their turn."""

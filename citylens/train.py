@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import citylens
-from citylens.config import ConfigError, validate
+from citylens.config import ConfigError, analysis_variant, validate
 from citylens.io import atomic_write_json
 
 log = logging.getLogger("citylens")
@@ -94,6 +94,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics: dict[str, Any] = {"arch": cfg.model.arch, "seed": cfg.seed, "run_dir": str(run_dir)}
+        if cfg.get("analysis") is not None:
+            metrics["variant"] = analysis_variant(cfg).name
         tested: list[dict[str, Any]] = []
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if cfg.get("test", True):

@@ -13,7 +13,10 @@ from citylens.data.folder import scan_folder
 from citylens.data.records import ImageRecord
 from citylens.data.split import balance, split_records
 from citylens.data.view import analysis_view, label_view
+from citylens.pipeline import Variant
 from tests.conftest import write_folder_dataset
+
+VARIANT = f"analysis/{Variant().name}"
 
 
 def _records(n_places: int, views: int, city: str = "a") -> list[ImageRecord]:
@@ -162,4 +165,4 @@ def test_smoke_training_on_a_folder_dataset(tmp_path: Path):
     train(compose_cfg(overrides, tmp_path / "run", tmp_path / "cache"))
     metrics = (tmp_path / "run" / "metrics.json").read_text()
     assert '"oxford"' in metrics and '"paris"' in metrics
-    assert (tmp_path / "run" / "masks" / "meta.json").is_file()
+    assert (tmp_path / "run" / VARIANT / "masks" / "meta.json").is_file()

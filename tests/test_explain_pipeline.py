@@ -19,9 +19,12 @@ from citylens.data.datamodule import to_input
 from citylens.explain import GradCAM
 from citylens.explain.store import FORMAT_VERSION, StoreError, check_same_images, open_store, write_store
 from citylens.models import CityClassifier
+from citylens.pipeline import Variant, list_variants
 from citylens.segment import GroundTruthSegmenter
 from citylens.train import train
 from tests.conftest import compose_cfg
+
+DEFAULT = Variant()
 
 
 @pytest.fixture(scope="module")
@@ -45,45 +48,49 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "- callbacks.explain.thumbnails=20\n"
         f"- paths.cache_dir={root / 'cache'}\n"
     )
-    return {**result, "run_dir": root / "run", "cache": root / "cache"}
+    return {**result, "run_dir": root / "run", "cache": root / "cache", "out": DEFAULT.dir(root / "run")}
 
 
 def test_run_writes_every_artefact(run: dict):
-    run_dir = run["run_dir"]
-    for name in (
-        "metrics.json",
-        "split.csv",
-        "tsne.csv",
-        "object_ratios.csv",
-        "ratio_summary.csv",
-        "recovery.csv",
-    ):
+    run_dir, out = run["run_dir"], run["out"]
+    assert out == run_dir / "analysis" / "gradcam-last_block-label-all-t0.5"
+    for name in ("metrics.json", "split.csv"):
         assert (run_dir / name).is_file(), name
+    for name in ("tsne.csv", "object_ratios.csv", "ratio_summary.csv", "recovery.csv"):
+        assert (out / name).is_file(), name
     for fig in ("fig3_tsne", "fig4_explanations", "fig5_ratios", "fig6_examples"):
-        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 5000
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 5000
+    assert json.loads((run_dir / "metrics.json").read_text())["variant"] == DEFAULT.name
 
 
 def test_store_holds_the_test_split_in_order_with_provenance(run: dict):
-    store = open_store(run["run_dir"])
+    store = open_store(run["out"])
     rows = list(csv.DictReader(open(run["run_dir"] / "split.csv")))
     assert store.image_ids == [r["image_id"] for r in rows if r["split"] == "test"]
     assert store.cities == [r["city"] for r in rows if r["split"] == "test"]
     meta = store.meta
     assert meta["arch"] == "simple" and meta["seed"] == 0 and meta["input_size"] == 64
     assert meta["target_layer"] == "features.-1" and meta["checkpoint"].endswith("best.ckpt")
+    assert meta["explainer"] == "gradcam" and meta["target"] == "label" and meta["variant"] == DEFAULT.name
     assert meta["dataset_fingerprint"] == run["datamodule"].fingerprint
     assert meta["dataset"]["planted"]["tokyo"] == ["fence", "signboard"]
     assert np.allclose(store.probs.sum(1), 1, atol=1e-5)
-    tsne = pd.read_csv(run["run_dir"] / "tsne.csv")
+    tsne = pd.read_csv(run["out"] / "tsne.csv")
     assert tsne["image_id"].tolist() == store.image_ids and np.isfinite(tsne[["x", "y"]].to_numpy()).all()
+    assert tsne["predicted"].tolist() == [run["datamodule"].cities[i] for i in store.preds]
+    np.testing.assert_allclose(tsne["probability"], store.probs.max(1), rtol=1e-6)
 
 
-def test_stored_masks_equal_grad_cam_of_the_best_checkpoint(run: dict):
-    store = open_store(run["run_dir"])
+def test_stored_masks_explain_the_true_city_of_the_best_checkpoint(run: dict):
+    store = open_store(run["out"])
     module = CityClassifier.load_from_checkpoint(store.meta["checkpoint"], map_location="cpu")
     dm = run["datamodule"]
     _, views, _ = next(dm.analysis_batches("test", batch_size=len(store)))
-    expected = GradCAM(module.network, module.target_layer)(to_input(views))
+    cam = GradCAM(module.network, module.target_layer)
+    expected = cam(to_input(views), store.targets)
+    # At least one image is misclassified or the masks of the two cities differ: the target matters.
+    other = cam(to_input(views), 1 - store.targets)
+    assert not torch.equal(expected, other)
     masks = store.masks()
     assert masks.shape == (len(store), 64, 64)
     torch.testing.assert_close(masks, expected, rtol=0, atol=0)
@@ -92,30 +99,52 @@ def test_stored_masks_equal_grad_cam_of_the_best_checkpoint(run: dict):
 
 
 def test_object_ratios_match_the_library_function(run: dict):
-    store = open_store(run["run_dir"])
+    store = open_store(run["out"])
     dm = run["datamodule"]
     labels = np.stack([GroundTruthSegmenter(64).load(r) for r in dm.splits["test"]])
     expected = object_ratios(
         store.masks().numpy(), labels, store.cities, [0.3, 0.5, 0.7], min_mean_pixels=100 * (64 / 224) ** 2
     )
-    written = pd.read_csv(run["run_dir"] / "object_ratios.csv")
+    written = pd.read_csv(run["out"] / "object_ratios.csv")
     assert len(written) == len(expected)
     np.testing.assert_allclose(written["ratio"], expected["ratio"])
     assert written["explained_pixels"].tolist() == expected["explained_pixels"].tolist()
-    recovery = pd.read_csv(run["run_dir"] / "recovery.csv")
+    recovery = pd.read_csv(run["out"] / "recovery.csv")
     assert set(recovery["city"]) == {"tokyo", "pittsburgh"} and set(recovery["k"]) == {2}
 
 
-def test_analyze_reruns_with_a_new_threshold_and_reuses_label_maps(
+def test_analyze_writes_a_new_variant_beside_the_first_and_reuses_label_maps(
     run: dict, caplog: pytest.LogCaptureFixture
 ):
+    first = (run["out"] / "object_ratios.csv").read_bytes()
     with caplog.at_level(logging.INFO):
         analyze(run["run_dir"], ["analysis.threshold=0.2", "callbacks.objects.extra_thresholds=[]"])
-    written = pd.read_csv(run["run_dir"] / "object_ratios.csv")
+    new = Variant(threshold=0.2).dir(run["run_dir"])
+    written = pd.read_csv(new / "object_ratios.csv")
     assert sorted(written["threshold"].unique()) == [0.2]
-    assert open_store(run["run_dir"]).meta["checkpoint"].endswith("best.ckpt")
+    assert open_store(new).meta["checkpoint"].endswith("best.ckpt")
+    assert (run["out"] / "object_ratios.csv").read_bytes() == first
+    assert list_variants(run["run_dir"]) == sorted([DEFAULT.name, Variant(threshold=0.2).name])
     assert "label-map cache hit" in caplog.text
     assert "building label-map cache" not in caplog.text
+
+
+def test_correct_images_only_restricts_the_ratios(run: dict):
+    analyze(run["run_dir"], ["analysis.images=correct", "analysis.target=prediction"])
+    variant = Variant(target="prediction", images="correct")
+    store = open_store(variant.dir(run["run_dir"]))
+    correct = store.preds == store.targets
+    dm = run["datamodule"]
+    labels = np.stack([GroundTruthSegmenter(64).load(r) for r in dm.splits["test"]])[correct]
+    expected = object_ratios(
+        store.masks().numpy()[correct],
+        labels,
+        list(np.asarray(store.cities)[correct]),
+        [0.3, 0.5, 0.7],
+        min_mean_pixels=100 * (64 / 224) ** 2,
+    )
+    written = pd.read_csv(variant.dir(run["run_dir"]) / "object_ratios.csv")
+    np.testing.assert_allclose(written["ratio"], expected["ratio"])
 
 
 def test_analyze_refuses_a_bad_threshold(run: dict):

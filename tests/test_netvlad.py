@@ -16,7 +16,10 @@ from PIL import Image
 
 from citylens.data.cache import decode
 from citylens.data.netvlad import PittsTokyoData, read_db_struct, read_pittsburgh, read_tokyo
+from citylens.pipeline import Variant
 from tests.conftest import REAL, compose_cfg
+
+VARIANT = f"analysis/{Variant().name}"
 
 # NetVLAD's dbStruct field order; Tokyo Time Machine adds dbTimeStamp and qTimeStamp.
 FIELDS = (
@@ -312,9 +315,10 @@ def test_smoke_training_run_end_to_end(fake: Fake, tmp_path: Path, cache_dir: Pa
     assert sides["test"] and sides["train"] and not sides["train"] & sides["test"]
     # The analysis ran: masks, t-SNE and figures; object ratios are skipped (no label maps, ground-truth
     # segmenter) with a warning rather than failing the run.
-    assert (run_dir / "masks" / "meta.json").is_file() and (run_dir / "tsne.csv").is_file()
-    assert (run_dir / "figures" / "fig6_examples.png").is_file()
-    assert not (run_dir / "object_ratios.csv").exists()
+    out = run_dir / VARIANT
+    assert (out / "masks" / "meta.json").is_file() and (out / "tsne.csv").is_file()
+    assert (out / "figures" / "fig6_examples.png").is_file()
+    assert not (out / "object_ratios.csv").exists()
 
 
 def test_real_tokyo_image_reads_from_the_layout(tmp_path: Path):

@@ -18,10 +18,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from citylens.callbacks.sweep_report import SweepReportCallback
+from citylens.pipeline import Variant
 from citylens.report import cli
 from citylens.report.sweep import Options, build_report
 from tests.conftest import run_cli, wandb_record
-from tests.test_residuals_callback import EXPECTED, MASKS, make_run, make_sweep
+from tests.test_residuals_callback import DEFAULT, EXPECTED, MASKS, make_run, make_sweep
 
 FAST = Options(n_boot=200, n_perm=1000, examples_per_city=1)
 
@@ -52,9 +53,26 @@ def test_table2_grouping_and_readings_on_hand_made_runs(tmp_path: Path):
     assert "3_simpler-s1`: no metrics.json" in text
     assert "mean AR 0.750 vs 0.500" in text and "Most alike: simple-s0 vs simple-s1 (AR 0.500)" in text
     assert "masks are drawn alone" in text and "No run has a t-SNE map" in text
-    assert text.count("**Reading:**") == 7
+    assert text.count("**Reading:**") == 9
+    assert "0 of 6 test images (summed over runs) are misclassified" in text
     for name in ("table2_heatmap.png", "fig6_examples_runs.png", "runs.csv", "statistics.csv"):
         assert (out / name).is_file()
+
+
+def test_two_variants_of_every_run_are_listed_side_by_side(tmp_path: Path):
+    sweep = make_sweep(tmp_path)
+    other = Variant(threshold=0.3, target="prediction")
+    for name, arch, seed, masks in (("0_simple-s0", "simple", 0, "A"), ("1_simple-s1", "simple", 1, "C")):
+        make_run(sweep / name, arch, seed, MASKS[masks])
+        make_run(sweep / name, arch, seed, MASKS["B" if seed else "A"], variant=other)
+    out = build_report(sweep, FAST)
+    table = pd.read_csv(out / "variants.csv").set_index("variant")
+    assert sorted(table.index) == sorted([DEFAULT.name, other.name])
+    assert table.loc[DEFAULT.name, "ar_seeds"] == pytest.approx(EXPECTED[("A", "C")], rel=1e-5)
+    assert table.loc[other.name, "ar_seeds"] == pytest.approx(EXPECTED[("B", "A")], rel=1e-5)
+    assert table.loc[other.name, "target"] == "prediction" and table.loc[other.name, "threshold"] == 0.3
+    text = (out / "report.md").read_text()
+    assert "2 analysis variants" in text
 
 
 def test_one_run_and_no_seed_pairs_say_what_is_missing(tmp_path: Path):
@@ -140,7 +158,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
 
 def test_last_run_residuals_against_the_three_earlier_runs(sweep: SimpleNamespace):
-    table = pd.read_csv(sweep.dir / "3_simpler-s1" / "residuals.csv")
+    table = pd.read_csv(DEFAULT.dir(sweep.dir / "3_simpler-s1") / "residuals.csv")
     assert table["run_b"].tolist() == ["0_simple-s0", "1_simple-s1", "2_simpler-s0"]
     assert (table["run_a"] == "3_simpler-s1").all() and table["arch_b"].tolist() == [
         "simple",
@@ -148,7 +166,7 @@ def test_last_run_residuals_against_the_three_earlier_runs(sweep: SimpleNamespac
         "simpler",
     ]
     assert ((table["ar"] > 0) & (table["ar"] < 1)).all() and (table["n_images"] == 12).all()
-    first = pd.read_csv(sweep.dir / "0_simple-s0" / "residuals.csv")
+    first = pd.read_csv(DEFAULT.dir(sweep.dir / "0_simple-s0") / "residuals.csv")
     assert first.empty and "ar" in first.columns
 
 
@@ -162,7 +180,7 @@ def test_hydra_callback_built_the_report_at_multirun_end(sweep: SimpleNamespace)
     assert len(pairs) == 6 and pairs["group"].value_counts().to_dict() == {"architecture": 4, "seed": 2}
     seed_pairs = pairs[pairs["group"] == "seed"]
     assert (seed_pairs["arch_a"] == seed_pairs["arch_b"]).all()
-    last = pd.read_csv(sweep.dir / "3_simpler-s1" / "residuals.csv").set_index("run_b")["ar"]
+    last = pd.read_csv(DEFAULT.dir(sweep.dir / "3_simpler-s1") / "residuals.csv").set_index("run_b")["ar"]
     for run_b, ar in last.items():
         row = pairs[(pairs["run_a"] == run_b) & (pairs["run_b"] == "3_simpler-s1")]
         assert row["ar"].iloc[0] == pytest.approx(ar, rel=1e-9)

@@ -13,7 +13,10 @@ import pytest
 from citylens.analysis.residuals import residuals
 from citylens.callbacks.residuals import COLUMNS, ResidualsCallback, run_residuals
 from citylens.explain.store import MaskStore, StoreError, open_store, write_store
+from citylens.pipeline import Variant
 from citylens.report.runs import stream_residuals
+
+DEFAULT = Variant()
 
 IDS = ["pittsburgh/p0", "tokyo/t0"]
 CHECKER = (np.indices((4, 4)).sum(axis=0) % 2).astype(np.float32)
@@ -39,6 +42,7 @@ def make_run(
     ids: list[str] = IDS,
     finished: bool = True,
     size: int | None = None,
+    variant: Variant = DEFAULT,
 ) -> Path:
     """A fake run dir: a mask store (full-size maps when `size` is None) and, if finished, metrics.json."""
     n = len(low_res)
@@ -53,7 +57,8 @@ def make_run(
         "city_names": ["pittsburgh", "tokyo"],
         "dataset": {"kind": "hand-made"},
     }
-    write_store(run_dir / "masks", low_res, probs[:n], targets[:n], ids, cities, provenance)
+    provenance.update(variant.to_dict())
+    write_store(variant.dir(run_dir) / "masks", low_res, probs[:n], targets[:n], ids, cities, provenance)
     if finished:
         metrics = {"arch": arch, "seed": seed, "test/acc": 1.0, "cities": ["pittsburgh", "tokyo"]}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
@@ -73,8 +78,8 @@ def test_callback_writes_hand_computed_ar_against_finished_siblings(tmp_path: Pa
     make_run(sweep / "1_simple-s1", "simple", 1, MASKS["C"])
     make_run(sweep / "3_vgg11-s0", "vgg11", 0, MASKS["A"], finished=False)
     current = make_run(sweep / "2_simpler-s0", "simpler", 0, MASKS["B"], finished=False)
-    ResidualsCallback(chunk=1).analyse(None, None, current, [])
-    table = pd.read_csv(current / "residuals.csv")
+    ResidualsCallback(DEFAULT, chunk=1).analyse(None, None, current, [])
+    table = pd.read_csv(DEFAULT.dir(current) / "residuals.csv")
     assert list(table.columns) == COLUMNS
     assert table["run_b"].tolist() == ["0_simple-s0", "1_simple-s1"]
     assert (table["run_a"] == "2_simpler-s0").all() and (table["arch_a"] == "simpler").all()
@@ -86,8 +91,8 @@ def test_callback_writes_hand_computed_ar_against_finished_siblings(tmp_path: Pa
 def test_single_run_gets_the_header_only(tmp_path: Path):
     run = make_run(tmp_path / "runs" / "x_simple-s0", "simple", 0, MASKS["A"], finished=False)
     make_run(tmp_path / "runs" / "y_simple-s1", "simple", 1, MASKS["B"])
-    ResidualsCallback().analyse(None, None, run, [])
-    text = (run / "residuals.csv").read_text()
+    ResidualsCallback(DEFAULT).analyse(None, None, run, [])
+    text = (DEFAULT.dir(run) / "residuals.csv").read_text()
     assert text.strip() == ",".join(COLUMNS)
 
 
@@ -95,7 +100,11 @@ def test_all_pairs_streaming_equals_pairwise(tmp_path: Path, monkeypatch: pytest
     rng = np.random.default_rng(0)
     ids = [f"tokyo/{i}" for i in range(7)]
     stores = [
-        open_store(make_run(tmp_path / f"r{k}", "simple", k, rng.random((7, 3, 3), np.float32), ids, size=16))
+        open_store(
+            DEFAULT.dir(
+                make_run(tmp_path / f"r{k}", "simple", k, rng.random((7, 3, 3), np.float32), ids, size=16)
+            )
+        )
         for k in range(4)
     ]
     reads = []
@@ -119,11 +128,11 @@ def test_mismatched_store_refused_naming_both_runs(tmp_path: Path):
     make_run(sweep / "1_simple-s1", "simple", 1, MASKS["C"], ids=["pittsburgh/p0", "tokyo/OTHER"])
     current = make_run(sweep / "2_simpler-s0", "simpler", 0, MASKS["B"], finished=False)
     with pytest.raises(StoreError) as err:
-        ResidualsCallback().analyse(None, None, current, [])
+        ResidualsCallback(DEFAULT).analyse(None, None, current, [])
     message = str(err.value)
     assert "2_simpler-s0" in message and "1_simple-s1" in message and "tokyo/OTHER" in message
-    assert not (current / "residuals.csv").exists()
-    lenient = run_residuals(current, strict=False)
+    assert not (DEFAULT.dir(current) / "residuals.csv").exists()
+    lenient = run_residuals(current, DEFAULT, strict=False)
     assert lenient["run_b"].tolist() == ["0_simple-s0"]
 
 
@@ -132,9 +141,9 @@ def test_different_analysis_views_refused(tmp_path: Path):
     make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"], size=8)
     current = make_run(sweep / "1_simple-s1", "simple", 1, MASKS["B"], finished=False)
     with pytest.raises(StoreError, match="different analysis views"):
-        run_residuals(current)
+        run_residuals(current, DEFAULT)
 
 
 def test_run_without_a_store_is_skipped(tmp_path: Path):
-    ResidualsCallback().analyse(None, None, tmp_path, [])
-    assert not (tmp_path / "residuals.csv").exists()
+    ResidualsCallback(DEFAULT).analyse(None, None, tmp_path, [])
+    assert not (DEFAULT.dir(tmp_path) / "residuals.csv").exists()

@@ -18,11 +18,14 @@ from hydra.utils import instantiate
 from lightning_utilities.core import rank_zero as utils_rank_zero
 from pytorch_lightning.utilities import rank_zero
 
-from citylens.callbacks.explain import compute_maps, shard_bounds
 from citylens.explain.store import open_store
 from citylens.models import CityClassifier
+from citylens.pipeline import Variant
+from citylens.pipeline.masks import compute_maps, shard_bounds
 from citylens.train import train
 from tests.conftest import CONF, compose_cfg, run_cli
+
+VARIANT = f"analysis/{Variant().name}"
 
 # 12 test images in batches of 4: rank 0 explains images 0-7, rank 1 images 8-11.
 SMOKE = [
@@ -59,7 +62,11 @@ def test_ddp_ran_two_processes_and_wrote_every_artefact_once(ddp_run: SimpleName
     assert "MEMBER: 2/2" in ddp_run.log, ddp_run.log[-3000:]
     ddp = ddp_run.ddp
     assert not (ddp_run.root / "out").exists(), "a rank created a run dir of its own"
-    for name in ("metrics.json", "split.csv", "tsne.csv", "object_ratios.csv", "residuals.csv"):
+    for name in (
+        "metrics.json",
+        "split.csv",
+        *(f"{VARIANT}/{n}" for n in ("tsne.csv", "object_ratios.csv", "residuals.csv")),
+    ):
         assert (ddp / name).is_file(), name
     assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert [p.name for p in (ddp / "csv").iterdir()] == ["version_0"]
@@ -79,7 +86,7 @@ def test_ddp_split_and_store_match_a_single_process(ddp_run: SimpleNamespace):
     assert ddp.image_ids == single.image_ids and len(ddp) == 12
     assert ddp.cities == single.cities and np.array_equal(ddp.targets, single.targets)
     assert ddp.meta["checkpoint"] == str(ddp_run.ddp / "checkpoints" / "best.ckpt")
-    ratios = [pd.read_csv(run / "object_ratios.csv") for run in (ddp_run.ddp, ddp_run.single)]
+    ratios = [pd.read_csv(run / VARIANT / "object_ratios.csv") for run in (ddp_run.ddp, ddp_run.single)]
     assert list(ratios[0].columns) == list(ratios[1].columns)
     keys = [c for c in ratios[0].columns if ratios[0][c].dtype == object] + ["threshold"]
     assert ratios[0][keys].equals(ratios[1][keys])
@@ -94,7 +101,7 @@ def test_ddp_store_equals_grad_cam_of_its_checkpoint_on_one_process(ddp_run: Sim
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        low_res, probs = compute_maps(module.eval(), datamodule, batch_size=4)
+        low_res, probs = compute_maps(module.eval().network, "simple", Variant(), datamodule, batch_size=4)
     finally:
         torch.set_num_threads(threads)
     store = open_store(ddp_run.ddp)
@@ -111,7 +118,7 @@ def test_ddp_jobs_of_a_multirun_each_launch_their_ranks_in_their_own_dir(tmp_pat
     assert runs == ["0_simple-s0", "1_simple-s1"]
     for run in runs:
         assert (sweep / run / "train_ddp_process_1.log").is_file(), log[-3000:]
-    assert pd.read_csv(sweep / "1_simple-s1" / "residuals.csv")["run_b"].tolist() == ["0_simple-s0"]
+    assert pd.read_csv(sweep / "1_simple-s1" / VARIANT / "residuals.csv")["run_b"].tolist() == ["0_simple-s0"]
     assert len(pd.read_csv(sweep / "report" / "table2.csv")) == 1
 
 
@@ -183,8 +190,8 @@ def test_parallel_sweep_with_the_joblib_launcher(tmp_path: Path):
     assert started["1_simple-s1"] < finished["0_simple-s0"]
     # Residuals only against runs that had finished when the run compared.
     for run in runs:
-        for row in pd.read_csv(run / "residuals.csv").itertuples():
-            assert finished[row.run_b] <= (run / "residuals.csv").stat().st_mtime
+        for row in pd.read_csv(run / VARIANT / "residuals.csv").itertuples():
+            assert finished[row.run_b] <= (run / VARIANT / "residuals.csv").stat().st_mtime
     pairs = pd.read_csv(sweep / "report" / "table2.csv")
     assert len(pairs) == 6 and pairs["group"].value_counts().to_dict() == {"architecture": 4, "seed": 2}
     assert len(list((tmp_path / "cache").glob("synthetic-*"))) == 1

@@ -1,9 +1,11 @@
-"""After explain: the average residual AR of this run against every run of its sweep that finished before it.
+"""After explain: the average residual AR of this run against every run of its sweep that finished before it,
+for the same analysis variant (like with like).
 
-Writes `residuals.csv` (run_a = this run, run_b = an earlier one). A single run (outputs/runs/...) has no
-siblings and gets a table with the header only. Siblings are read without a lock: a run counts as finished
-once its metrics.json exists, and its mask store was renamed into place whole before that, so what is read
-is complete; a job still running is simply not "already finished" and is compared when the later job runs.
+Writes `<run>/analysis/<variant>/residuals.csv` (run_a = this run, run_b = an earlier one). A single run
+(outputs/runs/...) has no siblings and gets a table with the header only. Siblings are read without a lock: a
+run counts as finished once its metrics.json exists, and its mask store was renamed into place whole before
+that, so what is read is complete; a job still running is simply not "already finished" and is compared when
+the later job runs.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ import pandas as pd
 import pytorch_lightning as pl
 
 from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
-from citylens.callbacks.objects import write_csv
 from citylens.explain.store import STORE_DIR, StoreError, check_same_images, open_store
+from citylens.io import write_csv
+from citylens.pipeline.variant import Variant
 from citylens.report.runs import is_sweep_dir, scan_sweep, stream_residuals
 
 COLUMNS = ["run_a", "run_b", "arch_a", "arch_b", "seed_a", "seed_b", "ar", "n_images"]
 
 
 def run_residuals(
-    run_dir: Path | str, sweep_dir: Path | str | None = None, chunk: int = 128, strict: bool = True
+    run_dir: Path | str,
+    variant: Variant,
+    sweep_dir: Path | str | None = None,
+    chunk: int = 128,
+    strict: bool = True,
 ) -> pd.DataFrame:
     """AR of the run in `run_dir` against every finished sibling run, one row per sibling (COLUMNS).
 
@@ -32,11 +39,11 @@ def run_residuals(
     All pairs are streamed in one pass over the stores' chunks.
     """
     run_dir = Path(run_dir)
-    store = open_store(run_dir)
+    store = open_store(variant.dir(run_dir))
     sweep = Path(sweep_dir) if sweep_dir is not None else run_dir.parent
     if sweep_dir is None and not is_sweep_dir(sweep):
         return pd.DataFrame(columns=COLUMNS)
-    siblings, _ = scan_sweep(sweep, exclude=[run_dir])
+    siblings, _ = scan_sweep(sweep, variant.name, exclude=[run_dir])
     usable = []
     for run in siblings:
         try:
@@ -71,17 +78,20 @@ def run_residuals(
 class ResidualsCallback(AnalysisCallback):
     """Writes residuals.csv: this run's AR against the runs of its sweep that finished before it."""
 
-    def __init__(self, chunk: int = 128, strict: bool = True, sweep_dir: str | None = None) -> None:
+    def __init__(
+        self, variant: Variant, chunk: int = 128, strict: bool = True, sweep_dir: str | None = None
+    ) -> None:
         if chunk < 1:
             raise ValueError(f"callbacks.residuals.chunk: must be >= 1, got {chunk}")
-        self.chunk, self.strict, self.sweep_dir = chunk, strict, sweep_dir
+        self.variant, self.chunk, self.strict, self.sweep_dir = variant, chunk, strict, sweep_dir
 
     def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
-        if not (run_dir / STORE_DIR / "meta.json").is_file():
-            log.warning("residuals skipped: %s has no mask store (is callbacks.explain off?)", run_dir)
+        out = self.variant.dir(run_dir)
+        if not (out / STORE_DIR / "meta.json").is_file():
+            log.warning("residuals skipped: %s has no mask store (is callbacks.explain off?)", out)
             return
-        table = run_residuals(run_dir, self.sweep_dir, self.chunk, self.strict)
-        write_csv(table, run_dir / "residuals.csv")
+        table = run_residuals(run_dir, self.variant, self.sweep_dir, self.chunk, self.strict)
+        write_csv(table, out / "residuals.csv")
         if len(table):
             log.info("residuals: %s", ", ".join(f"{r.run_b} {r.ar:.4f}" for r in table.itertuples()))
         else:

@@ -22,18 +22,10 @@ from citylens.data.cache import ViewCache
 from citylens.data.folder import scan_folder
 from citylens.data.records import ImageRecord
 from citylens.data.split import SPLITS, balance, split_records, subsample
+from citylens.data.view import to_input
 from citylens.io import atomic_path
 
 log = logging.getLogger("citylens.data")
-
-# ImageNet statistics, so optional ImageNet-pretrained torchvision weights see the inputs they expect.
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N,3,H,W) analysis views -> normalised float32 network input, on the images' device."""
-    return (images.float() / 255 - MEAN.to(images.device)) / STD.to(images.device)
 
 
 class ViewDataset(Dataset):

@@ -8,7 +8,17 @@ size x size. Label maps go through the same geometry with nearest-neighbour resa
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
+
+# ImageNet statistics, so optional ImageNet-pretrained torchvision weights see the inputs they expect.
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,3,H,W) analysis views -> normalised float32 network input, on the images' device."""
+    return (images.float() / 255 - MEAN.to(images.device)) / STD.to(images.device)
 
 
 def _geometry(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:

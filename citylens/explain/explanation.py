@@ -17,7 +17,7 @@ def validate_threshold(threshold: object) -> float:
         or not math.isfinite(float(threshold))
         or not 0.0 <= float(threshold) <= 1.0
     ):
-        raise ValueError(f"analysis.threshold must be a number in [0, 1], got {threshold!r}")
+        raise ValueError(f"analysis.threshold: must be a number in [0, 1], got {threshold!r}")
     return float(threshold)
 
 

@@ -108,9 +108,23 @@ class MaskStore:
         return f"{self.meta.get('arch')}-s{self.meta.get('seed')} ({self.path.parent})"
 
 
-def open_store(run_dir: Path | str) -> MaskStore:
-    """Open the store of a run dir (or a store dir itself); fail clearly if missing, partial or foreign."""
-    path = Path(run_dir)
+def _variant_dirs(run_dir: Path) -> list[Path]:
+    root = run_dir / "analysis"
+    return sorted(p for p in root.iterdir() if (p / STORE_DIR).is_dir()) if root.is_dir() else []
+
+
+def open_store(path: Path | str, variant: str | None = None) -> MaskStore:
+    """Open a mask store given its folder, a variant folder, or a run dir (with the `variant` name, or the
+    run's only variant); fail clearly if missing, ambiguous, partial or foreign."""
+    path = Path(path)
+    if variant is not None:
+        path = path / "analysis" / variant
+    elif not (path / STORE_DIR).is_dir() and not (path / "meta.json").is_file():
+        variants = _variant_dirs(path)
+        if len(variants) > 1:
+            names = ", ".join(p.name for p in variants)
+            raise StoreError(f"{path}: holds several analysis variants ({names}); name one")
+        path = variants[0] if variants else path
     if (path / STORE_DIR).is_dir():
         path = path / STORE_DIR
     meta_path = path / "meta.json"

@@ -16,7 +16,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from citylens.callbacks.explain import sample_indices
+from citylens.pipeline.masks import sample_indices
 from citylens.report.runs import Run
 
 log = logging.getLogger("citylens.report")

@@ -1,7 +1,8 @@
 """The runs of a sweep as the comparisons see them: which finished, which not, their masks streamed together.
 
-A run counts as finished when its metrics.json (written last, after the analysis callbacks) and its mask store
-(renamed into place whole) both exist, so reading it while other jobs of the sweep still run is safe.
+A run counts as finished when its metrics.json (written last, after the analysis callbacks) and the mask store
+of the analysis variant compared (renamed into place whole) both exist, so reading it while other jobs of the
+sweep still run is safe. Runs are always compared within one variant (`<run>/analysis/<variant>/`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
 from citylens.analysis.residuals import PairwiseResiduals
-from citylens.explain.store import STORE_DIR, MaskStore, StoreError, check_same_images, open_store
+from citylens.explain.store import MaskStore, StoreError, check_same_images, open_store
+from citylens.pipeline.variant import ANALYSIS_DIR, Variant, list_variants
 
 REPORT_DIR = "report"
-DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(eq=False)
@@ -31,6 +31,7 @@ class Run:
     path: Path
     metrics: dict[str, Any]
     store: MaskStore
+    variant: str
     label: str = ""
     _tables: dict[str, pd.DataFrame | None] = field(default_factory=dict, repr=False)
 
@@ -56,22 +57,28 @@ class Run:
     def planted(self) -> dict[str, list[str]]:
         return dict((self.store.meta.get("dataset") or {}).get("planted") or {})
 
+    @property
+    def dir(self) -> Path:
+        """The folder of the compared variant's artefacts: `<run>/analysis/<variant>/`."""
+        return self.path / ANALYSIS_DIR / self.variant
+
+    @property
+    def settings(self) -> Variant:
+        """The variant's settings as its mask store records them."""
+        return Variant.from_dict(self.store.meta)
+
     def table(self, filename: str) -> pd.DataFrame | None:
-        """A CSV artefact of the run (object_ratios.csv, tsne.csv, recovery.csv), or None when missing."""
+        """A CSV artefact of the variant (object_ratios.csv, tsne.csv, recovery.csv) or, failing that, of the
+        run itself (causal.csv); None when missing."""
         if filename not in self._tables:
-            path = self.path / filename
-            self._tables[filename] = pd.read_csv(path) if path.is_file() else None
+            path = next((p for p in (self.dir / filename, self.path / filename) if p.is_file()), None)
+            self._tables[filename] = pd.read_csv(path) if path is not None else None
         return self._tables[filename]
 
     @property
     def threshold(self) -> float:
-        """The run's main explanation threshold (analysis.threshold of its saved config)."""
-        saved = self.path / ".hydra" / "config.yaml"
-        if saved.is_file():
-            value = OmegaConf.select(OmegaConf.load(saved), "analysis.threshold", default=None)
-            if isinstance(value, int | float):
-                return float(value)
-        return DEFAULT_THRESHOLD
+        """The variant's explanation threshold, as its mask store records it."""
+        return self.settings.threshold
 
 
 def job_order(path: Path) -> tuple[int, str]:
@@ -86,35 +93,60 @@ def is_sweep_dir(path: Path) -> bool:
 
 
 def candidate_dirs(sweep_dir: Path) -> list[Path]:
-    """Subdirectories that look like runs (a Hydra job dir, a metrics.json or a mask store), in job order."""
+    """Subdirectories that look like runs (a Hydra job dir, a metrics.json or analyses), in job order."""
     dirs = [
         p
         for p in Path(sweep_dir).iterdir()
         if p.is_dir()
         and not p.name.startswith(".")
         and p.name != REPORT_DIR
-        and any((p / marker).exists() for marker in (".hydra", "metrics.json", STORE_DIR))
+        and any((p / marker).exists() for marker in (".hydra", "metrics.json", ANALYSIS_DIR))
     ]
     return sorted(dirs, key=job_order)
 
 
-def open_run(path: Path) -> Run:
-    """Open a finished run; StoreError or FileNotFoundError says why it is not one."""
+def open_run(path: Path, variant: str) -> Run:
+    """Open a finished run's variant; StoreError or FileNotFoundError says why it is not one."""
     metrics_path = path / "metrics.json"
     if not metrics_path.is_file():
         raise FileNotFoundError("no metrics.json (still running, failed or interrupted)")
-    return Run(path, json.loads(metrics_path.read_text()), open_store(path))
+    if not (path / ANALYSIS_DIR / variant).is_dir():
+        raise FileNotFoundError(f"no analysis variant {variant}")
+    return Run(path, json.loads(metrics_path.read_text()), open_store(path / ANALYSIS_DIR / variant), variant)
 
 
-def scan_sweep(sweep_dir: Path | str, exclude: Sequence[Path] = ()) -> tuple[list[Run], dict[str, str]]:
-    """Finished runs of a sweep in job order, and the unfinished ones as name -> reason."""
+def sweep_variants(sweep_dir: Path | str) -> list[str]:
+    """The analysis variants present in a sweep, the primary one first: the variant the training runs wrote
+    (metrics.json `variant`), else the one most runs hold; then the others by how many runs hold them."""
+    counts: dict[str, int] = {}
+    trained: dict[str, int] = {}
+    for path in candidate_dirs(Path(sweep_dir)):
+        for name in list_variants(path):
+            counts[name] = counts.get(name, 0) + 1
+        try:
+            written = json.loads((path / "metrics.json").read_text()).get("variant")
+        except (OSError, json.JSONDecodeError):
+            written = None
+        if written:
+            trained[written] = trained.get(written, 0) + 1
+    return sorted(counts, key=lambda v: (-trained.get(v, 0), -counts[v], v))
+
+
+def scan_sweep(
+    sweep_dir: Path | str, variant: str | None = None, exclude: Sequence[Path] = ()
+) -> tuple[list[Run], dict[str, str]]:
+    """Finished runs of a sweep for one variant (default: the primary one) in job order, and the unfinished
+    ones as name -> reason."""
+    if variant is None:
+        variants = sweep_variants(sweep_dir)
+        variant = variants[0] if variants else ""
     finished, unfinished = [], {}
     skip = {Path(p).resolve() for p in exclude}
     for path in candidate_dirs(Path(sweep_dir)):
         if path.resolve() in skip:
             continue
         try:
-            finished.append(open_run(path))
+            finished.append(open_run(path, variant))
         except (FileNotFoundError, StoreError, json.JSONDecodeError) as err:
             unfinished[path.name] = str(err)
     label_runs(finished)

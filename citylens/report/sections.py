@@ -213,3 +213,42 @@ def recovery_section(recovery: pd.DataFrame) -> Section:
         },
     )
     return Section("Planted-object recovery (synthetic data)", md.reading_recovery(recovery), body)
+
+
+def variants_section(table: pd.DataFrame, primary: str) -> Section:
+    """Every analysis variant of the sweep side by side, one row per (architecture, variant)."""
+    body = md.md_table(
+        table,
+        {
+            "arch": "architecture",
+            "explainer": "explainer",
+            "layer": "layer",
+            "target": "target",
+            "images": "images",
+            "threshold": "threshold",
+            "n_runs": "runs",
+            "planted_p_at_k": "planted P@k",
+            "ar_seeds": "AR between seeds",
+            "tsne_purity": "t-SNE purity",
+        },
+    )
+    n = table["variant"].nunique()
+    reading = f"{n} analysis variant{'s' if n != 1 else ''}; the sections above use `{primary}`"
+    scored = table.dropna(subset=["planted_p_at_k"])
+    if len(scored):
+        best = scored.loc[scored["planted_p_at_k"].idxmax()]
+        reading += (
+            f"; the highest planted-object P@k is {md.fmt(float(best['planted_p_at_k']), 2)} "
+            f"({best['arch']}, {best['explainer']} at {best['layer']}, threshold {best['threshold']:g})"
+        )
+    return Section("Analysis variants", reading + ".", body)
+
+
+def misclassified_section(table: pd.DataFrame) -> Section:
+    """How many test images of each city each run misclassified (their masks explain the true city)."""
+    wide = table.pivot_table(index="label", columns="city", values="misclassified", aggfunc="sum", sort=False)
+    wide = wide.reset_index()
+    body = md.md_table(wide, {c: ("run" if c == "label" else f"{c} misclassified") for c in wide.columns})
+    total, n = int(table["misclassified"].sum()), int(table["n_images"].sum())
+    reading = f"{total} of {n} test images (summed over runs) are misclassified"
+    return Section("Misclassified test images", reading + ".", body)

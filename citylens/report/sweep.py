@@ -18,18 +18,35 @@ from pathlib import Path
 import pandas as pd
 
 from citylens.io import atomic_write_text, file_lock
-from citylens.report.runs import REPORT_DIR, Run, comparable, order_by_arch, scan_sweep, stream_residuals
+from citylens.report.runs import (
+    REPORT_DIR,
+    Run,
+    comparable,
+    order_by_arch,
+    scan_sweep,
+    stream_residuals,
+    sweep_variants,
+)
 from citylens.report.sections import (
     Section,
     fig3_section,
     fig5_section,
     fig6_section,
+    misclassified_section,
     recovery_section,
     runs_section,
     stats_section,
     table2_sections,
+    variants_section,
 )
-from citylens.report.tables import comparison_tests, ratio_distances, recovery_table, table2
+from citylens.report.tables import (
+    comparison_tests,
+    misclassified_table,
+    ratio_distances,
+    recovery_table,
+    table2,
+    variant_table,
+)
 
 log = logging.getLogger("citylens.report")
 
@@ -49,10 +66,24 @@ def _csv(table: pd.DataFrame, out: Path, name: str) -> None:
     table.to_csv(out / name, index=False)
 
 
+def _variant_runs(sweep_dir: Path, variants: list[str]) -> dict[str, list[Run]]:
+    """The comparable finished runs of every variant, architectures grouped."""
+    found = {}
+    for variant in variants:
+        finished, _ = scan_sweep(sweep_dir, variant)
+        kept, _ = comparable(finished)
+        if kept:
+            found[variant] = order_by_arch(kept)
+    return found
+
+
 def _sections(runs: list[Run], ignored: dict[str, str], options: Options, out: Path) -> list[Section]:
     sections = [runs_section(runs, ignored)]
     if not runs:
         return sections
+    misclassified = misclassified_table(runs)
+    _csv(misclassified, out, "misclassified.csv")
+    sections.append(misclassified_section(misclassified))
     threshold = runs[0].threshold
     pairs = (
         stream_residuals([r.store for r in runs], [r.name for r in runs], options.chunk)
@@ -90,7 +121,8 @@ def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
         raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
     options = options or Options()
     with file_lock(sweep_dir / ".report.lock"):
-        finished, ignored = scan_sweep(sweep_dir)
+        variants = sweep_variants(sweep_dir)
+        finished, ignored = scan_sweep(sweep_dir, variants[0] if variants else None)
         kept, refused = comparable(finished)
         ignored.update({name: f"not comparable: {why}" for name, why in refused.items()})
         runs = order_by_arch(kept)
@@ -99,6 +131,10 @@ def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
         tmp.mkdir()
         try:
             sections = _sections(runs, ignored, options, tmp)
+            if variants:
+                variant_rows = variant_table(_variant_runs(sweep_dir, variants), options.chunk)
+                _csv(variant_rows, tmp, "variants.csv")
+                sections.append(variants_section(variant_rows, variants[0]))
             _csv(
                 pd.DataFrame(
                     {

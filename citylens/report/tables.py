@@ -14,7 +14,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from citylens.analysis.residuals import PairwiseResiduals
 from citylens.analysis.stats import bootstrap_ci, permutation_test, ratio_profile_distance
-from citylens.report.runs import Run, pair_group
+from citylens.report.runs import Run, pair_group, stream_residuals
 
 # Table 2 of the paper (facts.md): AR between architectures, and between an architecture and its retrained
 # twin.
@@ -208,3 +208,57 @@ def tsne_purity(tsne: pd.DataFrame, k: int = 5) -> float:
     _, idx = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
     same = (cities[idx[:, 1:]] == cities[:, None]).mean(axis=1)
     return float((same > 0.5).mean())
+
+
+def variant_table(variant_runs: dict[str, Sequence[Run]], chunk: int = 128) -> pd.DataFrame:
+    """One row per (architecture, variant): planted-object P@k (mean over runs and cities), AR between seeds
+    (mean over the pairs of runs of that architecture, same variant) and t-SNE purity (mean over runs)."""
+    columns = ["arch", "variant", "explainer", "layer", "target", "images", "threshold", "n_runs"]
+    columns += ["planted_p_at_k", "ar_seeds", "tsne_purity"]
+    rows = []
+    for variant, runs in variant_runs.items():
+        for arch in dict.fromkeys(r.arch for r in runs):
+            group = [r for r in runs if r.arch == arch]
+            settings = group[0].settings
+            recovery = recovery_table(group, settings.threshold)
+            purities = [tsne_purity(t) for t in (r.table("tsne.csv") for r in group) if t is not None]
+            ar = float("nan")
+            if len(group) > 1:
+                pairs = stream_residuals([r.store for r in group], [r.name for r in group], chunk)
+                ar = float(np.mean(list(pairs.average().values())))
+            rows.append(
+                {
+                    "arch": arch,
+                    "variant": variant,
+                    "explainer": settings.explainer,
+                    "layer": settings.layer,
+                    "target": settings.target,
+                    "images": settings.images,
+                    "threshold": settings.threshold,
+                    "n_runs": len(group),
+                    "planted_p_at_k": float(recovery["precision_at_k"].mean()) if len(recovery) else np.nan,
+                    "ar_seeds": ar,
+                    "tsne_purity": float(np.nanmean(purities)) if purities else np.nan,
+                }
+            )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def misclassified_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """Per run and true city: test images and how many of them the run misclassified."""
+    rows = []
+    for run in runs:
+        cities = np.asarray(run.store.cities)
+        wrong = run.store.preds != run.store.targets
+        for city in dict.fromkeys(run.store.cities):
+            here = cities == city
+            rows.append(
+                {
+                    "run": run.name,
+                    "label": run.label,
+                    "city": city,
+                    "n_images": int(here.sum()),
+                    "misclassified": int((wrong & here).sum()),
+                }
+            )
+    return pd.DataFrame(rows, columns=["run", "label", "city", "n_images", "misclassified"])

@@ -1,0 +1,129 @@
+"""Masks of a run's test split for one analysis variant, into the variant's mask store.
+
+Plain functions over a network and a data module (anything with `splits`, `analysis_batches`, `targets`,
+`cities`, `input_size`, `fingerprint`, `split_seed`, `describe()`): no Lightning inside, so a notebook can
+run them on a loaded checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import citylens
+from citylens.data.view import to_input
+from citylens.explain.registry import build_explainer
+from citylens.explain.store import STORE_DIR, MaskStore, open_store, write_store
+from citylens.models.build import DEFAULT_TARGET_LAYERS, resolve_layer
+from citylens.pipeline.variant import Variant
+
+
+def sample_indices(targets: np.ndarray, per_city: int, seed: int = 0) -> np.ndarray:
+    """Indices of `per_city` test images of each city, fixed by the split (same for every run of a sweep)."""
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(targets == c))[:per_city] for c in np.unique(targets)]
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
+
+
+def shard_bounds(n: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rank `rank`'s contiguous share [start, stop) of n test images, in whole batches.
+
+    Shares start at multiples of `batch_size`, so every image is explained in the same batch as in a
+    single process and the gathered maps are bit-identical to a single-process run.
+    """
+    n_batches = -(-n // batch_size)
+    per_rank = -(-n_batches // world_size) * batch_size
+    start = min(n, rank * per_rank)
+    return start, min(n, start + per_rank)
+
+
+def layer_path(arch: str, spec: str) -> str:
+    """The dotted module path of a layer preset (`last_block`) or of a dotted path given as is."""
+    return DEFAULT_TARGET_LAYERS[arch] if spec == "last_block" else spec
+
+
+def explainer_for(variant: Variant, network: nn.Module, arch: str) -> Any:
+    """The variant's explainer of `network` at the variant's layer."""
+    return build_explainer(
+        variant.explainer, network, resolve_layer(network, layer_path(arch, variant.layer))
+    )
+
+
+def compute_maps(
+    network: nn.Module,
+    arch: str,
+    variant: Variant,
+    datamodule: Any,
+    batch_size: int,
+    start: int = 0,
+    stop: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Low-resolution maps (n, h, w) and class probabilities (n, C) of test images start:stop.
+
+    With `variant.target == "label"` each image's true city is explained, else its predicted city.
+    """
+    explainer = explainer_for(variant, network, arch)
+    stop = len(datamodule.splits["test"]) if stop is None else stop
+    labels = datamodule.targets("test")
+    device = next(network.parameters()).device
+    maps_parts, prob_parts = [], []
+    with torch.inference_mode(False):
+        for first, views, _ in tqdm(
+            datamodule.analysis_batches("test", batch_size, start, stop),
+            desc=f"masks ({variant.explainer})",
+            total=-(-max(stop - start, 0) // batch_size),
+            unit="batch",
+        ):
+            targets = labels[first : first + len(views)] if variant.target == "label" else None
+            maps, logits = explainer.low_res(to_input(views.to(device)), targets)
+            maps_parts.append(maps.cpu().numpy())
+            prob_parts.append(logits.float().softmax(1).cpu().numpy())
+    if not maps_parts:
+        return np.zeros((0, 0, 0), np.float32), np.zeros((0, datamodule.num_classes), np.float32)
+    return (
+        np.concatenate(maps_parts).astype(np.float32, copy=False),
+        np.concatenate(prob_parts).astype(np.float32, copy=False),
+    )
+
+
+def write_variant_store(
+    variant: Variant,
+    run_dir: Path,
+    datamodule: Any,
+    maps: tuple[np.ndarray, np.ndarray],
+    arch: str,
+    run_seed: int | None,
+    checkpoint: str | None,
+) -> MaskStore:
+    """Write the variant's mask store (maps, probabilities, true cities, ids, provenance) and open it."""
+    low_res, probs = maps
+    provenance = {
+        "arch": arch,
+        "seed": run_seed,
+        "checkpoint": checkpoint,
+        "target_layer": layer_path(arch, variant.layer),
+        **variant.to_dict(),
+        "input_size": datamodule.input_size,
+        "dataset_fingerprint": datamodule.fingerprint,
+        "split_seed": datamodule.split_seed,
+        "citylens_version": citylens.__version__,
+        "city_names": datamodule.cities,
+        "dataset": datamodule.describe(),
+    }
+    records = datamodule.splits["test"]
+    out = variant.dir(run_dir)
+    write_store(
+        out / STORE_DIR,
+        low_res,
+        probs,
+        datamodule.targets("test"),
+        [r.image_id for r in records],
+        [r.city for r in records],
+        provenance,
+    )
+    return open_store(out)
