@@ -105,6 +105,7 @@ def compute_store(
         "input_size": datamodule.input_size,
         "dataset_fingerprint": datamodule.fingerprint,
         "split_seed": datamodule.split_seed,
+        "split_settings": datamodule.split_settings(),
         "citylens_version": citylens.__version__,
         "city_names": datamodule.cities,
         "dataset": datamodule.describe(),
@@ -118,6 +119,7 @@ def compute_store(
         [r.image_id for r in records],
         [r.city for r in records],
         provenance,
+        places=[r.place for r in records],
     )
     return open_store(run_dir)
 

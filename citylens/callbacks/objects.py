@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 from citylens.analysis.ratios import RatioAccumulator, planted_recovery, ratio_summary
 from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
 from citylens.explain import validate_threshold
-from citylens.explain.store import open_store
+from citylens.explain.store import MaskStore, check_labels_match, open_store
 from citylens.io import atomic_path
 from citylens.report import figures
 from citylens.segment import GroundTruthSegmenter, LabelMapCache, Segmenter, label_cache_key
@@ -25,12 +25,21 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
         table.to_csv(tmp, index=False)
 
 
-def label_maps(segmenter: Segmenter, datamodule: Any, cache_dir: Path, batch_size: int) -> Any:
-    """The test split's label maps from the shared cache, segmenting only what is not cached yet."""
+def label_maps(
+    segmenter: Segmenter, datamodule: Any, cache_dir: Path, batch_size: int, store: MaskStore
+) -> Any:
+    """The test split's label maps from the shared cache, segmenting only what is not cached yet.
+
+    Refused (StoreError naming the first differing image) unless the data module's test split and the cache's
+    label maps are exactly the store's images in order, from the store's dataset.
+    """
     ids = [r.image_id for r in datamodule.splits["test"]]
+    check_labels_match(store, ids, datamodule.fingerprint)
     key = label_cache_key(datamodule.fingerprint, "test", segmenter, datamodule.input_size, ids)
     cache = LabelMapCache(Path(cache_dir) / "labels", key)
-    return cache.build(segmenter, datamodule.analysis_batches("test", batch_size), len(ids))
+    labels = cache.build(segmenter, datamodule.analysis_batches("test", batch_size), len(ids))
+    check_labels_match(store, cache.image_ids(), None)
+    return labels
 
 
 class ObjectsCallback(AnalysisCallback):
@@ -44,10 +53,13 @@ class ObjectsCallback(AnalysisCallback):
         min_mean_pixels: float = 100,
         batch_size: int = 64,
         cache_dir: str = "data_cache",
+        n_boot: int = 1000,
+        seed: int = 0,
     ) -> None:
         self.segmenter, self.threshold = segmenter, validate_threshold(threshold)
         self.thresholds = sorted({self.threshold, *(validate_threshold(t) for t in extra_thresholds)})
         self.min_mean_pixels, self.batch_size, self.cache_dir = min_mean_pixels, batch_size, Path(cache_dir)
+        self.n_boot, self.seed = n_boot, seed
 
     def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
         store = open_store(run_dir)
@@ -60,13 +72,15 @@ class ObjectsCallback(AnalysisCallback):
                 unlabelled[0],
             )
             return
-        labels = label_maps(self.segmenter, datamodule, self.cache_dir, self.batch_size)
+        labels = label_maps(self.segmenter, datamodule, self.cache_dir, self.batch_size, store)
         min_pixels = self.min_mean_pixels * (store.size / 224) ** 2
         acc = RatioAccumulator(self.thresholds, min_pixels)
         for start, masks in store.chunks(256):
             stop = start + len(masks)
-            acc.update(masks, np.array(labels[start:stop]), store.cities[start:stop])
-        table = acc.table()
+            acc.update(
+                masks, np.array(labels[start:stop]), store.cities[start:stop], store.places[start:stop]
+            )
+        table = acc.table(self.n_boot, self.seed)
         write_csv(table, run_dir / "object_ratios.csv")
         summary = ratio_summary(table)
         write_csv(summary, run_dir / "ratio_summary.csv")
