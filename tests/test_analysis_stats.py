@@ -1,9 +1,8 @@
-"""Bootstrap intervals, the permutation test and the ratio-profile distance."""
+"""Place bootstrap, the test over run relabellings (size, power), Holm, the ratio-profile distance."""
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from scipy import stats
 
 from citylens.analysis.stats import (
@@ -78,7 +77,7 @@ def test_ratio_ci_leaves_out_replicates_without_the_object():
 
 
 def _runs_matrix(rng: np.random.Generator, archs: int, seeds: int, effect: float) -> np.ndarray:
-    """AR-like distances of archs x seeds runs: mean |v_a - v_b| of 50-d points, arch centres `effect` apart."""
+    """AR-like distances of archs x seeds runs: mean |v_a - v_b| of 50-d points, centres of SD `effect`."""
     centres = rng.normal(0, effect, (archs, 50))
     points = np.repeat(centres, seeds, axis=0) + rng.normal(0, 1, (archs * seeds, 50))
     return np.abs(points[:, None] - points[None]).mean(axis=2)
