@@ -81,24 +81,27 @@ class RatioAccumulator:
         self._explained = np.zeros((0, N_CLASSES, t), dtype=np.int64)
 
     def _register(self, units: Sequence[tuple[str, str | None]]) -> np.ndarray:
-        """Global indices of (city, place) units, adding the new ones (and their cities)."""
+        """Global indices of (city, place) units, adding the new ones (and their cities).
+
+        The count arrays grow by doubling, so streaming many places costs amortised constant copies."""
         new = [u for u in units if u not in self._unit_index]
         for city, _ in new:
             if city not in self._city_index:
                 self._city_index[city] = len(self.cities)
                 self.cities.append(city)
-        if len(self.cities) > len(self._images):
-            self._images = np.concatenate(
-                [self._images, np.zeros(len(self.cities) - len(self._images), np.int64)]
-            )
-        if new:
-            for u in new:
-                self._unit_index[u] = len(self._unit_index)
-            self._unit_city = np.concatenate([self._unit_city, [self._city_index[c] for c, _ in new]])
-            self._total = np.concatenate([self._total, np.zeros((len(new), N_CLASSES), np.int64)])
+                self._images = np.append(self._images, 0)
+        for u in new:
+            self._unit_index[u] = len(self._unit_index)
+        n = len(self._unit_index)
+        if n > len(self._total):
+            grow = max(n, 2 * len(self._total)) - len(self._total)
+            self._unit_city = np.concatenate([self._unit_city, np.full(grow, -1, np.int64)])
+            self._total = np.concatenate([self._total, np.zeros((grow, N_CLASSES), np.int64)])
             self._explained = np.concatenate(
-                [self._explained, np.zeros((len(new),) + self._explained.shape[1:], np.int64)]
+                [self._explained, np.zeros((grow,) + self._explained.shape[1:], np.int64)]
             )
+        for city, place in new:
+            self._unit_city[self._unit_index[(city, place)]] = self._city_index[city]
         return np.array([self._unit_index[u] for u in units], dtype=np.int64)
 
     def update(

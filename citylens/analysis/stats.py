@@ -103,11 +103,14 @@ def bootstrap_ci(
     if not np.isfinite(x).all():
         raise ValueError("values must be finite")
     n = x.shape[1]
-    codes = np.arange(n) if groups is None else group_index(groups, n)
-    n_groups = int(codes.max()) + 1
-    sums = np.zeros((x.shape[0], n_groups))
-    np.add.at(sums.T, codes, x.T)
-    sizes = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    if groups is None:
+        sums, sizes = x, np.ones(n)
+    else:
+        codes = group_index(groups, n)
+        n_groups = int(codes.max()) + 1
+        sums = np.zeros((x.shape[0], n_groups))
+        np.add.at(sums.T, codes, x.T)
+        sizes = np.bincount(codes, minlength=n_groups).astype(np.float64)
     low, high = ratio_ci(sums, sizes, n_boot, level, seed)
     return (float(low[0]), float(high[0])) if one_d else (low, high)
 
