@@ -174,3 +174,36 @@ def test_planted_recovery():
     assert out.loc["b", "planted_ranks"] == (3, None)
     with pytest.raises(KeyError):
         planted_recovery(_table(rows), {"a": ["not an object"]})
+
+
+def test_ratio_intervals_resample_places():
+    masks, labels, cities = _hand_made()
+    rng = np.random.default_rng(0)
+    # 40 tokyo images in 20 places of two identical views, plus the pittsburgh image
+    picks = np.r_[np.repeat(rng.integers(0, 2, 20), 2), 2]
+    m = np.clip(masks[picks] + rng.normal(0, 0.2, masks[picks].shape), 0, 1).astype(np.float32)
+    m[1::2][:20] = m[0::2][:20]
+    lab, cit = labels[picks], [cities[i] for i in picks]
+    places = [f"p{i // 2}" for i in range(40)] + ["q"]
+    table = object_ratios(m, lab, cit, 0.5, min_mean_pixels=0, places=places, n_boot=400)
+    sky = _row(table, 0.5, "tokyo", "sky")
+    assert sky["ci_low"] <= sky["ratio"] <= sky["ci_high"] and sky["ci_low"] < sky["ci_high"]
+    car = _row(table, 0.5, "pittsburgh", "car")  # one place: nothing to resample, a zero-width interval
+    assert car["ci_low"] == car["ci_high"] == pytest.approx(car["ratio"])
+    # one place per pair of identical views = one image per place, once: the same interval
+    single = object_ratios(m[:40:2], lab[:40:2], cit[:40:2], 0.5, 0, places=places[:40:2], n_boot=400)
+    assert _row(single, 0.5, "tokyo", "sky")[["ci_low", "ci_high"]].tolist() == pytest.approx(
+        sky[["ci_low", "ci_high"]].tolist()
+    )
+    views = object_ratios(m, lab, cit, 0.5, min_mean_pixels=0, n_boot=400)  # every view its own place
+    vs = _row(views, 0.5, "tokyo", "sky")
+    assert vs["ci_high"] - vs["ci_low"] < sky["ci_high"] - sky["ci_low"]
+    acc = RatioAccumulator(0.5, 0)
+    for s in range(0, 41, 7):
+        acc.update(m[s : s + 7], lab[s : s + 7], cit[s : s + 7], places[s : s + 7])
+    pd.testing.assert_frame_equal(acc.table(400), table)
+    no_places = RatioAccumulator(0.5, 0)
+    no_places.update(m, lab, cit)
+    assert no_places.table()["ratio"].tolist() == table["ratio"].tolist()
+    with pytest.raises(ValueError, match="places"):
+        no_places.table(n_boot=10)

@@ -1,10 +1,19 @@
-"""Bootstrap intervals, the permutation test and the ratio-profile distance."""
+"""Place bootstrap, the test over run relabellings (size, power), Holm, the ratio-profile distance."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from citylens.analysis.stats import bootstrap_ci, permutation_test, ratio_profile_distance
+from citylens.analysis.stats import (
+    bootstrap_ci,
+    group_index,
+    holm,
+    n_distinct_relabellings,
+    ratio_ci,
+    ratio_profile_distance,
+    relabel_test,
+)
 
 
 def test_bootstrap_contains_mean_and_shrinks_with_n():
@@ -30,18 +39,123 @@ def test_bootstrap_2d_resamples_same_images_for_all_rows():
         bootstrap_ci(np.array([0.1, np.nan]))
 
 
-def test_permutation_test():
-    between = [0.4349, 0.4303, 0.4502, 0.4118, 0.4136, 0.3149]  # paper Table 2, architecture pairs
-    within = [0.2679, 0.2265, 0.2411, 0.2460]  # retrained twins
-    # every between value beats every within one: the observed split is the most extreme of C(10,6) = 210
-    assert permutation_test(between, within) == pytest.approx(1 / 210)
-    p_mc = permutation_test(between, within, n_perm=100, seed=0)
-    assert 1 / 101 <= p_mc < 0.05  # Monte Carlo path: never 0
-    assert permutation_test(within, between) == pytest.approx(1.0)
-    same = [0.3, 0.4, 0.5]
-    assert permutation_test(same, same) > 0.4
-    rng = np.random.default_rng(1)
-    assert permutation_test(rng.random(30), rng.random(30), n_perm=2000) > 0.05
+def test_bootstrap_resamples_places_not_views():
+    rng = np.random.default_rng(4)
+    x = rng.random(60)
+    alone = bootstrap_ci(x, n_boot=500, seed=5)
+    tenfold = np.repeat(x, 10)
+    places = np.repeat([f"pano{i}" for i in range(60)], 10)
+    # every image seen 10 times as one place: the same evidence, the same interval (not sqrt(10) narrower)
+    assert bootstrap_ci(tenfold, n_boot=500, seed=5, groups=places) == pytest.approx(alone)
+    lo, hi = bootstrap_ci(tenfold, n_boot=500, seed=5)
+    assert hi - lo < 0.5 * (alone[1] - alone[0])  # treating views as independent would shrink it
+    # places of unequal size: each replicate is the mean over all images of the drawn places
+    lo2, hi2 = bootstrap_ci(np.stack([tenfold, tenfold]), n_boot=300, seed=1, groups=places)
+    np.testing.assert_allclose(lo2[0], lo2[1])
+    with pytest.raises(ValueError, match="one place per value"):
+        bootstrap_ci(x, groups=places)
+
+
+def test_group_index_numbers_places_in_order_of_appearance():
+    assert group_index(["b", "a", "b", "c"], 4).tolist() == [0, 1, 0, 2]
+
+
+def test_bootstrap_agrees_with_scipy():
+    x = np.random.default_rng(6).exponential(size=200)
+    ours = bootstrap_ci(x, n_boot=20000, seed=0)
+    theirs = stats.bootstrap((x,), np.mean, n_resamples=20000, method="percentile", random_state=0)
+    width = ours[1] - ours[0]
+    ci = theirs.confidence_interval
+    assert abs(ours[0] - ci.low) < 0.03 * width and abs(ours[1] - ci.high) < 0.03 * width
+
+
+def test_ratio_ci_leaves_out_replicates_without_the_object():
+    num = np.array([[1.0, 0.0, 3.0], [0.0, 0.0, 0.0]])
+    den = np.array([[2.0, 0.0, 4.0], [0.0, 0.0, 0.0]])
+    low, high = ratio_ci(num, den, n_boot=400, seed=0)
+    assert 0.5 <= low[0] <= high[0] <= 0.75 and np.isnan(low[1]) and np.isnan(high[1])
+
+
+def _runs_matrix(rng: np.random.Generator, archs: int, seeds: int, effect: float) -> np.ndarray:
+    """AR-like distances of archs x seeds runs: mean |v_a - v_b| of 50-d points, centres of SD `effect`."""
+    centres = rng.normal(0, effect, (archs, 50))
+    points = np.repeat(centres, seeds, axis=0) + rng.normal(0, 1, (archs * seeds, 50))
+    return np.abs(points[:, None] - points[None]).mean(axis=2)
+
+
+LABELS = [a for a in ("vgg11", "resnet18", "simple", "simpler") for _ in range(2)]
+
+
+def test_relabel_test_enumerates_105_partitions_and_agrees_with_scipy():
+    assert n_distinct_relabellings(LABELS) == 105
+    assert n_distinct_relabellings(["a", "a", "a", "b", "b"]) == 10
+    m = _runs_matrix(np.random.default_rng(0), 4, 2, 0.2)
+    ours = relabel_test(m, LABELS)
+    assert ours.n_relabellings == 105 and ours.exact and ours.n_within == 4 and ours.n_between == 24
+    labels = np.array(LABELS)
+    iu = np.triu_indices(8, 1)
+
+    def statistic(order: np.ndarray, axis: int = -1) -> np.ndarray:
+        lab = labels[np.asarray(order)]
+        same = lab[..., iu[0]] == lab[..., iu[1]]
+        return (m[iu] * ~same).sum(-1) / (~same).sum(-1) - (m[iu] * same).sum(-1) / same.sum(-1)
+
+    # scipy relabels by all 8! orderings of the runs (each partition 4! x 2!^4 times): the same exact p
+    theirs = stats.permutation_test(
+        (np.arange(8),),
+        statistic,
+        permutation_type="pairings",
+        alternative="greater",
+        vectorized=True,
+        n_resamples=np.inf,
+    )
+    assert ours.p_value == pytest.approx(theirs.pvalue) and ours.statistic == pytest.approx(theirs.statistic)
+    sampled = relabel_test(m, LABELS, max_exact=0, n_random=20000, seed=1)
+    assert not sampled.exact and sampled.n_relabellings == 20001
+    assert abs(sampled.p_value - ours.p_value) < 0.015
+
+
+def test_relabel_test_extremes_and_errors():
+    paper = np.full((8, 8), 0.43)  # every cross-architecture pair further apart than every twin
+    for k in range(4):
+        paper[2 * k, 2 * k + 1] = paper[2 * k + 1, 2 * k] = 0.25
+    np.fill_diagonal(paper, 0)
+    assert relabel_test(paper, LABELS).p_value == pytest.approx(1 / 105)
+    assert relabel_test(-paper, LABELS).p_value == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="two runs of one label"):
+        relabel_test(paper[:4, :4], ["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="missing"):
+        relabel_test(np.where(paper == 0.25, np.nan, paper), LABELS)
+
+
+def test_holm():
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(holm([0.5, np.nan, 0.9]), [1.0, np.nan, 1.0])
+
+
+def test_calibration_size_and_power_of_the_test_over_runs():
+    """1000 simulated sweeps of 4 architectures x 2 seeds per setting; the test's size must be near 5%."""
+    rng = np.random.default_rng(12)
+
+    def rejection_rate(make_matrix) -> float:
+        return float(np.mean([relabel_test(make_matrix(), LABELS).p_value <= 0.05 for _ in range(1000)]))
+
+    def additive() -> np.ndarray:  # run effects u_a + u_b plus pair noise: still no architecture effect
+        u = rng.normal(0, 1, 8)
+        m = 0.3 + 0.05 * (u[:, None] + u[None]) + rng.normal(0, 0.01, (8, 8))
+        return np.triu(m, 1) + np.triu(m, 1).T
+
+    size_euclid = rejection_rate(lambda: _runs_matrix(rng, 4, 2, 0.0))
+    size_additive = rejection_rate(additive)
+    # planted: architecture centres with SD 0.3 / 0.5 per dimension against seed noise SD 1 (8% / 20% of the
+    # variance between architectures)
+    weak, strong = (rejection_rate(lambda e=e: _runs_matrix(rng, 4, 2, e)) for e in (0.3, 0.5))
+    print(
+        f"size (no effect): {size_euclid:.3f} distances, {size_additive:.3f} additive; "
+        f"power: {weak:.3f} (SD 0.3), {strong:.3f} (SD 0.5)"
+    )
+    assert 0.03 <= size_euclid <= 0.07 and 0.03 <= size_additive <= 0.07
+    assert size_euclid < weak < strong and strong > 0.5
 
 
 def _profile(ratios: dict[str, dict[str, float]], t: float = 0.5) -> pd.DataFrame:

@@ -74,6 +74,14 @@ def test_store_holds_the_test_split_in_order_with_provenance(run: dict):
     assert meta["explainer"] == "gradcam" and meta["target"] == "label" and meta["variant"] == DEFAULT.name
     assert meta["dataset_fingerprint"] == run["datamodule"].fingerprint
     assert meta["dataset"]["planted"]["tokyo"] == ["fence", "signboard"]
+    assert meta["split_seed"] == run["datamodule"].split_seed
+    assert meta["split_settings"] == {
+        "fractions": [0.6, 0.2, 0.2],
+        "by": "place",
+        "balance": False,
+        "balance_seed": 0,
+    }
+    assert store.places == [r.place for r in run["datamodule"].splits["test"]]
     assert np.allclose(store.probs.sum(1), 1, atol=1e-5)
     tsne = pd.read_csv(run["out"] / "tsne.csv")
     assert tsne["image_id"].tolist() == store.image_ids and np.isfinite(tsne[["x", "y"]].to_numpy()).all()
@@ -109,6 +117,9 @@ def test_object_ratios_match_the_library_function(run: dict):
     assert len(written) == len(expected)
     np.testing.assert_allclose(written["ratio"], expected["ratio"])
     assert written["explained_pixels"].tolist() == expected["explained_pixels"].tolist()
+    kept = written[written["kept"]]
+    assert ((kept["ci_low"] <= kept["ratio"] + 1e-12) & (kept["ratio"] <= kept["ci_high"] + 1e-12)).all()
+    assert np.isfinite(kept[["ci_low", "ci_high"]].to_numpy()).all()
     recovery = pd.read_csv(run["out"] / "recovery.csv")
     assert set(recovery["city"]) == {"tokyo", "pittsburgh"} and set(recovery["k"]) == {2}
 
@@ -145,6 +156,17 @@ def test_correct_images_only_restricts_the_ratios(run: dict):
     )
     written = pd.read_csv(variant.dir(run["run_dir"]) / "object_ratios.csv")
     np.testing.assert_allclose(written["ratio"], expected["ratio"])
+
+
+def test_analyze_against_another_split_is_refused_naming_the_first_differing_image(run: dict):
+    store = open_store(run["out"])
+    before = (run["out"] / "object_ratios.csv").read_text()
+    with pytest.raises(
+        StoreError, match=r"label maps do not cover the store's test images.*first difference at image"
+    ):
+        analyze(run["run_dir"], ["data.split_seed=1", "callbacks.explain=null"])
+    assert open_store(run["out"]).image_ids == store.image_ids
+    assert (run["out"] / "object_ratios.csv").read_text() == before
 
 
 def test_analyze_refuses_a_bad_threshold(run: dict):

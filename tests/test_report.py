@@ -55,8 +55,37 @@ def test_table2_grouping_and_readings_on_hand_made_runs(tmp_path: Path):
     assert "masks are drawn alone" in text and "No run has a t-SNE map" in text
     assert text.count("**Reading:**") == 9
     assert "0 of 6 test images (summed over runs) are misclassified" in text
+    assert "95% interval over test places, for these trained networks" in text
     for name in ("table2_heatmap.png", "fig6_examples_runs.png", "runs.csv", "statistics.csv"):
         assert (out / name).is_file()
+    tests = pd.read_csv(out / "statistics.csv")
+    assert {"test", "n_relabellings", "p_value", "p_adjusted", "primary"} <= set(tests.columns)
+    # 3 runs, simple x 2 + simpler: 3 distinct relabellings; the observed one is the most extreme
+    ar = tests.iloc[0]
+    assert ar["primary"] and ar["n_relabellings"] == 3 and ar["p_value"] == pytest.approx(1 / 3)
+    assert ar["test"] == "runs relabelled, every relabelling" and not tests["primary"].iloc[1:].any()
+
+
+def test_sweep_over_a_data_setting_compares_within_data_groups(tmp_path: Path):
+    """data.seed=0,1: the same image ids, other pictures; runs are compared only within each data's group."""
+    sweep = make_sweep(tmp_path)
+    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"], fingerprint="data-0")
+    make_run(sweep / "1_simple-s0", "simple", 0, MASKS["B"], fingerprint="data-1")
+    make_run(sweep / "2_simple-s1", "simple", 1, MASKS["C"], fingerprint="data-0")
+    make_run(sweep / "3_simple-s1", "simple", 1, MASKS["A"], fingerprint="data-1")
+    out = build_report(sweep, FAST)
+    pairs = pd.read_csv(out / "table2.csv")
+    assert sorted(zip(pairs["data_group"], pairs["run_a"], pairs["run_b"])) == [
+        (1, "0_simple-s0", "2_simple-s1"),
+        (2, "1_simple-s0", "3_simple-s1"),
+    ]
+    assert pairs["ar"].tolist() == pytest.approx([EXPECTED[("A", "C")], EXPECTED[("B", "A")]], rel=1e-5)
+    text = (out / "report.md").read_text()
+    assert "form 2 data groups" in text
+    assert "data group 2 (dataset_fingerprint 'data-0' vs 'data-1' against group 1)" in text
+    assert "## Table 2: average residual between runs (data group 2)" in text
+    assert (out / "table2_heatmap_g1.png").is_file() and (out / "fig6_examples_runs_g2.png").is_file()
+    assert pd.read_csv(out / "runs.csv")["data_group"].tolist() == [1, 1, 2, 2]
 
 
 def test_two_variants_of_every_run_are_listed_side_by_side(tmp_path: Path):
@@ -79,7 +108,7 @@ def test_one_run_and_no_seed_pairs_say_what_is_missing(tmp_path: Path):
     sweep = make_sweep(tmp_path)
     make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"])
     text = (build_report(sweep, FAST) / "report.md").read_text()
-    assert "Table 2 needs two finished runs; this sweep has 1" in text
+    assert "Table 2 needs two finished runs of the same data; this sweep has 1" in text
     make_run(sweep / "1_vgg11-s0", "vgg11", 0, MASKS["B"])
     out = build_report(sweep, FAST)
     text = (out / "report.md").read_text()

@@ -12,7 +12,7 @@ import pytest
 
 from citylens.analysis.residuals import residuals
 from citylens.callbacks.residuals import COLUMNS, ResidualsCallback, run_residuals
-from citylens.explain.store import MaskStore, StoreError, open_store, write_store
+from citylens.explain.store import MaskStore, StoreError, check_same_images, open_store, write_store
 from citylens.pipeline import Variant
 from citylens.report.runs import stream_residuals
 
@@ -43,6 +43,8 @@ def make_run(
     finished: bool = True,
     size: int | None = None,
     variant: Variant = DEFAULT,
+    fingerprint: str = "hand",
+    places: list[str] | None = None,
 ) -> Path:
     """A fake run dir: a mask store (full-size maps when `size` is None) and, if finished, metrics.json."""
     n = len(low_res)
@@ -53,12 +55,16 @@ def make_run(
         "arch": arch,
         "seed": seed,
         "input_size": size or low_res.shape[-1],
-        "dataset_fingerprint": "hand",
+        "dataset_fingerprint": fingerprint,
+        "split_seed": 0,
+        "split_settings": {"fractions": [0.6, 0.2, 0.2], "by": "place", "balance": False, "balance_seed": 0},
         "city_names": ["pittsburgh", "tokyo"],
         "dataset": {"kind": "hand-made"},
     }
     provenance.update(variant.to_dict())
-    write_store(variant.dir(run_dir) / "masks", low_res, probs[:n], targets[:n], ids, cities, provenance)
+    write_store(
+        variant.dir(run_dir) / "masks", low_res, probs[:n], targets[:n], ids, cities, provenance, places
+    )
     if finished:
         metrics = {"arch": arch, "seed": seed, "test/acc": 1.0, "cities": ["pittsburgh", "tokyo"]}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
@@ -138,10 +144,35 @@ def test_mismatched_store_refused_naming_both_runs(tmp_path: Path):
 
 def test_different_analysis_views_refused(tmp_path: Path):
     sweep = make_sweep(tmp_path)
-    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"], size=8)
+    other = make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"], size=8)
     current = make_run(sweep / "1_simple-s1", "simple", 1, MASKS["B"], finished=False)
-    with pytest.raises(StoreError, match="different analysis views"):
-        run_residuals(current, DEFAULT)
+    with pytest.raises(StoreError, match=r"different analysis views \(input_size: 4 vs 8 px\)"):
+        check_same_images([open_store(current), open_store(other)])
+    assert run_residuals(current, DEFAULT).empty  # another view size is another data group: not compared
+
+
+def test_stores_differing_only_in_fingerprint_are_refused_naming_the_field(tmp_path: Path):
+    a = open_store(make_run(tmp_path / "a", "simple", 0, MASKS["A"], fingerprint="f00d"))
+    b = open_store(make_run(tmp_path / "b", "simple", 1, MASKS["A"], fingerprint="beef"))
+    with pytest.raises(StoreError, match="different data; dataset_fingerprint: 'f00d' vs 'beef'"):
+        check_same_images([a, b])
+    b.meta.update(dataset_fingerprint="f00d", split_seed=1)
+    with pytest.raises(StoreError, match="split_seed: 0 vs 1"):
+        check_same_images([a, b])
+
+
+def test_residuals_only_within_the_same_data(tmp_path: Path):
+    """A sweep over data.seed: the same image ids, other pictures (fingerprint): no residual across data."""
+    sweep = make_sweep(tmp_path)
+    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"], fingerprint="data-seed-0")
+    make_run(sweep / "1_simple-s0", "simple", 0, MASKS["C"], fingerprint="data-seed-1")
+    make_run(sweep / "2_vgg11-s0", "vgg11", 0, MASKS["B"], fingerprint="data-seed-0")
+    current = make_run(
+        sweep / "3_vgg11-s0", "vgg11", 0, MASKS["B"], fingerprint="data-seed-1", finished=False
+    )
+    table = run_residuals(current, DEFAULT)
+    assert table["run_b"].tolist() == ["1_simple-s0"]
+    assert table["ar"].tolist() == pytest.approx([EXPECTED[("B", "C")]], rel=1e-5)
 
 
 def test_run_without_a_store_is_skipped(tmp_path: Path):

@@ -6,7 +6,7 @@ No Lightning or Hydra inside, so a notebook can call these directly; callbacks a
 from citylens.analysis.embedding import embed_masks, pca_features, resample_masks, tsne_2d
 from citylens.analysis.ratios import RatioAccumulator, object_ratios, planted_recovery, ratio_summary
 from citylens.analysis.residuals import PairwiseResiduals, average_residual, residuals, to_common_size
-from citylens.analysis.stats import bootstrap_ci, permutation_test, ratio_profile_distance
+from citylens.analysis.stats import bootstrap_ci, holm, ratio_ci, ratio_profile_distance, relabel_test
 
 __all__ = [
     "PairwiseResiduals",
@@ -14,12 +14,14 @@ __all__ = [
     "average_residual",
     "bootstrap_ci",
     "embed_masks",
+    "holm",
     "object_ratios",
     "pca_features",
-    "permutation_test",
     "planted_recovery",
+    "ratio_ci",
     "ratio_profile_distance",
     "ratio_summary",
+    "relabel_test",
     "resample_masks",
     "residuals",
     "to_common_size",

@@ -3,7 +3,9 @@
 R_p^c = sum_i M_{p,i} / sum_i N_{p,i} over city c's test images i, where N_{p,i} counts pixels of ADE20K
 object p in image i and M_{p,i} those of them inside the explanation (mask >= threshold). Objects are kept
 where their average pixel count per image of the city exceeds 100 (facts.md). Counting is one bincount over
-(city, object, threshold level) per block of pixels: no per-image Python loop.
+(place, object, threshold level) per block of pixels: no per-image Python loop. Counts are kept per test
+place (a panorama; an image on synthetic data), so the 95% interval of each ratio resamples places with all
+their views (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import entropy
 
+from citylens.analysis.stats import ratio_ci
 from citylens.segment.ade20k import ADE20K_CLASSES, UNLABELLED, class_index
 
 N_CLASSES = len(ADE20K_CLASSES)
@@ -27,6 +31,8 @@ TABLE_COLUMNS = [
     "total_pixels",
     "mean_pixels",
     "kept",
+    "ci_low",
+    "ci_high",
 ]
 _BLOCK_PIXELS = 1 << 22
 
@@ -52,9 +58,10 @@ def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 class RatioAccumulator:
-    """Streams chunks of (masks, label maps, cities) into per-city, per-object pixel counts.
+    """Streams chunks of (masks, label maps, cities, places) into per-place, per-object pixel counts.
 
-    Counts are exact integers, so any chunking gives the same table as one pass over all images.
+    Counts are exact integers, so any chunking gives the same table as one pass over all images. Without
+    places, a city's images count as one unit (no intervals then).
     """
 
     def __init__(self, thresholds: float | Sequence[float], min_mean_pixels: float = 100) -> None:
@@ -65,38 +72,55 @@ class RatioAccumulator:
         self._rank = np.argsort(order)
         self.cities: list[str] = []
         self._city_index: dict[str, int] = {}
+        self._unit_index: dict[tuple[str, str | None], int] = {}
+        self._unit_city = np.zeros(0, dtype=np.int64)
+        self._without_places = False
         t = len(self.thresholds)
         self._images = np.zeros(0, dtype=np.int64)
         self._total = np.zeros((0, N_CLASSES), dtype=np.int64)
         self._explained = np.zeros((0, N_CLASSES, t), dtype=np.int64)
 
-    def _register(self, cities: Sequence[str]) -> np.ndarray:
-        for c in cities:
-            if c not in self._city_index:
-                self._city_index[c] = len(self.cities)
-                self.cities.append(c)
-        grow = len(self.cities) - len(self._images)
-        if grow:
-            self._images = np.concatenate([self._images, np.zeros(grow, np.int64)])
+    def _register(self, units: Sequence[tuple[str, str | None]]) -> np.ndarray:
+        """Global indices of (city, place) units, adding the new ones (and their cities).
+
+        The count arrays grow by doubling, so streaming many places costs amortised constant copies."""
+        new = [u for u in units if u not in self._unit_index]
+        for city, _ in new:
+            if city not in self._city_index:
+                self._city_index[city] = len(self.cities)
+                self.cities.append(city)
+                self._images = np.append(self._images, 0)
+        for u in new:
+            self._unit_index[u] = len(self._unit_index)
+        n = len(self._unit_index)
+        if n > len(self._total):
+            grow = max(n, 2 * len(self._total)) - len(self._total)
+            self._unit_city = np.concatenate([self._unit_city, np.full(grow, -1, np.int64)])
             self._total = np.concatenate([self._total, np.zeros((grow, N_CLASSES), np.int64)])
             self._explained = np.concatenate(
                 [self._explained, np.zeros((grow,) + self._explained.shape[1:], np.int64)]
             )
-        return np.array([self._city_index[c] for c in cities], dtype=np.int64)
+        for city, place in new:
+            self._unit_city[self._unit_index[(city, place)]] = self._city_index[city]
+        return np.array([self._unit_index[u] for u in units], dtype=np.int64)
 
     def update(
         self,
         masks: np.ndarray | torch.Tensor,
         label_maps: np.ndarray | torch.Tensor,
         cities: Sequence[str],
+        places: Sequence[str] | None = None,
     ) -> None:
-        """Add one chunk: masks (n,H,W) in [0,1], label maps (n,H,W) ADE20K indices or 255, n city names."""
+        """Add one chunk: masks (n,H,W) in [0,1], label maps (n,H,W) ADE20K indices or 255, n city names and
+        (for intervals) n place ids."""
         m, lab = _tensor(masks), _tensor(label_maps)
         cities = [str(c) for c in cities]
         if m.ndim != 3 or tuple(m.shape) != tuple(lab.shape):
             raise ValueError(f"masks {tuple(m.shape)} and label maps {tuple(lab.shape)} must both be (N,H,W)")
         if len(cities) != m.shape[0]:
             raise ValueError(f"{len(cities)} city names for {m.shape[0]} images")
+        if places is not None and len(places) != m.shape[0]:
+            raise ValueError(f"{len(places)} places for {m.shape[0]} images")
         if m.dtype.is_complex or not m.dtype.is_floating_point:
             raise ValueError(f"masks must be floating point, got {m.dtype}")
         if lab.dtype.is_floating_point or lab.dtype.is_complex or lab.dtype == torch.bool:
@@ -111,8 +135,11 @@ class RatioAccumulator:
             lo_lab, hi_lab = torch.aminmax(lab)
             if lo_lab < 0 or hi_lab > UNLABELLED:
                 raise bad_labels
-        local = list(dict.fromkeys(cities))
-        local_idx = torch.tensor([local.index(c) for c in cities], dtype=torch.int32, device=m.device)
+        self._without_places |= places is None
+        units = list(zip(cities, [None] * len(cities) if places is None else [str(p) for p in places]))
+        local = list(dict.fromkeys(units))
+        position = {u: i for i, u in enumerate(local)}
+        local_idx = torch.tensor([position[u] for u in units], dtype=torch.int32, device=m.device)
         # level = number of thresholds <= mask, summed comparisons made in the mask's own dtype as `mask >= t`
         # does (a Python float is cast to the mask dtype). Every label 0..255 gets a bin: unlabelled ones are
         # dropped afterwards (cheaper than selecting the labelled pixels) and bins 150..254 reveal bad labels.
@@ -133,22 +160,37 @@ class RatioAccumulator:
             raise bad_labels
         hist = hist[:, :N_CLASSES]
         gidx = self._register(local)
-        self._images[gidx] += np.array([cities.count(c) for c in local], dtype=np.int64)
+        np.add.at(self._images, [self._city_index[c] for c in cities], 1)
         self._total[gidx] += hist.sum(axis=2)
         # explained at sorted threshold j <=> level > j: reversed cumulative sum over levels.
         above = np.cumsum(hist[..., ::-1], axis=2)[..., ::-1][..., 1:]
         self._explained[gidx] += above[..., self._rank]
 
-    def table(self) -> pd.DataFrame:
-        """Rows per (threshold, city, object present in the city); thresholds as given, cities sorted."""
+    def table(self, n_boot: int = 0, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+        """Rows per (threshold, city, object present in the city); thresholds as given, cities sorted.
+
+        n_boot > 0 adds each ratio's percentile interval over the city's test places (ci_low, ci_high; one
+        bootstrap per city, the same resamples for every object and threshold); else they are NaN.
+        """
+        if n_boot > 0 and self._without_places:
+            raise ValueError("object-ratio intervals need each image's place: pass places= to update")
+        per_city = {}
+        for city in self.cities:
+            units = np.flatnonzero(self._unit_city == self._city_index[city])
+            total = self._total[units].sum(axis=0)
+            present = np.nonzero(total)[0]
+            explained = self._explained[units].sum(axis=0)[present]
+            low = high = np.full((len(present), len(self.thresholds)), np.nan)
+            if n_boot > 0 and len(present):
+                num = self._explained[units][:, present].transpose(1, 2, 0).reshape(-1, len(units))
+                den = np.repeat(self._total[units][:, present].T, len(self.thresholds), axis=0)
+                low, high = (x.reshape(len(present), -1) for x in ratio_ci(num, den, n_boot, level, seed))
+            per_city[city] = (present, total[present], explained, low, high)
         rows = []
         for ti, t in enumerate(self.thresholds):
             for city in sorted(self.cities):
-                ci = self._city_index[city]
-                present = np.nonzero(self._total[ci])[0]
-                total = self._total[ci, present]
-                explained = self._explained[ci, present, ti]
-                mean = total / self._images[ci]
+                present, total, explained, low, high = per_city[city]
+                mean = total / self._images[self._city_index[city]]
                 rows.append(
                     pd.DataFrame(
                         {
@@ -156,11 +198,13 @@ class RatioAccumulator:
                             "city": city,
                             "object": [ADE20K_CLASSES[p] for p in present],
                             "object_id": present,
-                            "ratio": explained / total,
-                            "explained_pixels": explained,
+                            "ratio": explained[:, ti] / total,
+                            "explained_pixels": explained[:, ti],
                             "total_pixels": total,
                             "mean_pixels": mean,
                             "kept": mean > self.min_mean_pixels,
+                            "ci_low": low[:, ti],
+                            "ci_high": high[:, ti],
                         }
                     )
                 )
@@ -175,16 +219,22 @@ def object_ratios(
     cities: Sequence[str],
     threshold: float | Sequence[float],
     min_mean_pixels: float = 100,
+    places: Sequence[str] | None = None,
+    n_boot: int = 0,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Object-ratio table of all images at once (see `RatioAccumulator.table` for the rows).
 
     Columns: threshold, city, object (ADE20K name), object_id, ratio = explained/total pixels,
     explained_pixels, total_pixels, mean_pixels = total_pixels / number of the city's images (all of them,
-    not only those showing the object), kept = mean_pixels > min_mean_pixels.
+    not only those showing the object), kept = mean_pixels > min_mean_pixels, and the interval over test
+    places ci_low, ci_high when n_boot > 0 (places None: every image its own place).
     """
     acc = RatioAccumulator(threshold, min_mean_pixels)
-    acc.update(masks, label_maps, cities)
-    return acc.table()
+    if places is None and n_boot > 0:
+        places = [str(i) for i in range(len(cities))]
+    acc.update(masks, label_maps, cities, places)
+    return acc.table(n_boot, seed)
 
 
 def _gini(x: np.ndarray) -> float:
@@ -222,9 +272,7 @@ def ratio_summary(table: pd.DataFrame) -> pd.DataFrame:
         elif r.sum() == 0:
             evenness = 1.0
         else:
-            p = r / r.sum()
-            nz = p[p > 0]
-            evenness = float(-(nz * np.log(nz)).sum() / np.log(n))
+            evenness = float(entropy(r) / np.log(n))
         rows.append(
             {
                 "threshold": t,

@@ -27,10 +27,13 @@ class ObjectsCallback(AnalysisCallback):
         min_mean_pixels: float = 100,
         batch_size: int = 64,
         cache_dir: str = "data_cache",
+        n_boot: int = 1000,
+        seed: int = 0,
     ) -> None:
         self.segmenter, self.variant = segmenter, variant
         self.extra_thresholds = [validate_threshold(t) for t in extra_thresholds]
         self.min_mean_pixels, self.batch_size, self.cache_dir = min_mean_pixels, batch_size, Path(cache_dir)
+        self.n_boot, self.seed = n_boot, seed
 
     def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
         out = self.variant.dir(run_dir)
@@ -44,7 +47,7 @@ class ObjectsCallback(AnalysisCallback):
                 unlabelled[0],
             )
             return
-        labels = label_maps(self.segmenter, datamodule, self.cache_dir, self.batch_size)
+        labels = label_maps(self.segmenter, datamodule, self.cache_dir, self.batch_size, store)
         result = run_objects(
             store,
             labels,
@@ -53,5 +56,7 @@ class ObjectsCallback(AnalysisCallback):
             self.extra_thresholds,
             self.min_mean_pixels,
             datamodule.describe().get("planted"),
+            self.n_boot,
+            self.seed,
         )
         log_artifacts(loggers, images={"fig5_ratios": result.figure}, tables=result.tables)

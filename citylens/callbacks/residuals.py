@@ -5,7 +5,8 @@ Writes `<run>/analysis/<variant>/residuals.csv` (run_a = this run, run_b = an ea
 (outputs/runs/...) has no siblings and gets a table with the header only. Siblings are read without a lock: a
 run counts as finished once its metrics.json exists, and its mask store was renamed into place whole before
 that, so what is read is complete; a job still running is simply not "already finished" and is compared when
-the later job runs.
+the later job runs. Siblings of other data (another dataset fingerprint, split seed or settings, or view
+size: a sweep over data settings) are another data group and never compared.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 import pytorch_lightning as pl
 
 from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
-from citylens.explain.store import STORE_DIR, StoreError, check_same_images, open_store
+from citylens.explain.store import STORE_DIR, StoreError, check_same_images, data_difference, open_store
 from citylens.io import write_csv
 from citylens.pipeline.variant import Variant
 from citylens.report.runs import is_sweep_dir, scan_sweep, stream_residuals
@@ -34,8 +35,9 @@ def run_residuals(
 ) -> pd.DataFrame:
     """AR of the run in `run_dir` against every finished sibling run, one row per sibling (COLUMNS).
 
-    `sweep_dir` defaults to the run's parent when that is a Hydra multirun directory. Siblings whose stores
-    cover other images raise StoreError (naming both runs) when `strict`, else are skipped with a warning.
+    `sweep_dir` defaults to the run's parent when that is a Hydra multirun directory. Siblings of other data
+    are skipped (another data group); siblings of the same data whose stores cover other images raise
+    StoreError (naming both runs) when `strict`, else are skipped with a warning.
     All pairs are streamed in one pass over the stores' chunks.
     """
     run_dir = Path(run_dir)
@@ -46,6 +48,10 @@ def run_residuals(
     siblings, _ = scan_sweep(sweep, variant.name, exclude=[run_dir])
     usable = []
     for run in siblings:
+        other_data = data_difference(store, run.store)
+        if other_data is not None:
+            log.info("residuals: %s is of other data (%s); not compared", run.name, other_data)
+            continue
         try:
             check_same_images([store, run.store])
         except StoreError as err:

@@ -80,6 +80,15 @@ class CityDataModule(pl.LightningDataModule):
         """Dataset facts recorded with every artefact (kind; the synthetic data adds its planted objects)."""
         return {"kind": type(self).__name__}
 
+    def split_settings(self) -> dict[str, Any]:
+        """Settings besides the split seed that decide which images are test images (kept with the masks)."""
+        return {
+            "fractions": [float(f) for f in self.fractions],
+            "by": self.split_by,
+            "balance": bool(self.balance),
+            "balance_seed": int(self.balance_seed),
+        }
+
     @property
     def cache(self) -> ViewCache:
         if self._cache is None:

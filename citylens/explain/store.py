@@ -2,8 +2,12 @@
 
 A store is a directory (`<run dir>/masks/`) holding the low-resolution normalised maps (float32, so the
 full-resolution mask is reproduced exactly by `upsample_masks` on read: 30,000 images of a 7x7 map
-take 6 MB), the predicted probabilities, the true cities, the image ids in split order and the
-provenance. It is written under a temporary name and renamed, so a store that exists is complete.
+take 6 MB), the predicted probabilities, the true cities, the image ids in split order, each image's place
+(the unit the bootstrap intervals resample, docs/statistics.md) and the provenance. It is written under a
+temporary name and renamed, so a store that exists is complete.
+
+Two stores are comparable only when they were computed from the same data: `DATA_FIELDS` (dataset
+fingerprint, split seed, split settings, analysis view size) and then the image ids in order.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import torch
 
 from citylens.explain.gradcam import upsample_masks
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# What makes two runs' test images the same pictures, in the order they are checked (docs/statistics.md).
+DATA_FIELDS = ("dataset_fingerprint", "split_seed", "split_settings", "input_size")
 STORE_DIR = "masks"
 
 
@@ -37,13 +43,19 @@ def write_store(
     image_ids: Sequence[str],
     cities: Sequence[str],
     provenance: dict[str, Any],
+    places: Sequence[str] | None = None,
 ) -> Path:
-    """Write a store atomically: arrays and meta.json into a temporary sibling, then rename."""
+    """Write a store atomically: arrays and meta.json into a temporary sibling, then rename.
+
+    `places`: each image's place (records' `place`); None makes every image its own place.
+    """
     path = Path(path)
     n = len(image_ids)
-    if not (len(low_res) == len(probs) == len(targets) == n):
+    places = list(image_ids) if places is None else [str(p) for p in places]
+    if not (len(low_res) == len(probs) == len(targets) == len(places) == n):
         raise ValueError(
-            f"store arrays disagree in length: {len(low_res)}, {len(probs)}, {len(targets)}, {n}"
+            f"store arrays disagree in length: {len(low_res)}, {len(probs)}, {len(targets)}, "
+            f"{len(places)} places, {n} ids"
         )
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -55,6 +67,7 @@ def write_store(
         "format_version": FORMAT_VERSION,
         "image_ids": list(image_ids),
         "cities": list(cities),
+        "places": places,
         **provenance,
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
@@ -81,6 +94,11 @@ class MaskStore:
     @property
     def cities(self) -> list[str]:
         return self.meta["cities"]
+
+    @property
+    def places(self) -> list[str]:
+        """Each image's place (panorama, folder rule or the image itself): the bootstrap's resampling unit."""
+        return self.meta["places"]
 
     @property
     def size(self) -> int:
@@ -146,20 +164,65 @@ def open_store(path: Path | str, variant: str | None = None) -> MaskStore:
     return MaskStore(path, meta, *arrays)
 
 
+def _first_difference(a: Sequence[str], b: Sequence[str]) -> str:
+    """'image 3: x vs y' at the first index where two id lists differ ('<end>' past the shorter one)."""
+    i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
+    return f"image {i}: {a[i] if i < len(a) else '<end>'} vs {b[i] if i < len(b) else '<end>'}"
+
+
+def data_difference(a: MaskStore, b: MaskStore) -> str | None:
+    """The first of DATA_FIELDS in which two stores differ, as 'field: value_a vs value_b'; None if none."""
+    for name in DATA_FIELDS:
+        va, vb = a.meta.get(name), b.meta.get(name)
+        if va != vb:
+            return f"{name}: {va!r} vs {vb!r}"
+    return None
+
+
+def data_key(store: MaskStore) -> str:
+    """The store's DATA_FIELDS as one string: stores with equal keys hold masks of the same data."""
+    return json.dumps([store.meta.get(name) for name in DATA_FIELDS], sort_keys=True, default=str)
+
+
 def check_same_images(stores: Sequence[MaskStore]) -> None:
-    """Refuse stores that do not cover the same image ids, in the same order and analysis view."""
+    """Refuse stores not computed from the same data (DATA_FIELDS) or not covering the same ids in order.
+
+    The message names both runs, the field that differs and both values.
+    """
     first = stores[0]
     for other in stores[1:]:
         if other.size != first.size:
             raise StoreError(
                 f"{first.identity()} and {other.identity()} use different analysis views "
-                f"({first.size} vs {other.size} px)"
+                f"(input_size: {first.size} vs {other.size} px)"
+            )
+        differs = data_difference(first, other)
+        if differs is not None:
+            raise StoreError(
+                f"{first.identity()} and {other.identity()} were computed from different data; {differs}"
             )
         if other.image_ids != first.image_ids:
-            a, b = first.image_ids, other.image_ids
-            i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
-            what = f"image {i}: {a[i] if i < len(a) else '<end>'} vs {b[i] if i < len(b) else '<end>'}"
             raise StoreError(
                 f"{first.identity()} and {other.identity()} cover different test images; first "
-                f"difference at {what}"
+                f"difference at {_first_difference(first.image_ids, other.image_ids)}"
             )
+
+
+def check_labels_match(store: MaskStore, label_ids: Sequence[str], dataset_fingerprint: str | None) -> None:
+    """Refuse label maps that are not of the store's images, in the store's order, from the store's dataset.
+
+    `label_ids`: the ids of the label maps in order (the label cache's manifest); the message names the first
+    differing image, so `citylens-analyze RUN data.split_seed=1` cannot pair old masks with new labels.
+    """
+    recorded = store.meta.get("dataset_fingerprint")
+    if dataset_fingerprint is not None and recorded is not None and recorded != dataset_fingerprint:
+        raise StoreError(
+            f"{store.identity()}: label maps are of another dataset; dataset_fingerprint: "
+            f"{recorded!r} (store) vs {dataset_fingerprint!r} (labels)"
+        )
+    if list(label_ids) != store.image_ids:
+        raise StoreError(
+            f"{store.identity()}: label maps do not cover the store's test images in order (another split?); "
+            f"first difference at {_first_difference(store.image_ids, list(label_ids))} (store vs labels); "
+            "re-run the explain analysis with this data config"
+        )

@@ -111,6 +111,7 @@ def write_variant_store(
         "input_size": datamodule.input_size,
         "dataset_fingerprint": datamodule.fingerprint,
         "split_seed": datamodule.split_seed,
+        "split_settings": datamodule.split_settings(),
         "citylens_version": citylens.__version__,
         "city_names": datamodule.cities,
         "dataset": datamodule.describe(),
@@ -125,5 +126,6 @@ def write_variant_store(
         [r.image_id for r in records],
         [r.city for r in records],
         provenance,
+        places=[r.place for r in records],
     )
     return open_store(out)

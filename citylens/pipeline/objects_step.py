@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from citylens.analysis.ratios import RatioAccumulator, planted_recovery, ratio_summary
-from citylens.explain.store import MaskStore
+from citylens.explain.store import MaskStore, check_labels_match
 from citylens.io import write_csv
 from citylens.pipeline.variant import Variant
 from citylens.report import figures
@@ -29,12 +29,21 @@ class ObjectsResult:
     figure: Path | None = None
 
 
-def label_maps(segmenter: Segmenter, datamodule: Any, cache_dir: Path, batch_size: int) -> Any:
-    """The test split's label maps from the shared cache, segmenting only what is not cached yet."""
+def label_maps(
+    segmenter: Segmenter, datamodule: Any, cache_dir: Path, batch_size: int, store: MaskStore
+) -> Any:
+    """The test split's label maps from the shared cache, segmenting only what is not cached yet.
+
+    Refused (StoreError naming the first differing image) unless the data module's test split and the cache's
+    label maps are exactly the store's images in order, from the store's dataset.
+    """
     ids = [r.image_id for r in datamodule.splits["test"]]
+    check_labels_match(store, ids, datamodule.fingerprint)
     key = label_cache_key(datamodule.fingerprint, "test", segmenter, datamodule.input_size, ids)
     cache = LabelMapCache(Path(cache_dir) / "labels", key)
-    return cache.build(segmenter, datamodule.analysis_batches("test", batch_size), len(ids))
+    labels = cache.build(segmenter, datamodule.analysis_batches("test", batch_size), len(ids))
+    check_labels_match(store, cache.image_ids(), None)
+    return labels
 
 
 def selected(store: MaskStore, variant: Variant) -> np.ndarray:
@@ -45,18 +54,30 @@ def selected(store: MaskStore, variant: Variant) -> np.ndarray:
 
 
 def object_ratios(
-    store: MaskStore, labels: Any, variant: Variant, thresholds: Sequence[float], min_mean_pixels: float
+    store: MaskStore,
+    labels: Any,
+    variant: Variant,
+    thresholds: Sequence[float],
+    min_mean_pixels: float,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """R_p^c at every threshold over the variant's images; min_mean_pixels is given at 224 px and scaled."""
+    """R_p^c at every threshold over the variant's images, with intervals over test places (`n_boot`
+    replicates); min_mean_pixels is given at 224 px and scaled to the store's view."""
     acc = RatioAccumulator(thresholds, min_mean_pixels * (store.size / 224) ** 2)
     keep = selected(store, variant)
-    cities = np.asarray(store.cities)
+    cities, places = np.asarray(store.cities), np.asarray(store.places)
     for start, masks in store.chunks(256):
         stop = start + len(masks)
         rows = keep[start:stop]
         if rows.any():
-            acc.update(masks[rows], np.array(labels[start:stop])[rows], list(cities[start:stop][rows]))
-    return acc.table()
+            acc.update(
+                masks[rows],
+                np.array(labels[start:stop])[rows],
+                list(cities[start:stop][rows]),
+                list(places[start:stop][rows]),
+            )
+    return acc.table(n_boot, seed)
 
 
 def run_objects(
@@ -67,10 +88,12 @@ def run_objects(
     extra_thresholds: Sequence[float] = (),
     min_mean_pixels: float = 100,
     planted: dict[str, list[str]] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> ObjectsResult:
     """object_ratios.csv, ratio_summary.csv, figures/fig5_ratios.png and (synthetic) recovery.csv in `out`."""
     thresholds = sorted({variant.threshold, *extra_thresholds})
-    table = object_ratios(store, labels, variant, thresholds, min_mean_pixels)
+    table = object_ratios(store, labels, variant, thresholds, min_mean_pixels, n_boot, seed)
     result = ObjectsResult({"object_ratios": table, "ratio_summary": ratio_summary(table)})
     write_csv(table, out / "object_ratios.csv")
     write_csv(result.tables["ratio_summary"], out / "ratio_summary.csv")

@@ -32,14 +32,26 @@ def md_table(table: pd.DataFrame, columns: dict[str, str], digits: int = 3) -> s
     return "\n".join([head, rule, *body])
 
 
+def role(primary: bool) -> str:
+    """'primary' or 'secondary': which test the report's conclusion rests on."""
+    return "primary" if primary else "secondary"
+
+
 def interval(row: pd.Series, digits: int = 4) -> str:
     """'0.3120 [0.2980, 0.3270]': an AR with its 95% interval (4 decimals, as the paper's Table 2)."""
     return f"{fmt(row['ar'], digits)} [{fmt(row['ci_low'], digits)}, {fmt(row['ci_high'], digits)}]"
 
 
+INTERVAL_WORDS = "95% interval over test places, for these trained networks"
+
+
 def reading_comparison(test: pd.Series, what: str, measure: str, n_runs: int) -> str:
-    """The reading of one permutation test: do architecture pairs differ more than seed pairs?"""
-    b, w, nb, nw, p = (test[k] for k in ("between_mean", "within_mean", "n_between", "n_within", "p_value"))
+    """The reading of one test over run relabellings: do architecture pairs differ more than seed pairs?
+
+    Reads the adjusted p (the raw one for the primary test)."""
+    b, w, nb, nw, p = (
+        test[k] for k in ("between_mean", "within_mean", "n_between", "n_within", "p_adjusted")
+    )
     if nb == 0 and nw == 0:
         return f"No {what} to compare: the comparison needs two finished runs ({n_runs} here)."
     if nw == 0:
@@ -52,6 +64,8 @@ def reading_comparison(test: pd.Series, what: str, measure: str, n_runs: int) ->
             f"Mean {measure} between seeds of one architecture {fmt(w)}; one architecture only, so the "
             "test needs a second architecture in the sweep."
         )
+    if not np.isfinite(p):
+        return f"Mean {measure} between architectures {fmt(b)} vs between seeds {fmt(w)}; not tested."
     if p < 0.05:
         verdict = f"{what} differ more between architectures than between seeds"
     elif b > w:
@@ -60,7 +74,12 @@ def reading_comparison(test: pd.Series, what: str, measure: str, n_runs: int) ->
         )
     else:
         verdict = f"{what} do not differ more between architectures than between seeds"
-    return f"{verdict}: mean {measure} {fmt(b)} vs {fmt(w)}, {p_text(p)} ({nb} vs {nw} pairs)."
+    n = int(test["n_relabellings"])
+    adjusted = "" if test["primary"] else " Holm-adjusted"
+    return (
+        f"{verdict}: mean {measure} {fmt(b)} vs {fmt(w)},{adjusted} {p_text(p)} ({nb} vs {nw} pairs; {n} "
+        f"relabellings of the runs, so p >= {fmt(1 / n, 3)})."
+    )
 
 
 def reading_table2(grouped: pd.DataFrame) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from citylens.analysis.residuals import PairwiseResiduals
-from citylens.explain.store import MaskStore, StoreError, check_same_images, open_store
+from citylens.explain.store import MaskStore, StoreError, check_same_images, data_key, open_store
 from citylens.pipeline.variant import ANALYSIS_DIR, Variant, list_variants
 
 REPORT_DIR = "report"
@@ -168,30 +168,27 @@ def order_by_arch(runs: Sequence[Run]) -> list[Run]:
     return sorted(runs, key=lambda r: (first[r.arch], str(r.seed).zfill(12), job_order(r.path)))
 
 
-def comparable(runs: Sequence[Run]) -> tuple[list[Run], dict[str, str]]:
-    """The largest set of runs whose stores cover the same images; the others as name -> refusal message."""
-    groups: list[list[Run]] = []
+def data_groups(runs: Sequence[Run]) -> tuple[list[list[Run]], dict[str, str]]:
+    """The runs split by the data their masks were computed from (`data_key`), groups in order of appearance.
+
+    Runs are compared only within a group. A run whose data matches a group's but whose store still covers
+    other images (which should not happen) is refused: name -> the refusal message.
+    """
+    by_key: dict[str, list[Run]] = {}
     for run in runs:
-        for group in groups:
+        by_key.setdefault(data_key(run.store), []).append(run)
+    groups, refused = [], {}
+    for members in by_key.values():
+        kept = [members[0]]
+        for run in members[1:]:
             try:
-                check_same_images([group[0].store, run.store])
-            except StoreError:
-                continue
-            group.append(run)
-            break
-        else:
-            groups.append([run])
-    if not groups:
-        return [], {}
-    keep = max(groups, key=len)
-    refused = {}
-    for run in runs:
-        if run not in keep:
-            try:
-                check_same_images([keep[0].store, run.store])
+                check_same_images([members[0].store, run.store])
             except StoreError as err:
                 refused[run.name] = str(err)
-    return [r for r in runs if r in keep], refused
+                continue
+            kept.append(run)
+        groups.append(kept)
+    return groups, refused
 
 
 def stream_residuals(

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from citylens.explain.store import data_difference
 from citylens.report import markdown as md
 from citylens.report import sweep_figures
 from citylens.report.examples import collect
@@ -77,60 +78,108 @@ def runs_section(runs: Sequence[Run], ignored: dict[str, str]) -> Section:
     return Section("Runs", reading, body)
 
 
+def group_tag(group: int | None) -> tuple[str, str]:
+    """(title suffix, file suffix) of a data group's sections: empty when the sweep has one data group."""
+    return ("", "") if group is None else (f" (data group {group})", f"_g{group}")
+
+
+def groups_section(groups: Sequence[Sequence[Run]]) -> Section:
+    """Which data groups the report formed: runs are compared only with runs of the same data."""
+    reference = groups[0][0].store
+    lines = []
+    for k, group in enumerate(groups, 1):
+        differs = data_difference(reference, group[0].store) if k > 1 else None
+        how = f" ({differs.replace(': ', ' ', 1)} against group 1)" if differs else ""
+        lines.append(f"- data group {k}{how}: " + ", ".join(f"`{r.name}`" for r in group))
+    reading = (
+        f"The runs used {len(groups)} different data settings, so they form {len(groups)} data groups; AR, "
+        "Table 2 and the tests compare runs within a group only, never masks of different pictures."
+    )
+    return Section("Data groups", reading, "\n".join(lines))
+
+
 def table2_sections(
-    runs: Sequence[Run], per_pair: pd.DataFrame, grouped: pd.DataFrame, tests: pd.DataFrame, out: Path
+    runs: Sequence[Run],
+    per_pair: pd.DataFrame,
+    grouped: pd.DataFrame,
+    tests: pd.DataFrame,
+    out: Path,
+    group: int | None = None,
 ) -> list[Section]:
-    """Table 2 (grouped, with the per-pair rows folded) and its heatmap."""
+    """Table 2 (grouped, with the per-pair rows folded) and its heatmap, for one data group."""
+    title, suffix = group_tag(group)
     if per_pair.empty:
         return [
             Section(
-                "Table 2: average residual between runs",
-                f"Table 2 needs two finished runs; this sweep has {len(runs)}.",
+                f"Table 2: average residual between runs{title}",
+                f"Table 2 needs two finished runs of the same data; "
+                f"{'this sweep' if group is None else 'this group'} has {len(runs)}.",
             )
         ]
     shown = grouped.assign(ar_ci=[md.interval(r) for _, r in grouped.iterrows()])
     body = md.md_table(
         shown,
-        {"pair": "pair", "n_pairs": "pairs of runs", "ar_ci": "AR [95% CI]", "paper_ar": "paper"},
+        {
+            "pair": "pair",
+            "n_pairs": "pairs of runs",
+            "ar_ci": "AR [95% interval]",
+            "seed_sd": "SD across seeds",
+            "paper_ar": "paper",
+        },
         digits=4,
     )
     pairs_md = md.md_table(
         per_pair.assign(ar_ci=[md.interval(r) for _, r in per_pair.iterrows()]),
-        {"group": "group", "label_a": "run a", "label_b": "run b", "ar_ci": "AR [95% CI]"},
+        {"group": "group", "label_a": "run a", "label_b": "run b", "ar_ci": "AR [95% interval]"},
     )
     body += f"\n\n<details><summary>Every pair of runs (table2.csv)</summary>\n\n{pairs_md}\n\n</details>"
+    body += (
+        f"\n\nIntervals: {md.INTERVAL_WORDS} (a bootstrap that draws test places, e.g. panoramas, with all "
+        "their views). They do not include the variation of another training run; the SD across seeds (the "
+        "standard deviation of a group's per-pair AR, where a group has several pairs of runs) shows that."
+    )
     ar_test = tests.iloc[0]
     reading = md.reading_comparison(ar_test, "masks", "AR", len(runs)) + " " + md.reading_table2(grouped)
     figure = save(
         sweep_figures.ar_heatmap([r.label for r in runs], [r.arch for r in runs], per_pair),
-        out / "table2_heatmap.png",
+        out / f"table2_heatmap{suffix}.png",
     )
     return [
-        Section("Table 2: average residual between runs", reading, body),
-        Section("Table 2 as a heatmap", md.reading_heatmap(per_pair), figure=figure.name),
+        Section(f"Table 2: average residual between runs{title}", reading, body),
+        Section(f"Table 2 as a heatmap{title}", md.reading_heatmap(per_pair), figure=figure.name),
     ]
 
 
-def stats_section(tests: pd.DataFrame, n_runs: int) -> Section:
-    """The permutation tests of architecture vs seed differences, for AR and for the object-ratio profiles."""
+def stats_section(tests: pd.DataFrame, n_runs: int, group: int | None = None) -> Section:
+    """The tests over run relabellings of architecture vs seed differences: AR (primary), ratio profiles."""
+    ps = {k: [md.p_text(p) if np.isfinite(p) else "–" for p in tests[k]] for k in ("p_value", "p_adjusted")}
     body = md.md_table(
-        tests.assign(p=[md.p_text(p) if np.isfinite(p) else "–" for p in tests["p_value"]]),
+        tests.assign(p=ps["p_value"], p_holm=ps["p_adjusted"], role=tests["primary"].map(md.role)),
         {
             "comparison": "measure",
+            "role": "test",
             "between_mean": "between architectures",
             "within_mean": "between seeds",
             "n_between": "architecture pairs",
             "n_within": "seed pairs",
-            "p": "p (one-sided permutation test)",
+            "n_relabellings": "relabellings",
+            "p": "p (one-sided)",
+            "p_holm": "p (Holm)",
         },
     )
     reading = md.reading_comparison(tests.iloc[1], "object-ratio profiles", "L1 distance", n_runs)
     note = (
-        "Null hypothesis: architecture pairs differ no more than seed pairs; pairs that share a run are not "
-        "independent, so p is a guide. Bootstrap intervals resample test images, the same resamples for "
-        "every pair."
+        "Null hypothesis: the runs are exchangeable, i.e. which architecture a run has does not change "
+        "how far apart its explanations are. The test relabels the runs, not the pairs: every distinct "
+        "assignment of the architecture labels to the runs (105 for 4 architectures x 2 seeds; a seeded "
+        "random sample above 10,000), the statistic (mean distance of cross-architecture pairs minus "
+        "same-architecture pairs) recomputed from the run x run matrix each time; p = share at least as "
+        "extreme, the observed one included. AR is the primary test; the two ratio-profile tests are "
+        "secondary, their p Holm-adjusted. "
+        f"Table 2's intervals: {md.INTERVAL_WORDS}."
     )
-    return Section("Statistics: do architectures differ more than seeds?", reading, body + "\n\n" + note)
+    title = f"Statistics: do architectures differ more than seeds?{group_tag(group)[0]}"
+    return Section(title, reading, body + "\n\n" + note)
 
 
 def fig3_section(runs: Sequence[Run], out: Path) -> Section:
@@ -182,9 +231,15 @@ def fig5_section(runs: Sequence[Run], threshold: float, out: Path) -> Section:
 
 
 def fig6_section(
-    runs: Sequence[Run], pair_matrix: np.ndarray | None, per_city: int, seed: int, out: Path
+    runs: Sequence[Run],
+    pair_matrix: np.ndarray | None,
+    per_city: int,
+    seed: int,
+    out: Path,
+    group: int | None = None,
 ) -> Section:
-    """Figure 6 across runs: the same sample test images, one column per run."""
+    """Figure 6 across the runs of one data group: the same sample test images, one column per run."""
+    title, suffix = group_tag(group)
     ex = collect(runs, per_city, seed)
     spread = pair_matrix[:, ex.indices].mean(axis=0) if pair_matrix is not None else []
     fig = sweep_figures.examples_runs(ex.images, ex.masks, [r.label for r in runs], ex.row_titles, ex.notes)
@@ -192,9 +247,9 @@ def fig6_section(
     if ex.images is None:
         reading += " (The data views were not found, so the masks are drawn alone.)"
     return Section(
-        "Figure 6: the same test images, every run",
+        f"Figure 6: the same test images, every run{title}",
         reading,
-        figure=save(fig, out / "fig6_examples_runs.png").name,
+        figure=save(fig, out / f"fig6_examples_runs{suffix}.png").name,
     )
 
 

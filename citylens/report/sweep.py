@@ -1,10 +1,11 @@
 """The sweep report: every finished run of a sweep compared on one page -> <sweep>/report/.
 
 `build_report(sweep_dir)` reads the finished runs (metrics.json + mask store; object_ratios.csv, tsne.csv and
-recovery.csv where present), lists the unfinished ones, and writes Table 2 (AR per pair of runs with bootstrap
-intervals, grouped as in the paper) with its heatmap, the permutation tests, Figures 3, 5 and 6 across runs,
-the planted-object recovery and report.md with one line of reading per table and figure. The report is built
-in a temporary folder and renamed into place, so a report that exists is whole.
+recovery.csv where present), lists the unfinished ones, splits the runs into data groups (runs of the same
+data; never compared across), and writes per group Table 2 (AR per pair of runs with 95% intervals over
+test places, grouped as in the paper) with its heatmap, the tests over run relabellings and Figure 6; then
+Figures 3 and 5 across runs, the planted-object recovery and report.md with one line of reading per table and
+figure. The report is built in a temporary folder and renamed into place, so a report that exists is whole.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from citylens.io import atomic_write_text, file_lock
 from citylens.report.runs import (
     REPORT_DIR,
     Run,
-    comparable,
+    data_groups,
     order_by_arch,
     scan_sweep,
     stream_residuals,
@@ -32,6 +33,7 @@ from citylens.report.sections import (
     fig3_section,
     fig5_section,
     fig6_section,
+    groups_section,
     misclassified_section,
     recovery_section,
     runs_section,
@@ -66,25 +68,24 @@ def _csv(table: pd.DataFrame, out: Path, name: str) -> None:
     table.to_csv(out / name, index=False)
 
 
-def _variant_runs(sweep_dir: Path, variants: list[str]) -> dict[str, list[Run]]:
-    """The comparable finished runs of every variant, architectures grouped."""
+def _variant_runs(sweep_dir: Path, variants: list[str]) -> dict[str, list[list[Run]]]:
+    """The finished runs of every variant, split into data groups, architectures grouped."""
     found = {}
     for variant in variants:
         finished, _ = scan_sweep(sweep_dir, variant)
-        kept, _ = comparable(finished)
-        if kept:
-            found[variant] = order_by_arch(kept)
+        groups, _ = data_groups(finished)
+        if groups:
+            found[variant] = [order_by_arch(g) for g in groups]
     return found
 
 
-def _sections(runs: list[Run], ignored: dict[str, str], options: Options, out: Path) -> list[Section]:
-    sections = [runs_section(runs, ignored)]
-    if not runs:
-        return sections
-    misclassified = misclassified_table(runs)
-    _csv(misclassified, out, "misclassified.csv")
-    sections.append(misclassified_section(misclassified))
-    threshold = runs[0].threshold
+GROUP_TABLES = ("table2.csv", "table2_grouped.csv", "ratio_distances.csv", "statistics.csv")
+
+
+def _group_sections(
+    runs: list[Run], group: int | None, options: Options, threshold: float, out: Path
+) -> tuple[list[Section], Section, dict[str, pd.DataFrame]]:
+    """Table 2, its heatmap, the tests and Figure 6 of one data group (runs of the same data)."""
     pairs = (
         stream_residuals([r.store for r in runs], [r.name for r in runs], options.chunk)
         if len(runs) > 1
@@ -92,21 +93,41 @@ def _sections(runs: list[Run], ignored: dict[str, str], options: Options, out: P
     )
     per_pair, grouped = table2(runs, pairs, options.n_boot, options.seed)
     distances = ratio_distances(runs, threshold)
-    tests = comparison_tests(per_pair, distances, options.n_perm)
-    for table, name in (
-        (per_pair, "table2.csv"),
-        (grouped, "table2_grouped.csv"),
-        (distances, "ratio_distances.csv"),
-        (tests, "statistics.csv"),
-    ):
-        _csv(table, out, name)
-    sections += table2_sections(runs, per_pair, grouped, tests, out)
-    sections.append(stats_section(tests, len(runs)))
+    tests = comparison_tests(runs, per_pair, distances, options.n_perm, options.seed)
+    sections = table2_sections(runs, per_pair, grouped, tests, out, group)
+    sections.append(stats_section(tests, len(runs), group))
+    fig6 = fig6_section(
+        runs, pairs.matrix() if pairs else None, options.examples_per_city, options.seed, out, group
+    )
+    tables = dict(zip(GROUP_TABLES, (per_pair, grouped, distances, tests)))
+    return sections, fig6, {k: t.assign(data_group=group or 1) for k, t in tables.items()}
+
+
+def _sections(groups: list[list[Run]], ignored: dict[str, str], options: Options, out: Path) -> list[Section]:
+    runs = [r for g in groups for r in g]
+    sections = [runs_section(runs, ignored)]
+    if not runs:
+        return sections
+    misclassified = misclassified_table(runs)
+    _csv(misclassified, out, "misclassified.csv")
+    sections.append(misclassified_section(misclassified))
+    if len(groups) > 1:
+        sections.append(groups_section(groups))
+    threshold = runs[0].threshold
+    fig6s, tables = [], {name: [] for name in GROUP_TABLES}
+    for k, group in enumerate(groups, 1):
+        parts, fig6, group_tables = _group_sections(
+            group, k if len(groups) > 1 else None, options, threshold, out
+        )
+        sections += parts
+        fig6s.append(fig6)
+        for name, table in group_tables.items():
+            tables[name].append(table)
+    for name, parts in tables.items():
+        _csv(pd.concat(parts, ignore_index=True), out, name)
     sections.append(fig3_section(runs, out))
     sections.append(fig5_section(runs, threshold, out))
-    sections.append(
-        fig6_section(runs, pairs.matrix() if pairs else None, options.examples_per_city, options.seed, out)
-    )
+    sections += fig6s
     recovery = recovery_table(runs, threshold)
     if len(recovery):
         _csv(recovery, out, "recovery.csv")
@@ -123,14 +144,15 @@ def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
     with file_lock(sweep_dir / ".report.lock"):
         variants = sweep_variants(sweep_dir)
         finished, ignored = scan_sweep(sweep_dir, variants[0] if variants else None)
-        kept, refused = comparable(finished)
+        groups, refused = data_groups(finished)
         ignored.update({name: f"not comparable: {why}" for name, why in refused.items()})
-        runs = order_by_arch(kept)
+        groups = [order_by_arch(g) for g in groups]
+        runs = [r for g in groups for r in g]
         tmp = sweep_dir / f".{REPORT_DIR}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            sections = _sections(runs, ignored, options, tmp)
+            sections = _sections(groups, ignored, options, tmp)
             if variants:
                 variant_rows = variant_table(_variant_runs(sweep_dir, variants), options.chunk)
                 _csv(variant_rows, tmp, "variants.csv")
@@ -139,6 +161,7 @@ def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
                 pd.DataFrame(
                     {
                         "run": [r.name for r in runs] + list(ignored),
+                        "data_group": [k for k, g in enumerate(groups, 1) for _ in g] + [None] * len(ignored),
                         "status": ["finished"] * len(runs) + ["ignored"] * len(ignored),
                         "reason": [""] * len(runs) + list(ignored.values()),
                     }

@@ -1,5 +1,6 @@
-"""The sweep report's tables: Table 2 (AR per pair, grouped as in the paper, with bootstrap intervals), the
-object-ratio profile distances, the permutation tests, the planted-object recovery and the t-SNE purity.
+"""The sweep report's tables: Table 2 (AR per pair, grouped as in the paper, with intervals over test places
+and the spread across seeds), the object-ratio profile distances, the tests over run relabellings, the
+planted-object recovery and the t-SNE purity. Each works on the runs of one data group (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 from citylens.analysis.residuals import PairwiseResiduals
-from citylens.analysis.stats import bootstrap_ci, permutation_test, ratio_profile_distance
+from citylens.analysis.stats import bootstrap_ci, holm, ratio_profile_distance, relabel_test
 from citylens.report.runs import Run, pair_group, stream_residuals
 
 # Table 2 of the paper (facts.md): AR between architectures, and between an architecture and its retrained
@@ -45,8 +46,31 @@ PAIR_COLUMNS = [
     "ci_high",
     "n_images",
 ]
-GROUPED_COLUMNS = ["group", "arch_a", "arch_b", "pair", "n_pairs", "ar", "ci_low", "ci_high", "paper_ar"]
-TEST_COLUMNS = ["comparison", "between_mean", "within_mean", "n_between", "n_within", "p_value"]
+GROUPED_COLUMNS = [
+    "group",
+    "arch_a",
+    "arch_b",
+    "pair",
+    "n_pairs",
+    "ar",
+    "ci_low",
+    "ci_high",
+    "seed_sd",
+    "paper_ar",
+]
+TEST_COLUMNS = [
+    "comparison",
+    "test",
+    "between_mean",
+    "within_mean",
+    "n_between",
+    "n_within",
+    "n_relabellings",
+    "p_value",
+    "p_adjusted",
+    "primary",
+]
+MAX_EXACT = 10000
 
 
 def paper_ar(arch_a: str, arch_b: str) -> float:
@@ -91,12 +115,13 @@ def _group_key(row: pd.Series, arch_rank: dict[str, int]) -> tuple[str, str, str
 def table2(
     runs: Sequence[Run], pairs: PairwiseResiduals | None, n_boot: int = 1000, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table 2 per pair of runs and grouped as in the paper, each AR with a 95% bootstrap interval.
+    """Table 2 per pair of runs and grouped as in the paper, each AR with a 95% interval over test places.
 
     Grouped rows average a group's per-image residuals over its seed combinations (architecture pairs) or its
-    seed pairs (one architecture retrained); no pairs (fewer than two runs) give empty tables. Every interval
-    comes from ONE bootstrap over the test images, so all pairs and groups are resampled with the same image
-    indices.
+    seed pairs (one architecture retrained); seed_sd is the standard deviation of the group's per-pair ARs
+    (the variation another training run would show; NaN for a single pair). No pairs (fewer than two runs)
+    give empty tables. Every interval comes from ONE bootstrap over the test places (the first run's store
+    records them; all runs cover the same images), so all pairs and groups are resampled alike.
     """
     if pairs is None or pairs.n_images == 0:
         return pd.DataFrame(columns=PAIR_COLUMNS), pd.DataFrame(columns=GROUPED_COLUMNS)
@@ -109,8 +134,11 @@ def table2(
     order = sorted(set(keys), key=lambda k: (k[0] != "architecture", arch_rank[k[1]], arch_rank[k[2]]))
     members = [[i for i, k in enumerate(keys) if k == key] for key in order]
     grouped_values = np.stack([matrix[idx].mean(axis=0) for idx in members])
-    low, high = bootstrap_ci(np.vstack([matrix, grouped_values]), n_boot=n_boot, seed=seed)
-    per_pair = per_pair.assign(ar=matrix.mean(axis=1), ci_low=low[: len(matrix)], ci_high=high[: len(matrix)])
+    low, high = bootstrap_ci(
+        np.vstack([matrix, grouped_values]), n_boot=n_boot, seed=seed, groups=runs[0].store.places
+    )
+    pair_ar = matrix.mean(axis=1)
+    per_pair = per_pair.assign(ar=pair_ar, ci_low=low[: len(matrix)], ci_high=high[: len(matrix)])
     grouped = pd.DataFrame(
         {
             "group": [k[0] for k in order],
@@ -121,6 +149,7 @@ def table2(
             "ar": grouped_values.mean(axis=1),
             "ci_low": low[len(matrix) :],
             "ci_high": high[len(matrix) :],
+            "seed_sd": [pair_ar[idx].std(ddof=1) if len(idx) > 1 else np.nan for idx in members],
             "paper_ar": [paper_ar(a, b) for _, a, b in order],
         }
     )
@@ -148,32 +177,68 @@ def ratio_distances(runs: Sequence[Run], threshold: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "run_a", "run_b", "label_a", "label_b", "l1", "js"])
 
 
-def _test_row(comparison: str, table: pd.DataFrame, column: str, n_perm: int) -> dict:
+def run_matrix(runs: Sequence[Run], table: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
+    """The run x run matrix of a pair table's `column` (run_a, run_b), over the runs that appear in it.
+
+    Returns the matrix (NaN where a pair is missing, 0 on the diagonal) and those runs' architectures.
+    """
+    names = set(table["run_a"]) | set(table["run_b"])
+    present = [r for r in runs if r.name in names]
+    index = {r.name: i for i, r in enumerate(present)}
+    m = np.full((len(present), len(present)), np.nan)
+    np.fill_diagonal(m, 0.0)
+    for a, b, v in zip(table["run_a"], table["run_b"], table[column]):
+        m[index[a], index[b]] = m[index[b], index[a]] = float(v)
+    return m, [r.arch for r in present]
+
+
+def _test_row(
+    comparison: str, runs: Sequence[Run], table: pd.DataFrame, column: str, n_random: int, seed: int
+) -> dict:
+    """One relabelling test: NaN p where there is no seed pair, one architecture, or a missing pair."""
     between = table.loc[table["group"] == "architecture", column].to_numpy(dtype=np.float64)
     within = table.loc[table["group"] == "seed", column].to_numpy(dtype=np.float64)
-    p = permutation_test(between, within, n_perm=n_perm) if len(between) and len(within) else float("nan")
-    return {
+    row = {
         "comparison": comparison,
+        "test": "runs relabelled",
         "between_mean": between.mean() if len(between) else float("nan"),
         "within_mean": within.mean() if len(within) else float("nan"),
         "n_between": len(between),
         "n_within": len(within),
-        "p_value": p,
+        "n_relabellings": 0,
+        "p_value": float("nan"),
     }
+    if len(between) and len(within):
+        matrix, labels = run_matrix(runs, table, column)
+        if np.isfinite(matrix).all():
+            result = relabel_test(matrix, labels, MAX_EXACT, n_random, seed)
+            row["test"] = "runs relabelled, " + ("every relabelling" if result.exact else "random sample")
+            row["n_relabellings"], row["p_value"] = result.n_relabellings, result.p_value
+    return row
 
 
-def comparison_tests(per_pair: pd.DataFrame, distances: pd.DataFrame, n_perm: int = 10000) -> pd.DataFrame:
-    """Permutation tests of "architecture pairs differ more than seed pairs" for AR and ratio profiles.
+def comparison_tests(
+    runs: Sequence[Run],
+    per_pair: pd.DataFrame,
+    distances: pd.DataFrame,
+    n_perm: int = 10000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Tests of "architectures differ more than seeds" for AR (primary) and the ratio profiles (L1, JS).
 
-    One-sided p-values over the pairs of runs (NaN when either group is empty). Pairs that share a run are not
-    independent, so p is a guide, not an exact level.
+    Each relabels the architecture labels across the runs (`relabel_test`: every distinct relabelling up to
+    MAX_EXACT, else n_perm random ones) and recomputes mean cross-architecture minus mean same-architecture
+    distance from the run x run matrix. AR is the primary test (p_adjusted = p_value); the secondary ones
+    get Holm-adjusted p-values. NaN p where a test cannot be made (no seed pairs, one architecture).
     """
     rows = [
-        _test_row("average residual AR", per_pair, "ar", n_perm),
-        _test_row("object-ratio profile distance (L1)", distances, "l1", n_perm),
-        _test_row("object-ratio profile distance (JS)", distances, "js", n_perm),
+        _test_row("average residual AR", runs, per_pair, "ar", n_perm, seed),
+        _test_row("object-ratio profile distance (L1)", runs, distances, "l1", n_perm, seed),
+        _test_row("object-ratio profile distance (JS)", runs, distances, "js", n_perm, seed),
     ]
-    return pd.DataFrame(rows, columns=TEST_COLUMNS)
+    table = pd.DataFrame(rows).assign(primary=[True, False, False])
+    table["p_adjusted"] = np.r_[table["p_value"].iloc[:1], holm(table["p_value"].iloc[1:])]
+    return table[TEST_COLUMNS]
 
 
 def _ranked(names: list[str], ranks: object) -> str:
@@ -210,38 +275,47 @@ def tsne_purity(tsne: pd.DataFrame, k: int = 5) -> float:
     return float((same > 0.5).mean())
 
 
-def variant_table(variant_runs: dict[str, Sequence[Run]], chunk: int = 128) -> pd.DataFrame:
-    """One row per (architecture, variant): planted-object P@k (mean over runs and cities), AR between seeds
-    (mean over the pairs of runs of that architecture, same variant) and t-SNE purity (mean over runs)."""
-    columns = ["arch", "variant", "explainer", "layer", "target", "images", "threshold", "n_runs"]
-    columns += ["planted_p_at_k", "ar_seeds", "tsne_purity"]
+def variant_table(variant_runs: dict[str, Sequence[Sequence[Run]]], chunk: int = 128) -> pd.DataFrame:
+    """One row per (data group, architecture, variant): planted-object P@k (mean over runs and cities), AR
+    between seeds (mean over the pairs of runs of that architecture, same variant and data) and t-SNE purity
+    (mean over runs)."""
+    columns = ["data_group", "arch", "variant", "explainer", "layer", "target", "images", "threshold"]
+    columns += ["n_runs", "planted_p_at_k", "ar_seeds", "tsne_purity"]
     rows = []
-    for variant, runs in variant_runs.items():
-        for arch in dict.fromkeys(r.arch for r in runs):
-            group = [r for r in runs if r.arch == arch]
-            settings = group[0].settings
-            recovery = recovery_table(group, settings.threshold)
-            purities = [tsne_purity(t) for t in (r.table("tsne.csv") for r in group) if t is not None]
-            ar = float("nan")
-            if len(group) > 1:
-                pairs = stream_residuals([r.store for r in group], [r.name for r in group], chunk)
-                ar = float(np.mean(list(pairs.average().values())))
-            rows.append(
-                {
-                    "arch": arch,
-                    "variant": variant,
-                    "explainer": settings.explainer,
-                    "layer": settings.layer,
-                    "target": settings.target,
-                    "images": settings.images,
-                    "threshold": settings.threshold,
-                    "n_runs": len(group),
-                    "planted_p_at_k": float(recovery["precision_at_k"].mean()) if len(recovery) else np.nan,
-                    "ar_seeds": ar,
-                    "tsne_purity": float(np.nanmean(purities)) if purities else np.nan,
-                }
-            )
+    for variant, groups in variant_runs.items():
+        for k, runs in enumerate(groups, 1):
+            for arch in dict.fromkeys(r.arch for r in runs):
+                rows.append(
+                    {
+                        "data_group": k,
+                        "variant": variant,
+                        **_variant_row([r for r in runs if r.arch == arch], chunk),
+                    }
+                )
     return pd.DataFrame(rows, columns=columns)
+
+
+def _variant_row(group: Sequence[Run], chunk: int) -> dict:
+    """The variant-table values of the runs of one architecture."""
+    settings = group[0].settings
+    recovery = recovery_table(group, settings.threshold)
+    purities = [tsne_purity(t) for t in (r.table("tsne.csv") for r in group) if t is not None]
+    ar = float("nan")
+    if len(group) > 1:
+        pairs = stream_residuals([r.store for r in group], [r.name for r in group], chunk)
+        ar = float(np.mean(list(pairs.average().values())))
+    return {
+        "arch": group[0].arch,
+        "explainer": settings.explainer,
+        "layer": settings.layer,
+        "target": settings.target,
+        "images": settings.images,
+        "threshold": settings.threshold,
+        "n_runs": len(group),
+        "planted_p_at_k": float(recovery["precision_at_k"].mean()) if len(recovery) else np.nan,
+        "ar_seeds": ar,
+        "tsne_purity": float(np.nanmean(purities)) if purities else np.nan,
+    }
 
 
 def misclassified_table(runs: Sequence[Run]) -> pd.DataFrame:
