@@ -7,12 +7,12 @@ Prints, with the device name, in one run on one random-weight network:
 - training images/s: the model-only step (random tensors already on the device: forward, backward, Adam)
   and a Lightning `fit` fed by the real data pipeline (synthetic cities -> view cache -> loader workers);
   target: pipeline >= 0.8x the model-only step;
-- Grad-CAM images/s next to the forward pass (target >= 0.9x on a GPU, 0.85x on a CPU, facts.md);
+- Grad-CAM images/s next to the forward pass (target >= 0.9x on a GPU, 0.85x on a CPU, docs/gradcam.md);
 - segmentation images/s: CSAIL ResNet50-dilated + PPM with random weights saved to a temporary folder
   (`--segmenter csail`, the paper's kind of model) or the stored label maps (`--segmenter ground_truth`);
 - the wall time of the full after-fit analysis (Grad-CAM -> mask store, t-SNE and Figures 3, 4, 6; label
   maps, object ratios and Figure 5; residuals) of the N test images of the synthetic dataset.
-Compare with the H100 anchors in facts.md (batch 256, 224 px).
+Compare with the H100 anchors in docs/gradcam.md (batch 256, 224 px).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ CITIES = {
     "tokyo": {"planted": {"signboard": 0.9, "fence": 0.9}},
     "pittsburgh": {"planted": {"skyscraper": 0.9, "earth": 0.9}},
 }
-# Defaults per device type (a GPU run as in facts.md; a small CPU dry run); 20% of the images are tested.
+# Defaults per device type (a GPU run as in docs/gradcam.md; a small CPU dry run); 20% of the images are tested.
 DEFAULTS = {
     "cuda": {"size": 224, "batch": 256, "images_per_city": 4000, "seg_scale": 480, "steps": 20, "workers": 8},
     "cpu": {"size": 64, "batch": 16, "images_per_city": 150, "seg_scale": 64, "steps": 8, "workers": 0},

@@ -4,7 +4,7 @@
 
 All three are timed on the same random-weight network, batch and input size in one run; each is warmed
 up, then the best of `--repeats` timed calls is reported (the best, because the CPU may be shared).
-Targets (facts.md anchors): ours >= 0.85x forward and >= 2x pytorch-grad-cam on a 2-core CPU,
+Targets (docs/gradcam.md, anchors): ours >= 0.85x forward and >= 2x pytorch-grad-cam on a 2-core CPU,
 >= 0.9x and >= 8x on a GPU.
 """
 
@@ -96,7 +96,7 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
-        # fp32 everywhere, as in the parity tests (facts.md: TF32 breaks 1e-5 parity).
+        # fp32 everywhere, as in the parity tests (docs/gradcam.md: TF32 breaks 1e-5 parity).
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     min_forward, min_reference = TARGETS[device.type]

@@ -1,7 +1,7 @@
 """Atomic writes, file locks and a resumable chunked array: the storage rules every artefact follows.
 
 Everything is written under a temporary name and renamed, so an interrupted run never leaves a file
-that looks complete (design.md invariant).
+that looks complete (docs/variants.md).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 from PIL import Image
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+# Real street photos with their sources and licences (tests/data/real/README.md, SOURCES.tsv).
+REAL = Path(__file__).resolve().parent / "data" / "real"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

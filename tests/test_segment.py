@@ -30,8 +30,9 @@ from citylens.segment import (
     ade20k_annotation_to_labels,
     build_csail,
 )
+from tests.conftest import REAL
 
-ADE20K_DIR = Path("/work/shared/data/real/ade20k/sceneparsing150")
+ADE20K_DIR = REAL / "ade20k" / "sceneparsing150"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -91,7 +92,6 @@ def test_ade20k_annotation_conversion() -> None:
         ade20k_annotation_to_labels(np.array([[151]], dtype=np.uint8))
 
 
-@pytest.mark.skipif(not (ADE20K_DIR / "annotations").is_dir(), reason="real ADE20K files absent")
 def test_ground_truth_on_real_ade20k_annotations() -> None:
     paths = sorted((ADE20K_DIR / "annotations").glob("*.png"))
     assert paths

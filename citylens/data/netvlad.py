@@ -1,6 +1,6 @@
 """Readers for the paper's datasets as NetVLAD distributes them: Pittsburgh 250k and Tokyo 24/7.
 
-Layouts and .mat field order follow reference/facts.md, "Datasets as distributed". Image ids are the
+Layouts and .mat field order follow docs/datasets.md. Image ids are the
 paths relative to each dataset root, prefixed by the city so the two datasets never collide; the place
 is the panorama id, so all views of one panorama land in the same split (they are near-duplicates).
 """

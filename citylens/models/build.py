@@ -12,7 +12,7 @@ from citylens.models.networks import simple, simpler
 
 ARCHITECTURES = ("vgg11", "resnet18", "simple", "simpler")
 
-# The peers' target layers (facts.md): the output of the last conv block. For VGG11 and the paper's
+# The peers' target layers (docs/gradcam.md): the output of the last conv block. For VGG11 and the paper's
 # shallow nets that is features[-1] (the last max-pool), for ResNet18 the last basic block.
 DEFAULT_TARGET_LAYERS = {
     "vgg11": "features.-1",
@@ -46,7 +46,7 @@ def _torchvision(name: str, num_classes: int, weights: str | None) -> nn.Module:
         network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     if name == "vgg11":
         network.classifier[-1] = nn.Linear(network.classifier[-1].in_features, num_classes)
-        # In-place ReLUs would overwrite the activation saved at the target layer (facts.md pitfalls).
+        # In-place ReLUs would overwrite the activation saved at the target layer (docs/gradcam.md, pitfalls).
         for module in network.modules():
             if isinstance(module, nn.ReLU):
                 module.inplace = False

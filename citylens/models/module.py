@@ -15,7 +15,7 @@ from citylens.models.build import DEFAULT_TARGET_LAYERS, build_model
 class CityClassifier(pl.LightningModule):
     """Wraps build_model(arch, ...) with the paper's training recipe; all values come from model.* config.
 
-    The paper: Adam, lr 1e-4, multiplied by 0.1 every 10 epochs (facts.md).
+    The paper: Adam, lr 1e-4, multiplied by 0.1 every 10 epochs (docs/paper.md).
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """The 150 ADE20K scene-parsing classes, in the segmenters' output-channel order.
 
 Index k here is channel k of a HuggingFace ADE20K segmenter (id2label order); CSAIL's objectInfo150 numbers
-the same classes 1..150 and ADE20K annotation PNGs use 0 for "unlabelled" (see facts.md).
+the same classes 1..150 and ADE20K annotation PNGs use 0 for "unlabelled" (see docs/paper.md).
 citylens label maps store the index 0..149 as uint8 and UNLABELLED (255) where no class applies.
 """
 

@@ -1,13 +1,13 @@
 """CSAIL scene-parsing segmenters (MIT semantic-segmentation-pytorch), the paper's "ResNet50 on ADE20K".
 
 The modules below are written here, not imported from `mit-semseg` (whose data utilities are broken on
-current PyTorch, facts.md), with parameter names equal to CSAIL's released `encoder_epoch_N.pth` /
+current PyTorch, docs/paper.md), with parameter names equal to CSAIL's released `encoder_epoch_N.pth` /
 `decoder_epoch_N.pth` state dicts so those files load strictly:
 - encoder: their ResNet-50 with a deep stem (conv1/bn1/relu1 .. conv3/bn3/relu3, 128 channels), layer1-4;
   "resnet50dilated" turns the strides of layer3/layer4 into dilations 2/4 (output stride 8) as their
   `ResnetDilated(dilate_scale=8)` does, "resnet50" keeps output stride 32 (used with UPerNet).
 - decoders: `PPMDeepsup` (pyramid pooling + deep-supervision branch, which inference skips) and `UPerNet`.
-ADE20K val mIoU single scale: ResNet50dilated + PPM_deepsup 41.26, ResNet50 + UPerNet 40.44 (facts.md).
+ADE20K val mIoU single scale: ResNet50dilated + PPM_deepsup 41.26, ResNet50 + UPerNet 40.44 (docs/paper.md).
 CSAIL feed RGB in [0, 1] normalised with ImageNet mean/std, at shorter side 300..600 rounded up to a
 multiple of 8, and average the softmax over scales.
 """

@@ -4,7 +4,7 @@
 the HuggingFace cache; nothing is ever downloaded here. Preprocessing is done in torch on the device:
 resize to the model's input resolution, ImageNet-style normalisation with the mean/std of the folder's
 `preprocessor_config.json` (defaults when absent). Output channel k of an ADE20K-finetuned SegFormer is
-ADE20K class k (HF id2label order, facts.md), so no remapping is needed. SegFormer-B0 reaches 37.4 mIoU
+ADE20K class k (HF id2label order, docs/paper.md), so no remapping is needed. SegFormer-B0 reaches 37.4 mIoU
 on ADE20K val, B2 45.6, B5 49.6.
 """
 
