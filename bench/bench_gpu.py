@@ -43,7 +43,7 @@ CITIES = {
     "tokyo": {"planted": {"signboard": 0.9, "fence": 0.9}},
     "pittsburgh": {"planted": {"skyscraper": 0.9, "earth": 0.9}},
 }
-# Defaults per device type (a GPU run as in docs/gradcam.md; a small CPU dry run); 20% of the images are tested.
+# Defaults per device type (a GPU run as in docs/gradcam.md; a small CPU dry run); 20% of images tested.
 DEFAULTS = {
     "cuda": {"size": 224, "batch": 256, "images_per_city": 4000, "seg_scale": 480, "steps": 20, "workers": 8},
     "cpu": {"size": 64, "batch": 16, "images_per_city": 150, "seg_scale": 64, "steps": 8, "workers": 0},

@@ -2,7 +2,7 @@
 
 R_p^c = sum_i M_{p,i} / sum_i N_{p,i} over city c's test images i, where N_{p,i} counts pixels of ADE20K
 object p in image i and M_{p,i} those of them inside the explanation (mask >= threshold). Objects are kept
-where their average pixel count per image of the city exceeds 100 (docs/paper.md). Counting is one bincount over
+where their average pixel count per image of the city exceeds 100 (docs/paper.md). Counting is a bincount over
 (place, object, threshold level) per block of pixels: no per-image Python loop. Counts are kept per test
 place (a panorama; an image on synthetic data), so the 95% interval of each ratio resamples places with all
 their views (docs/statistics.md).

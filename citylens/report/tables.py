@@ -17,8 +17,8 @@ from citylens.analysis.residuals import PairwiseResiduals
 from citylens.analysis.stats import bootstrap_ci, holm, ratio_profile_distance, relabel_test
 from citylens.report.runs import Run, pair_group, stream_residuals
 
-# Table 2 of the paper (docs/paper.md): AR between architectures, and between an architecture and its retrained
-# twin.
+# Table 2 of the paper (docs/paper.md): AR between architectures, and between an architecture and its
+# retrained twin.
 PAPER_AR = {
     ("vgg11", "resnet18"): 0.4349,
     ("vgg11", "simple"): 0.4303,
