@@ -1,6 +1,24 @@
-"""City classifiers: the four architectures and the LightningModule that trains them."""
+"""The four architectures with their target layers, and the LightningModule that trains them.
 
-from citylens.models.build import ARCHITECTURES, DEFAULT_TARGET_LAYERS, build_model, resolve_layer
-from citylens.models.module import CityClassifier
+Names are loaded on first use, so the network builders can be imported without pytorch_lightning.
+"""
 
-__all__ = ["ARCHITECTURES", "DEFAULT_TARGET_LAYERS", "CityClassifier", "build_model", "resolve_layer"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "ARCHITECTURES": "citylens.models.build",
+    "DEFAULT_TARGET_LAYERS": "citylens.models.build",
+    "build_model": "citylens.models.build",
+    "resolve_layer": "citylens.models.build",
+    "CityClassifier": "citylens.models.module",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'citylens.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

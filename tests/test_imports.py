@@ -1,0 +1,34 @@
+"""The library layers import without the framework adapters (Lightning, Hydra)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+LIBRARY = [
+    "citylens.analysis",
+    "citylens.explain",
+    "citylens.segment",
+    "citylens.pipeline",
+    "citylens.pipeline.masks",
+    "citylens.pipeline.explain_step",
+    "citylens.pipeline.objects_step",
+]
+
+
+def test_library_layers_load_neither_lightning_nor_hydra():
+    code = (
+        f"import sys\nimport {', '.join(LIBRARY)}\n"
+        "frameworks = ('pytorch_lightning', 'lightning', 'hydra')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in frameworks))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_lazy_package_names_still_resolve():
+    from citylens.data import ImageRecord, to_input
+    from citylens.models import CityClassifier, build_model
+
+    assert ImageRecord.__module__ == "citylens.data.records" and callable(to_input)
+    assert CityClassifier.__module__ == "citylens.models.module" and callable(build_model)
