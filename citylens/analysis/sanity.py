@@ -114,6 +114,15 @@ def rowwise_spearman(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor)
     return np.where(denom > 0, rho, np.nan)
 
 
+def predictions(network: nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """The network's predicted classes in eval mode, computed on a copy so the network's modes stay as set."""
+    evaluated = copy.deepcopy(network).eval()
+    with torch.no_grad():
+        return torch.cat(
+            [evaluated(images[s : s + batch_size]).argmax(1) for s in range(0, len(images), batch_size)]
+        )
+
+
 def _masks(explainer: Explainer, images: torch.Tensor, targets: torch.Tensor, batch_size: int) -> np.ndarray:
     parts = [
         explainer(images[s : s + batch_size], targets[s : s + batch_size]).cpu().numpy()
@@ -134,7 +143,7 @@ def sanity_check(
     layer: nn.Module,
     arch: str,
     images: torch.Tensor,
-    targets: Sequence[int] | np.ndarray | torch.Tensor,
+    targets: Sequence[int] | np.ndarray | torch.Tensor | None,
     make_explainer: ExplainerFactory = GradCAM,
     explainer_name: str = "gradcam",
     seed: int = 0,
@@ -143,17 +152,20 @@ def sanity_check(
 ) -> pd.DataFrame:
     """The randomisation test of one explainer on `images` (normalised (N, 3, H, W) network inputs).
 
-    `make_explainer(network, layer)` builds the explainer (GradCAM, or build_explainer of a method); every
-    image is explained for its own target class (`targets`, e.g. the true cities) in every step. Rows, columns
-    SANITY_COLUMNS: step 0 `none` (the trained network against itself), steps 1.. the cascade of
-    `randomisation_steps`, last `full` (all weights re-initialised at once with another seed). `modules`
-    lists the modules re-initialised at that step; n_undefined counts images whose rho is undefined (a
-    constant mask) and are left out of the mean; ci_low / ci_high: 95% bootstrap interval over images.
+    `make_explainer(network, layer)` builds the explainer (GradCAM, or build_explainer of a method). Every
+    image is explained for the same class in every step: its entry of `targets` (e.g. the true cities), or
+    with None the trained network's prediction. Rows, columns SANITY_COLUMNS: step 0 `none` (the trained
+    network against itself), steps 1.. the cascade of `randomisation_steps` (`modules`: those newly
+    re-initialised at that step, the earlier ones stay random), last `full` (all weights re-initialised at
+    once with another seed). n_undefined counts images whose rho is undefined (a constant mask, e.g. all
+    zero), left out of the mean; ci_low / ci_high: 95% bootstrap interval over images.
     """
     steps = randomisation_steps(network, arch)
     path = _layer_path(network, layer)
     device = next(network.parameters()).device
     images = images.to(device)
+    if targets is None:
+        targets = predictions(network, images, batch_size)
     targets = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=device)
     if len(targets) != len(images):
         raise ValueError(f"{len(targets)} targets for {len(images)} images")

@@ -29,6 +29,13 @@ def sample_indices(targets: np.ndarray, per_city: int, seed: int = 0) -> np.ndar
     return np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
 
 
+def views_at(datamodule: Any, indices: np.ndarray) -> np.ndarray:
+    """The uint8 (n, S, S, 3) analysis views of the test images at `indices` (split order)."""
+    views = datamodule.cache.images()
+    records = datamodule.splits["test"]
+    return np.stack([views[datamodule.row[records[i].image_id]] for i in indices])
+
+
 def shard_bounds(n: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
     """Rank `rank`'s contiguous share [start, stop) of n test images, in whole batches.
 
@@ -198,9 +205,7 @@ class ExplainCallback(AnalysisCallback):
         log_artifacts(loggers, images=paths, tables={"tsne": table})
 
     def _views(self, datamodule: Any, indices: np.ndarray) -> np.ndarray:
-        views = datamodule.cache.images()
-        records = datamodule.splits["test"]
-        return np.stack([views[datamodule.row[records[i].image_id]] for i in indices])
+        return views_at(datamodule, indices)
 
     def _figure4(
         self, store: MaskStore, datamodule: Any, coords: np.ndarray, run_dir: Path, name: str
