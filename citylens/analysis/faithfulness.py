@@ -19,6 +19,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+FAITHFULNESS_FILE = "faithfulness.csv"
+# Its inputs: a variant's object ratios (callbacks.objects) and the run's causal table (callbacks.causal).
+RATIOS_FILE = "object_ratios.csv"
+CAUSAL_FILE = "causal.csv"
 FAITHFULNESS_COLUMNS = [
     "city",
     "threshold",

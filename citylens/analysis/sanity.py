@@ -24,6 +24,10 @@ from citylens.explain.gradcam import GradCAM
 
 Explainer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ExplainerFactory = Callable[[nn.Module, nn.Module], Explainer]
+SANITY_FILE = "sanity.csv"
+# An explainer whose masks keep a mean rank correlation above this after full randomisation does not depend
+# on what the network learned (docs/faithfulness.md).
+SANITY_FLAG_RHO = 0.5
 SANITY_COLUMNS = [
     "step",
     "step_name",

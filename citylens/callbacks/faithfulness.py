@@ -18,21 +18,14 @@ import torch
 from torch import nn
 
 import citylens.explain
-from citylens.analysis.faithfulness import faithfulness
-from citylens.analysis.sanity import FULL, ExplainerFactory, sanity_check
+from citylens.analysis.faithfulness import CAUSAL_FILE, FAITHFULNESS_FILE, RATIOS_FILE, faithfulness
+from citylens.analysis.sanity import FULL, SANITY_FILE, SANITY_FLAG_RHO, ExplainerFactory, sanity_check
 from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
 from citylens.callbacks.explain import sample_indices, views_at
 from citylens.callbacks.objects import write_csv
 from citylens.data.datamodule import to_input
 from citylens.explain import GradCAM, validate_threshold
 
-FAITHFULNESS_FILE = "faithfulness.csv"
-SANITY_FILE = "sanity.csv"
-RATIOS_FILE = "object_ratios.csv"
-CAUSAL_FILE = "causal.csv"
-# An explainer whose masks keep a mean rank correlation above this after full randomisation does not depend
-# on what the network learned (docs/faithfulness.md).
-SANITY_FLAG_RHO = 0.5
 TARGETS = ("label", "prediction")
 
 

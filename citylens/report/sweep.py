@@ -3,8 +3,9 @@
 `build_report(sweep_dir)` reads the finished runs (metrics.json + mask store; object_ratios.csv, tsne.csv and
 recovery.csv where present), lists the unfinished ones, and writes Table 2 (AR per pair of runs with bootstrap
 intervals, grouped as in the paper) with its heatmap, the permutation tests, Figures 3, 5 and 6 across runs,
-the planted-object recovery and report.md with one line of reading per table and figure. The report is built
-in a temporary folder and renamed into place, so a report that exists is whole.
+the planted-object recovery, the faithfulness of the explanations and the randomisation sanity check
+(citylens.report.faithfulness) and report.md with one line of reading per table and figure. The report is
+built in a temporary folder and renamed into place, so a report that exists is whole.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from citylens.io import atomic_write_text, file_lock
+from citylens.report.faithfulness import faithfulness_sections
 from citylens.report.runs import REPORT_DIR, Run, comparable, order_by_arch, scan_sweep, stream_residuals
 from citylens.report.sections import (
     Section,
@@ -80,6 +82,7 @@ def _sections(runs: list[Run], ignored: dict[str, str], options: Options, out: P
     if len(recovery):
         _csv(recovery, out, "recovery.csv")
         sections.append(recovery_section(recovery))
+    sections += faithfulness_sections(runs, out)
     return sections
 
 
