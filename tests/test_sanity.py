@@ -40,17 +40,11 @@ def test_steps_top_down_per_architecture():
         "conv1",
     ]
     simple, _ = build_model("simple", 2, input_size=32)
-    assert [n for n, _ in randomisation_steps(simple, "simple")] == [
-        "classifier.5",
-        "classifier.3",
-        "classifier.1",
-        "features.9",
-        "features.6",
-        "features.3",
-        "features.0",
-    ]
+    steps = randomisation_steps(simple, "simple")
+    assert [n for n, _ in steps] == ["classifier", "block4", "block3", "block2", "block1"]
+    assert steps[0][1] == ["classifier.1", "classifier.3", "classifier.5"] and steps[1][1] == ["features.9"]
     simpler, _ = build_model("simpler", 2, input_size=32)
-    assert [n for n, _ in randomisation_steps(simpler, "simpler")][3:] == [
+    assert [p for _, paths in randomisation_steps(simpler, "simpler")[1:] for p in paths] == [
         "features.6",
         "features.3",
         "features.0",
@@ -62,11 +56,11 @@ def test_steps_top_down_per_architecture():
 
 
 @pytest.mark.slow
-def test_vgg11_steps_cover_every_layer():
+def test_vgg11_blocks_are_its_conv_stages():
     vgg, _ = build_model("vgg11", 2, input_size=32)
-    names = [n for n, _ in randomisation_steps(vgg, "vgg11")]
-    assert names[:4] == ["classifier.6", "classifier.3", "classifier.0", "features.18"]
-    assert names[-1] == "features.0" and len(names) == 11
+    steps = dict(randomisation_steps(vgg, "vgg11"))
+    assert list(steps) == ["classifier", "block5", "block4", "block3", "block2", "block1"]
+    assert steps["block5"] == ["features.16", "features.18"] and steps["block1"] == ["features.0"]
 
 
 def test_reinitialise_touches_only_the_named_block_and_is_seeded(trained):

@@ -48,29 +48,42 @@ RESNET_BLOCKS = [
     ("layer1", ["layer1"]),
     ("conv1", ["conv1", "bn1"]),
 ]
-LAYERED = ("vgg11", "simple", "simpler")
+STAGED = ("vgg11", "simple", "simpler")
 FULL = "full"
 
 
-def _parameterised_layers(network: nn.Module) -> list[tuple[str, list[str]]]:
-    """Every module holding parameters of its own, last first: one block per conv or linear layer."""
-    named = [name for name, m in network.named_modules() if any(True for _ in m.parameters(recurse=False))]
-    return [(name, [name]) for name in reversed(named)]
+def _stages(network: nn.Module) -> list[tuple[str, list[str]]]:
+    """A features + classifier network's blocks, last first: the classifier (its linear layers), then one
+    block per stage of convolutions ending in a max-pool, named block<i> from the input up."""
+    for part in ("features", "classifier"):
+        if not isinstance(getattr(network, part, None), nn.Sequential):
+            raise ValueError(f"randomisation steps: the network has no Sequential {part!r}")
+    stages: list[list[str]] = [[]]
+    for i, module in enumerate(network.features):
+        if any(True for _ in module.parameters(recurse=False)):
+            stages[-1].append(f"features.{i}")
+        if isinstance(module, nn.MaxPool2d) and stages[-1]:
+            stages.append([])
+    stages = [s for s in stages if s]
+    head = [f"classifier.{i}" for i, m in enumerate(network.classifier) if any(True for _ in m.parameters())]
+    return [("classifier", head)] + [(f"block{i + 1}", s) for i, s in reversed(list(enumerate(stages)))]
 
 
 def randomisation_steps(network: nn.Module, arch: str) -> list[tuple[str, list[str]]]:
     """The cascade's blocks top-down as (step name, dotted module paths), for one of the four architectures.
 
-    ResNet18: fc, layer4, layer3, layer2, layer1, conv1 (with bn1). VGG11, Simple, Simpler: each parameterised
-    layer, e.g. classifier.6, classifier.3, classifier.0, features.18, ..., features.0. The blocks together
-    hold every parameter of the network (checked), so the last cascade step is a fully random network.
+    ResNet18: fc, layer4, layer3, layer2, layer1, conv1 (with bn1). VGG11, Simple, Simpler: the classifier's
+    linear layers, then each stage of convolutions up to its max-pool, block5 .. block1 for VGG11 (block5 =
+    features.16 and features.18), block4 .. block1 for Simple, block3 .. block1 for Simpler (one convolution
+    each). The blocks together hold every parameter of the network (checked), so the last cascade step is a
+    fully random network.
     """
     if arch == "resnet18":
         steps = RESNET_BLOCKS
-    elif arch in LAYERED:
-        steps = _parameterised_layers(network)
+    elif arch in STAGED:
+        steps = _stages(network)
     else:
-        raise ValueError(f"model.arch: no randomisation steps for {arch!r}; known: {['resnet18', *LAYERED]}")
+        raise ValueError(f"model.arch: no randomisation steps for {arch!r}; known: {['resnet18', *STAGED]}")
     modules = dict(network.named_modules())
     covered: set[int] = set()
     for name, paths in steps:
@@ -161,8 +174,9 @@ def sanity_check(
     with None the trained network's prediction. Rows, columns SANITY_COLUMNS: step 0 `none` (the trained
     network against itself), steps 1.. the cascade of `randomisation_steps` (`modules`: those newly
     re-initialised at that step, the earlier ones stay random), last `full` (all weights re-initialised at
-    once with another seed). n_undefined counts images whose rho is undefined (a constant mask, e.g. all
-    zero), left out of the mean; ci_low / ci_high: 95% bootstrap interval over images.
+    once with another seed). A constant (e.g. all-zero) randomised mask counts as rho 0; images whose
+    trained mask is constant are left out of every step (n_undefined). ci_low / ci_high: 95% bootstrap
+    interval over images.
     """
     steps = randomisation_steps(network, arch)
     path = _layer_path(network, layer)
@@ -203,6 +217,10 @@ def _row(
     seed: int,
 ) -> dict:
     rho = rowwise_spearman(trained, randomised)
+    # A random network's mask is often all zero: it shares no ranking with the trained mask, rho 0. Images
+    # whose trained mask is constant have nothing to compare and are left out of every step.
+    informative = np.ptp(trained.reshape(len(trained), -1), axis=1) > 0
+    rho = np.where(informative, np.nan_to_num(rho, nan=0.0), np.nan)
     ok = rho[np.isfinite(rho)]
     low, high = bootstrap_ci(ok, n_boot=n_boot, seed=seed) if len(ok) else (float("nan"),) * 2
     return {
