@@ -96,7 +96,7 @@ def test_section_tables_and_flag_on_a_flat_sweep(tmp_path: Path):
     full = sanity[sanity["step_name"] == "full"].set_index("arch")["spearman"]
     assert full.to_dict() == pytest.approx({"simple": 0.2, "simpler": 0.8})
     assert "1 of 2 explainer-architecture pairs keep their masks similar" in text
-    assert "gradcam on simpler (rho 0.80)" in text and "(64 test images per run)" in text
+    assert "gradcam on simpler (rho 0.80)" in text and "(flag: rho > 0.5; 64 test images per run)" in text
     assert (
         "| gradcam | simple | 2 | fc: 0.60 [0.60, 0.60] | 0.25 [0.15, 0.35] | 0.20 [0.10, 0.30] | no |"
         in text

@@ -267,12 +267,12 @@ def sanity_section(runs: Sequence[Run], out: Path) -> tuple[Section, pd.DataFram
             f"full randomisation: {names}; those masks do not depend on what the network learned"
         )
     else:
+        low, high = _two(table["full_mean"].min()), _two(table["full_mean"].max())
         reading = (
-            f"Every explainer's masks change when the weights are randomised: mean rho after full "
-            f"randomisation {_two(table['full_mean'].min())} to {_two(table['full_mean'].max())} "
-            f"(flagged above {SANITY_FLAG_RHO})"
+            "Every explainer's masks change when the weights are randomised: mean rho after full "
+            f"randomisation {low if low == high else f'{low} to {high}'}"
         )
-    reading += f" ({n_images} test images per run)."
+    reading += f" (flag: rho > {SANITY_FLAG_RHO}; {n_images} test images per run)."
     body = md.md_table(table, columns, digits=2)
     body += (
         "\n\nMean Spearman rank correlation, over test images, between the trained network's mask and the "
