@@ -12,7 +12,6 @@ import torch
 from hydra.utils import instantiate
 
 import citylens.explain
-
 from citylens.analysis.faithfulness import faithfulness
 from citylens.analysis.sanity import SANITY_COLUMNS
 from citylens.callbacks.faithfulness import FaithfulnessCallback, explainer_factory, sanity_sample
