@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 from citylens.callbacks.faithfulness import write_faithfulness
 from citylens.report.faithfulness import variant_dirs
-from citylens.report.runs import open_run
 from citylens.report.sweep import Options, build_report
 from tests.test_faithfulness import PLANTED, causal_rows, ratio_rows
 from tests.test_residuals_callback import MASKS, make_run, make_sweep
 
 FAST = Options(n_boot=50, n_perm=100, examples_per_city=1)
+# The default analysis variant's folder name (<run>/analysis/<variant>/).
+VARIANT = "gradcam-last_block-label-all-t0.5"
 TOKYO_EFFECTS = {"signboard": 0.3, "fence": 0.2, "car": 0.1, "road": 0.0, "building": -0.1}
 PITT_EFFECTS = {"skyscraper": 0.4, "earth": 0.3, "car": 0.2, "road": 0.1}
 # Pittsburgh's R runs against the effects in every run (rho -1, P@2 0).
@@ -28,10 +30,10 @@ TOKYO_SWAPPED = {"signboard": 0.9, "car": 0.7, "fence": 0.5, "road": 0.3, "build
 def planted_run(run_dir: Path, arch: str, seed: int) -> Path:
     """A finished fake run on 'synthetic' data with the planted objects in its store's provenance."""
     make_run(run_dir, arch, seed, MASKS["A"])
-    meta_path = run_dir / "masks" / "meta.json"
-    meta = json.loads(meta_path.read_text())
-    meta["dataset"] = {"kind": "synthetic", "planted": PLANTED}
-    meta_path.write_text(json.dumps(meta))
+    for meta_path in run_dir.glob("**/masks/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        meta["dataset"] = {"kind": "synthetic", "planted": PLANTED}
+        meta_path.write_text(json.dumps(meta))
     causal = pd.DataFrame(causal_rows("tokyo", TOKYO_EFFECTS) + causal_rows("pittsburgh", PITT_EFFECTS))
     causal.to_csv(run_dir / "causal.csv", index=False)
     return run_dir
@@ -44,9 +46,7 @@ def analysis_files(
     folder.mkdir(parents=True, exist_ok=True)
     ratios = pd.DataFrame(ratio_rows("tokyo", tokyo) + ratio_rows("pittsburgh", PITT_RATIOS))
     ratios.to_csv(folder / "object_ratios.csv", index=False)
-    causal = pd.read_csv(
-        folder.parent.parent / "causal.csv" if folder.parent.name == "analysis" else folder / "causal.csv"
-    )
+    causal = pd.read_csv(folder.parent.parent / "causal.csv")
     write_faithfulness(ratios, causal, folder, 0.5, PLANTED)
     steps = [(0, "none", 1.0), (1, "fc", 0.6), (2, "features.0", full_rho + 0.05), (3, "full", full_rho)]
     pd.DataFrame(
@@ -67,14 +67,14 @@ def analysis_files(
     ).to_csv(folder / "sanity.csv", index=False)
 
 
-def test_section_tables_and_flag_on_a_flat_sweep(tmp_path: Path):
+def test_section_tables_and_flag(tmp_path: Path):
     sweep = make_sweep(tmp_path)
     for name, arch, seed, tokyo, full in (
         ("0_simple-s0", "simple", 0, TOKYO_SAME, 0.1),
         ("1_simple-s1", "simple", 1, TOKYO_SWAPPED, 0.3),
         ("2_simpler-s0", "simpler", 0, TOKYO_SAME, 0.8),
     ):
-        analysis_files(planted_run(sweep / name, arch, seed), tokyo, full)
+        analysis_files(planted_run(sweep / name, arch, seed) / "analysis" / VARIANT, tokyo, full)
     out = build_report(sweep, FAST)
     summary = pd.read_csv(out / "faithfulness_summary.csv").set_index(["arch", "city"])
     assert summary.loc[("simple", "tokyo"), "spearman"] == pytest.approx(0.95)
@@ -110,7 +110,11 @@ def test_variant_folders_are_found_and_listed(tmp_path: Path):
     run = planted_run(sweep / "0_simple-s0", "simple", 0)
     analysis_files(run / "analysis" / "gradcam-last_block", TOKYO_SAME, 0.1)
     analysis_files(run / "analysis" / "layercam-last_conv", TOKYO_SWAPPED, 0.7, explainer="layercam")
-    assert list(variant_dirs(open_run(run))) == ["gradcam-last_block", "layercam-last_conv"]
+    found = variant_dirs(SimpleNamespace(path=run))
+    assert (
+        found["layercam-last_conv"] == run / "analysis" / "layercam-last_conv"
+        and "gradcam-last_block" in found
+    )
     out = build_report(sweep, FAST)
     summary = pd.read_csv(out / "faithfulness_summary.csv")
     tokyo = summary[summary["city"] == "tokyo"].set_index("variant")["spearman"]
@@ -123,6 +127,6 @@ def test_variant_folders_are_found_and_listed(tmp_path: Path):
 def test_no_files_no_sections(tmp_path: Path):
     sweep = make_sweep(tmp_path)
     make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"])
-    assert list(variant_dirs(open_run(sweep / "0_simple-s0"))) == ["default"]
+    assert variant_dirs(SimpleNamespace(path=tmp_path)) == {"default": tmp_path}
     text = (build_report(sweep, FAST) / "report.md").read_text()
     assert "Do the explanations point" not in text and "Sanity check" not in text
