@@ -4,7 +4,8 @@
 recovery.csv where present), lists the unfinished ones, splits the runs into data groups (runs of the same
 data; never compared across), and writes per group Table 2 (AR per pair of runs with 95% intervals over
 test places, grouped as in the paper) with its heatmap, the tests over run relabellings and Figure 6; then
-Figures 3 and 5 across runs, the planted-object recovery and report.md with one line of reading per table and
+Figures 3 and 5 across runs, the planted-object recovery, the faithfulness of the explanations and the
+randomisation sanity check (citylens.report.faithfulness) and report.md with one line of reading per table and
 figure. The report is built in a temporary folder and renamed into place, so a report that exists is whole.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from citylens.io import atomic_write_text, file_lock
+from citylens.report.faithfulness import faithfulness_sections
 from citylens.report.runs import (
     REPORT_DIR,
     Run,
@@ -132,6 +134,7 @@ def _sections(groups: list[list[Run]], ignored: dict[str, str], options: Options
     if len(recovery):
         _csv(recovery, out, "recovery.csv")
         sections.append(recovery_section(recovery))
+    sections += faithfulness_sections(runs, out)
     return sections
 
 

@@ -15,8 +15,9 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from citylens.analysis.sanity import SANITY_FLAG_RHO
 from citylens.explain.explanation import overlay
-from citylens.report.figures import tsne_scatter
+from citylens.report.figures import CITY_COLOURS, tsne_scatter
 
 ARCH_COLOURS = plt.get_cmap("Set1").colors
 
@@ -195,4 +196,75 @@ def examples_runs(
         ax.set_title(head, fontsize=9)
     fig.suptitle(title or "The same test images explained by every run (Figure 6)", fontsize=11)
     fig.tight_layout()
+    return fig
+
+
+def ratio_vs_effect(points: pd.DataFrame, archs: Sequence[str], method: str, title: str = "") -> Figure:
+    """R against the causal effect, one point per (run, city, object), one panel per architecture.
+
+    `points` holds arch, label, city, object, ratio, effect and planted (bool); cities have one colour each,
+    planted objects are drawn as stars and named. A faithful explanation puts the points on a rising line.
+    """
+    panels = [a for a in archs if a in set(points["arch"])]
+    cities = sorted(points["city"].unique())
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False, sharey=True, layout="constrained"
+    )
+    for ax, arch in zip(axes[0], panels):
+        mine = points[points["arch"] == arch]
+        for c, city in enumerate(cities):
+            colour = CITY_COLOURS[c % len(CITY_COLOURS)]
+            for planted, marker, size in ((False, "o", 22), (True, "*", 110)):
+                rows = mine[(mine["city"] == city) & (mine["planted"] == planted)]
+                ax.scatter(
+                    rows["effect"],
+                    rows["ratio"],
+                    s=size,
+                    marker=marker,
+                    color=colour,
+                    alpha=0.75,
+                    edgecolors="black" if planted else "none",
+                    linewidths=0.5,
+                    label=f"{city}{' (planted)' if planted else ''}" if len(rows) else None,
+                )
+            named = mine[(mine["city"] == city) & mine["planted"]].drop_duplicates("object")
+            for obj, row in named.set_index("object").iterrows():
+                ax.annotate(
+                    obj, (row["effect"], row["ratio"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+                )
+        ax.axvline(0, color="grey", lw=0.6, ls="--")
+        ax.set_xlabel(f"causal effect ({method})")
+        ax.set_title(f"{arch} ({mine['label'].nunique()} runs)", fontsize=10)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("R (explained / all px)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+    fig.supxlabel("effect = drop of P(true city) when the object is removed", fontsize=9)
+    fig.suptitle(title or "Object ratio against causal effect", fontsize=11)
+    return fig
+
+
+def sanity_cascade(summary: pd.DataFrame, archs: Sequence[str], title: str = "") -> Figure:
+    """The randomisation test: rho per step (none, cascade top-down, full), one panel per architecture,
+    one line per explainer with the range over seeds shaded."""
+    panels = [a for a in archs if a in set(summary["arch"])]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, sharey=True, layout="constrained"
+    )
+    for ax, arch in zip(axes[0], panels):
+        mine = summary[summary["arch"] == arch]
+        for i, (explainer, rows) in enumerate(mine.groupby("explainer", sort=False)):
+            rows = rows.sort_values("step")
+            colour = ARCH_COLOURS[i % len(ARCH_COLOURS)]
+            ax.plot(rows["step"], rows["spearman"], marker="o", color=colour, label=explainer)
+            ax.fill_between(rows["step"], rows["spearman_min"], rows["spearman_max"], color=colour, alpha=0.2)
+            ax.set_xticks(rows["step"], rows["step_name"], rotation=60, ha="right", fontsize=7)
+        ax.axhline(SANITY_FLAG_RHO, color="grey", lw=0.6, ls="--")
+        ax.set_ylim(-1, 1.05)
+        ax.set_title(arch, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("mean Spearman rho, trained vs random")
+    axes[0, 0].legend(fontsize=8, frameon=False)
+    fig.suptitle(title or "Model parameter randomisation (Adebayo et al. 2018)", fontsize=11)
     return fig

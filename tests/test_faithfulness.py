@@ -1,0 +1,111 @@
+"""Faithfulness of the object-ratio ranking against hand-built causal tables whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from citylens.analysis.faithfulness import FAITHFULNESS_COLUMNS, faithfulness, precision_at_k
+
+
+def ratio_rows(city: str, ratios: dict[str, float], threshold: float = 0.5, kept: bool = True) -> list[dict]:
+    return [
+        {"threshold": threshold, "city": city, "object": o, "ratio": r, "kept": kept}
+        for o, r in ratios.items()
+    ]
+
+
+def causal_rows(city: str, effects: dict[str, float], method: str = "counterfactual") -> list[dict]:
+    return [{"city": city, "object": o, "effect": e, "method": method} for o, e in effects.items()]
+
+
+# Tokyo: R and effect in the same order; Pittsburgh: in opposite orders.
+RATIOS = pd.DataFrame(
+    ratio_rows("tokyo", {"signboard": 0.9, "fence": 0.7, "car": 0.5, "road": 0.3, "building": 0.1})
+    + ratio_rows("tokyo", {"sky": 0.99}, kept=False)
+    + ratio_rows("tokyo", {"signboard": 0.1, "fence": 0.2, "car": 0.3, "road": 0.4}, threshold=0.3)
+    + ratio_rows("pittsburgh", {"skyscraper": 0.1, "earth": 0.2, "car": 0.3, "road": 0.4})
+)
+CAUSAL = pd.DataFrame(
+    causal_rows("tokyo", {"signboard": 0.3, "fence": 0.2, "car": 0.1, "road": 0.0, "building": -0.1})
+    + causal_rows("tokyo", {"tree": 0.5, "sky": 0.9})
+    + causal_rows("pittsburgh", {"skyscraper": 0.4, "earth": 0.3, "car": 0.2, "road": 0.1})
+)
+PLANTED = {"tokyo": ["signboard", "fence"], "pittsburgh": ["skyscraper", "earth"]}
+
+
+def test_agreeing_and_opposite_rankings_on_synthetic_data():
+    table = faithfulness(RATIOS, CAUSAL, threshold=0.5, planted=PLANTED)
+    assert list(table.columns) == FAITHFULNESS_COLUMNS
+    tokyo, pitt = (table[table["city"] == c].iloc[0] for c in ("tokyo", "pittsburgh"))
+    # Only kept objects at 0.5 that have an effect: sky (not kept) and tree (no ratio) are left out.
+    assert tokyo["n_objects"] == 5 and pitt["n_objects"] == 4
+    assert tokyo["spearman"] == pytest.approx(1.0) and pitt["spearman"] == pytest.approx(-1.0)
+    assert tokyo["k"] == 2 and tokyo["p_at_k"] == 1.0 and pitt["p_at_k"] == 0.0
+    assert tokyo["causal_top"] == "signboard; fence" and tokyo["explained_top"] == "signboard; fence"
+    assert pitt["causal_top"] == "skyscraper; earth" and pitt["explained_top"] == "road; car"
+    assert pitt["causal_planted_p_at_k"] == 1.0 and pitt["explained_planted_p_at_k"] == 0.0
+    assert pitt["planted"] == "skyscraper; earth" and (table["threshold"] == 0.5).all()
+    assert (table["method"] == "counterfactual").all()
+
+
+def test_real_data_uses_k3_and_partial_agreement():
+    # R order a b c d e; effect order a c d b e: top 3 share {a, c}; rank differences 0 2 1 1 0 -> rho 0.7.
+    names = ["car", "road", "building", "tree", "sky"]
+    ratios = pd.DataFrame(ratio_rows("tokyo", dict(zip(names, [0.5, 0.4, 0.3, 0.2, 0.1]))))
+    effects = dict(zip(["car", "building", "tree", "road", "sky"], [0.5, 0.4, 0.3, 0.2, 0.1]))
+    causal = pd.DataFrame(causal_rows("tokyo", effects, "deletion"))
+    row = faithfulness(ratios, causal).iloc[0]
+    assert row["k"] == 3 and row["p_at_k"] == pytest.approx(2 / 3)
+    assert row["spearman"] == pytest.approx(0.7)
+    assert row["method"] == "deletion" and row["planted"] == ""
+    assert np.isnan(row["causal_planted_p_at_k"]) and np.isnan(row["explained_planted_p_at_k"])
+
+
+def test_ties_match_scipy_and_methods_are_scored_apart():
+    rng = np.random.default_rng(0)
+    names = ["car", "road", "building", "tree", "sky", "person", "fence", "signboard"]
+    r = np.round(rng.random(len(names)), 1)
+    e = np.round(rng.normal(size=len(names)), 1)
+    ratios = pd.DataFrame(ratio_rows("tokyo", dict(zip(names, r))))
+    causal = pd.DataFrame(
+        causal_rows("tokyo", dict(zip(names, e)), "counterfactual")
+        + causal_rows("tokyo", dict(zip(names, r)), "deletion")
+    )
+    table = faithfulness(ratios, causal).set_index("method")
+    assert table.loc["counterfactual", "spearman"] == pytest.approx(stats.spearmanr(r, e).statistic)
+    assert table.loc["deletion", "spearman"] == pytest.approx(1.0)
+    assert table.loc["deletion", "p_at_k"] == 1.0
+
+
+def test_too_few_objects_give_nan_and_k_is_capped():
+    ratios = pd.DataFrame(ratio_rows("tokyo", {"signboard": 0.9, "car": 0.1}))
+    causal = pd.DataFrame(causal_rows("tokyo", {"signboard": 0.0, "car": 0.2}))
+    row = faithfulness(ratios, causal, planted={"tokyo": ["signboard", "fence", "car"]}).iloc[0]
+    assert np.isnan(row["spearman"]) and row["k"] == 2 and row["p_at_k"] == 1.0
+    constant = pd.DataFrame(causal_rows("tokyo", {"signboard": 0.1, "car": 0.1, "road": 0.1}))
+    assert (
+        faithfulness(pd.DataFrame(ratio_rows("tokyo", {"signboard": 1, "car": 0, "road": 0.5})), constant)[
+            "spearman"
+        ]
+        .isna()
+        .all()
+    )
+
+
+def test_bad_tables_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"run/causal.csv: missing column\(s\) \['effect'\]"):
+        faithfulness(
+            RATIOS, CAUSAL.drop(columns="effect"), 0.5, names=("run/object_ratios.csv", "run/causal.csv")
+        )
+    with pytest.raises(ValueError, match="no rows at threshold 0.7"):
+        faithfulness(RATIOS, CAUSAL, threshold=0.7)
+    with pytest.raises(ValueError, match="pass threshold="):
+        faithfulness(RATIOS, CAUSAL)
+
+
+def test_precision_at_k():
+    assert precision_at_k(["a", "b", "c"], ["c", "b", "a"], 2) == 0.5
+    assert np.isnan(precision_at_k([], [], 0))

@@ -1,0 +1,109 @@
+"""FaithfulnessCallback on a hand-made run folder and a tiny in-memory test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from citylens.analysis.faithfulness import faithfulness
+from citylens.analysis.sanity import SANITY_COLUMNS
+from citylens.callbacks.faithfulness import FaithfulnessCallback
+from citylens.models.build import build_model
+from citylens.pipeline import Variant
+from citylens.pipeline.faithfulness_step import explainer_factory, sanity_sample
+from tests.conftest import compose_cfg
+from tests.test_faithfulness import CAUSAL, PLANTED, RATIOS
+
+
+class SplitData:
+    """What the callback reads of a data module: the test split's views, cities and planted objects."""
+
+    cities = ["pittsburgh", "tokyo"]
+
+    def __init__(self, n: int = 12, size: int = 32) -> None:
+        rng = np.random.default_rng(0)
+        self.views = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        names = [self.cities[i % 2] for i in range(n)]
+        self.splits = {"test": [SimpleNamespace(image_id=f"{c}/{i}", city=c) for i, c in enumerate(names)]}
+        # Rows of the view cache in reverse order, so a wrong row lookup shows.
+        self.row = {r.image_id: n - 1 - i for i, r in enumerate(self.splits["test"])}
+        self.views = self.views[::-1].copy()
+        self.cache = SimpleNamespace(images=lambda: self.views)
+
+    def targets(self, split: str = "test") -> np.ndarray:
+        return np.array([self.cities.index(r.city) for r in self.splits[split]])
+
+    def describe(self) -> dict:
+        return {"kind": "synthetic", "planted": PLANTED}
+
+
+@pytest.fixture
+def module() -> SimpleNamespace:
+    torch.manual_seed(0)
+    network, layer = build_model("simple", 2, input_size=32)
+    return SimpleNamespace(network=network, target_layer=layer, hparams=SimpleNamespace(arch="simple"))
+
+
+def test_writes_faithfulness_and_sanity(tmp_path: Path, module: SimpleNamespace):
+    out = Variant().dir(tmp_path)
+    out.mkdir(parents=True)
+    RATIOS.to_csv(out / "object_ratios.csv", index=False)
+    CAUSAL.to_csv(tmp_path / "causal.csv", index=False)
+    FaithfulnessCallback(Variant(), n_images=8, batch_size=4).analyse(module, SplitData(), tmp_path, [])
+    written = pd.read_csv(out / "faithfulness.csv", keep_default_na=False)
+    expected = faithfulness(RATIOS, CAUSAL, 0.5, PLANTED)
+    assert written["city"].tolist() == expected["city"].tolist() == ["pittsburgh", "tokyo"]
+    assert written["spearman"].astype(float).tolist() == pytest.approx([-1.0, 1.0])
+    assert written["causal_top"].tolist() == ["skyscraper; earth", "signboard; fence"]
+    sanity = pd.read_csv(out / "sanity.csv")
+    assert list(sanity.columns) == SANITY_COLUMNS
+    assert sanity["step_name"].iloc[[0, -1]].tolist() == ["none", "full"]
+    assert ((sanity["n_images"] + sanity["n_undefined"]) == 8).all()
+
+
+def test_without_causal_table_only_sanity_is_written(
+    tmp_path: Path, module: SimpleNamespace, caplog: pytest.LogCaptureFixture
+):
+    variant = Variant(target="prediction")
+    out = variant.dir(tmp_path)
+    out.mkdir(parents=True)
+    RATIOS.to_csv(out / "object_ratios.csv", index=False)
+    FaithfulnessCallback(variant, n_images=4).analyse(module, SplitData(), tmp_path, [])
+    assert "faithfulness skipped" in caplog.text and "causal.csv" in caplog.text
+    assert not (out / "faithfulness.csv").exists() and (out / "sanity.csv").is_file()
+
+
+def test_sample_is_balanced_and_reads_the_right_rows():
+    data = SplitData()
+    images, labels, idx = sanity_sample(data, 6)
+    assert len(idx) == 6 and np.bincount(labels).tolist() == [3, 3]
+    expected = torch.from_numpy(data.views[[data.row[data.splits["test"][i].image_id] for i in idx]])
+    restored = images * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    restored = (restored + torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) * 255
+    np.testing.assert_allclose(restored.permute(0, 2, 3, 1).numpy(), expected.numpy(), atol=1e-3)
+
+
+def test_bad_settings_are_refused_by_key():
+    with pytest.raises(ValueError, match="callbacks.faithfulness.default_k"):
+        FaithfulnessCallback(Variant(), default_k=0)
+    with pytest.raises(ValueError, match="callbacks.faithfulness.n_images"):
+        FaithfulnessCallback(Variant(), n_images=0)
+    assert explainer_factory("gradcam") is not None
+
+
+def test_unknown_explainer_refused_by_key():
+    with pytest.raises(ValueError, match="explainer: unknown explainer 'occlusion'"):
+        explainer_factory("occlusion")
+
+
+def test_config_entry_instantiates(tmp_path: Path):
+    cfg = compose_cfg(["analysis.threshold=0.3"], tmp_path, tmp_path)
+    callback = instantiate(cfg.callbacks.faithfulness)
+    assert isinstance(callback, FaithfulnessCallback)
+    assert callback.variant == Variant(threshold=0.3) and callback.n_images == 64
