@@ -125,8 +125,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return {"metrics": metrics, "trainer": trainer, "model": model, "datamodule": datamodule}
 
 
-# An absolute path: the configs live in the source tree next to the package (installed editable).
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+def conf_dir() -> str:
+    """The configs: citylens/conf inside an installed wheel, else the checkout's top-level conf/."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return str(packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "conf")
+
+
+CONF_DIR = conf_dir()
 
 
 # Set in this process by Lightning's DDP launcher; a later job finding LOCAL_RANK would not start its ranks.
