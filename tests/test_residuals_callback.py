@@ -39,8 +39,11 @@ def make_run(
     ids: list[str] = IDS,
     finished: bool = True,
     size: int | None = None,
+    dataset: dict | None = None,
 ) -> Path:
-    """A fake run dir: a mask store (full-size maps when `size` is None) and, if finished, metrics.json."""
+    """A fake run dir: a mask store (full-size maps when `size` is None) and, if finished, metrics.json.
+
+    `dataset` is the store's dataset description (e.g. with the planted objects of synthetic data)."""
     n = len(low_res)
     cities = [i.split("/")[0] for i in ids]
     targets = np.array([0 if c == "pittsburgh" else 1 for c in cities])
@@ -51,7 +54,7 @@ def make_run(
         "input_size": size or low_res.shape[-1],
         "dataset_fingerprint": "hand",
         "city_names": ["pittsburgh", "tokyo"],
-        "dataset": {"kind": "hand-made"},
+        "dataset": dataset or {"kind": "hand-made"},
     }
     write_store(run_dir / "masks", low_res, probs[:n], targets[:n], ids, cities, provenance)
     if finished:

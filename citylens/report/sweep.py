@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from citylens.io import atomic_write_text, file_lock
+from citylens.report.examples import view_reader
+from citylens.report.explorer import EXPLORER_FILE, build_explorer
 from citylens.report.runs import REPORT_DIR, Run, comparable, order_by_arch, scan_sweep, stream_residuals
 from citylens.report.sections import (
     Section,
@@ -36,13 +38,15 @@ log = logging.getLogger("citylens.report")
 
 @dataclass
 class Options:
-    """Report settings: bootstrap replicates, permutations, sample images per city, chunk size, seed."""
+    """Report settings: bootstrap replicates, permutations, sample images per city, chunk size, seed, and
+    whether to write the interactive explorer (explorer.html)."""
 
     n_boot: int = 1000
     n_perm: int = 10000
     examples_per_city: int = 2
     chunk: int = 128
     seed: int = 0
+    explorer: bool = True
 
 
 def _csv(table: pd.DataFrame, out: Path, name: str) -> None:
@@ -80,6 +84,8 @@ def _sections(runs: list[Run], ignored: dict[str, str], options: Options, out: P
     if len(recovery):
         _csv(recovery, out, "recovery.csv")
         sections.append(recovery_section(recovery))
+    if options.explorer:
+        build_explorer(runs, out, pairs, per_pair, threshold, view_reader(runs[0]))
     return sections
 
 
@@ -111,6 +117,8 @@ def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
                 "runs.csv",
             )
             head = f"# Sweep report: {sweep_dir.name}\n\n`{sweep_dir}`"
+            if (tmp / EXPLORER_FILE).is_file():
+                head += f"\n\nBrowse every test image of every run: [{EXPLORER_FILE}]({EXPLORER_FILE})"
             atomic_write_text(tmp / "report.md", "\n\n".join([head, *(s.render() for s in sections)]) + "\n")
             out = _replace(tmp, sweep_dir / REPORT_DIR)
         finally:
