@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,20 @@ from tqdm.auto import tqdm
 
 import citylens
 from citylens.analysis.embedding import embed_masks
-from citylens.callbacks.base import AnalysisCallback, best_checkpoint, log, log_artifacts, on_rank_zero
+from citylens.callbacks.base import (
+    AnalysisCallback,
+    best_checkpoint,
+    log,
+    log_artifacts,
+    log_image_table,
+    on_rank_zero,
+)
 from citylens.data.datamodule import to_input
 from citylens.explain import GradCAM, explain, validate_threshold
 from citylens.explain.store import STORE_DIR, MaskStore, open_store, write_store
 from citylens.io import atomic_path
 from citylens.report import figures
+from citylens.report.explorer import THUMB_SIDE, shrink, thumbnails
 
 
 def sample_indices(targets: np.ndarray, per_city: int, seed: int = 0) -> np.ndarray:
@@ -196,6 +205,19 @@ class ExplainCallback(AnalysisCallback):
             "fig6_examples": self._figure6(store, datamodule, run_dir, name),
         }
         log_artifacts(loggers, images=paths, tables={"tsne": table})
+        per_image = table.assign(probability=store.probs.max(axis=1))[
+            ["image_id", "city", "predicted", "probability", "x", "y"]
+        ]
+        log_image_table(loggers, "images", per_image, self._thumbnail_chunks(store, datamodule))
+
+    def _thumbnail_chunks(self, store: MaskStore, datamodule: Any, chunk: int = 256) -> Iterator[dict]:
+        """Each test image's mask overlay and explanation as THUMB_SIDE px thumbnails, in store order."""
+        for start in range(0, len(store), chunk):
+            stop = min(len(store), start + chunk)
+            views = shrink(self._views(datamodule, np.arange(start, stop)), THUMB_SIDE)
+            masks = store.masks(start, stop, size=THUMB_SIDE).numpy()
+            overlays, explanations = thumbnails(masks, views, self.threshold)
+            yield {"overlay": overlays, "explanation": explanations}
 
     def _views(self, datamodule: Any, indices: np.ndarray) -> np.ndarray:
         views = datamodule.cache.images()
