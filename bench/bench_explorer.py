@@ -1,4 +1,4 @@
-"""Explorer size and load time: a demo-sized sweep (8 runs x 280 test images) and a paper-sized one (8 x 30,000).
+"""Explorer size and load time: a demo-sized sweep (8 runs x 280 test images), a paper-sized one (8 x 30,000).
 
 The sweeps are simulated: mask stores of random 7x7 Grad-CAM maps, a t-SNE table, object ratios at three
 thresholds over 40 objects, and smooth random 224 px views (blurred noise, which JPEG compresses about as
@@ -140,7 +140,8 @@ def bench(n_images: int, n_runs: int) -> None:
         atlases = list((root / "report" / ASSET_DIR).glob("*.jpg"))
         mb = lambda n: f"{n / 2**20:.1f} MB"
         print(
-            f"{n_runs} runs x {n_images} images: built in {built:.1f} s; explorer.html {mb(page.stat().st_size)}; "
+            f"{n_runs} runs x {n_images} images: built in {built:.1f} s; "
+            f"explorer.html {mb(page.stat().st_size)}; "
             f"thumbnails {len(atlases)} atlases, {mb(sum(p.stat().st_size for p in atlases))}"
         )
         times = load_times(page)

@@ -60,7 +60,7 @@ def wandb_record(run_file: Path) -> dict:
 
 
 def wandb_records(run_file: Path) -> list[dict]:
-    """Every record of an offline W&B run file (run, metric, summary, artifact...), by `wandb leet inspect`."""
+    """Every record of an offline W&B run file (run, metric, summary, artifact...): `wandb leet inspect`."""
     wandb_cli = Path(sys.executable).with_name("wandb")
     out = subprocess.run(
         [str(wandb_cli), "leet", "inspect", "--json", str(run_file)],

@@ -77,9 +77,10 @@ def test_wandb_offline_run_holds_the_logged_metrics_tables_and_checkpoint(
     assert rows["image_id"].tolist() == store.image_ids and rows["city"].tolist() == store.cities
     assert rows["probability"].tolist() == pytest.approx(store.probs.max(axis=1).tolist())
     tsne = pd.read_csv(tmp_path / "tsne.csv")
-    assert rows["x"].tolist() == pytest.approx(tsne["x"].tolist()) and rows["predicted"].tolist() == tsne[
-        "predicted"
-    ].tolist()
+    assert (
+        rows["x"].tolist() == pytest.approx(tsne["x"].tolist())
+        and rows["predicted"].tolist() == tsne["predicted"].tolist()
+    )
     (staged,) = [a for a in artifacts if a["name"].endswith("-images")]
     by_path = {e["path"]: e["local_path"] for e in staged["manifest"]["contents"]}
     cells = json.loads(Path(by_path["images.table.json"]).read_text())["data"]
