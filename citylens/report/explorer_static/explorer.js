@@ -36,7 +36,8 @@
     return v === null || v === undefined ? "–" : v.toFixed(digits);
   }
 
-  // ---- Map: the t-SNE of one run's masks.
+  // ---- Map: the t-SNE of one run's masks; the hover card (explanation, id, cities, probability) replaces
+  // plotly's own hover label.
   function drawMap() {
     const run = D.runs[state.run];
     const plot = document.getElementById("map-plot");
@@ -59,9 +60,7 @@
           x: idx.map((i) => run.x[i]),
           y: idx.map((i) => run.y[i]),
           customdata: idx,
-          text: idx.map((i) =>
-            D.image_ids[i] + "<br>" + city + " → " + D.cities[run.pred[i]] + " (" + fmt(run.prob[i], 2) + ")"),
-          hovertemplate: "%{text}<extra></extra>",
+          hoverinfo: "none",
           marker: {
             color: D.city_colours[c],
             symbol: wrong ? "x" : "circle",
