@@ -3,8 +3,9 @@
 `build_report(sweep_dir)` reads the finished runs (metrics.json + mask store; object_ratios.csv, tsne.csv and
 recovery.csv where present), lists the unfinished ones, and writes Table 2 (AR per pair of runs with bootstrap
 intervals, grouped as in the paper) with its heatmap, the permutation tests, Figures 3, 5 and 6 across runs,
-the planted-object recovery and report.md with one line of reading per table and figure. The report is built
-in a temporary folder and renamed into place, so a report that exists is whole.
+the planted-object recovery, report.md with one line of reading per table and figure, and explorer.html, the
+interactive page over every test image (report/explorer.py, docs/explorer.md). The report is built in a
+temporary folder and renamed into place, so a report that exists is whole.
 """
 
 from __future__ import annotations
