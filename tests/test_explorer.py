@@ -187,6 +187,9 @@ def test_sweep_report_writes_the_explorer_and_links_it(tmp_path: Path):
     assert (out / EXPLORER_FILE).stat().st_size > 1_000_000  # plotly.js is inline
     assert f"]({EXPLORER_FILE})" in (out / "report.md").read_text()
     assert len(list((out / ASSET_DIR).glob("r*_overlay_*.jpg"))) == 3
+    off = build_report(made.dir, Options(n_boot=50, n_perm=100, examples_per_city=1, explorer=False))
+    assert not (off / EXPLORER_FILE).exists() and not (off / ASSET_DIR).exists()
+    assert EXPLORER_FILE not in (off / "report.md").read_text()
 
 
 # ---- The page in a real browser.

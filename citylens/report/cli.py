@@ -92,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=defaults.examples_per_city,
         help="sample test images per city in Figure 6",
     )
+    parser.add_argument(
+        "--no-explorer", dest="explorer", action="store_false", help="do not write report/explorer.html"
+    )
     return parser.parse_args(argv)
 
 
@@ -101,7 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not args.sweep_dir.is_dir():
         raise SystemExit(f"citylens-report: {args.sweep_dir} is not a directory")
-    options = Options(n_boot=args.n_boot, n_perm=args.n_perm, examples_per_city=args.examples_per_city)
+    options = Options(
+        n_boot=args.n_boot,
+        n_perm=args.n_perm,
+        examples_per_city=args.examples_per_city,
+        explorer=args.explorer,
+    )
     out = report(args.sweep_dir, args.wandb, options)
     print(out / "report.md")
 
