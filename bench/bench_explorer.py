@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from citylens.analysis.residuals import PairwiseResiduals
 from citylens.explain.store import write_store
+from citylens.report.browser import find_chromium, headless_chromium
 from citylens.report.explorer import ASSET_DIR, build_explorer
 from citylens.report.runs import scan_sweep
 
@@ -90,19 +91,9 @@ def residuals(runs: list, side: int = 28) -> PairwiseResiduals:
 
 def load_times(page: Path) -> dict[str, float] | None:
     """Seconds to the first view in headless Chromium, then to switch to each view (None without Chromium)."""
-    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
+    if find_chromium() is None:
         return None
-    if not (browser and driver_path):
-        return None
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = headless_chromium()
     try:
         driver.set_page_load_timeout(600)
         driver.get(page.as_uri())

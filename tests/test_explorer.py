@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from citylens.report.browser import find_chromium, headless_chromium
 from citylens.report.explorer import (
     ASSET_DIR,
     EXPLORER_FILE,
@@ -196,26 +196,13 @@ def test_sweep_report_writes_the_explorer_and_links_it(tmp_path: Path):
 
 
 def chromium_driver(screens: Path):
-    """A headless Chromium driven by Debian's chromedriver; skip off CI if missing, fail in CI."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        browser = None
-    if not (browser and driver_path):
+    """A headless Chromium; skipped off CI when it is missing, failed in CI (.ci/run installs it)."""
+    if find_chromium() is None:
         message = "headless Chromium needs chromium, chromium-driver (apt) and selenium (pip, dev extra)"
         if os.environ.get("CI"):
             pytest.fail(f"{message}; .ci/run installs them")
         pytest.skip(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={screens / 'profile'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(driver_path), options=options)
+    return headless_chromium(screens / "profile")
 
 
 def test_explorer_in_headless_chromium(tmp_path: Path):
