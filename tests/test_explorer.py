@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -203,6 +204,16 @@ def chromium_driver(screens: Path):
             pytest.fail(f"{message}; .ci/run installs them")
         pytest.skip(message)
     return headless_chromium(screens / "profile")
+
+
+def test_missing_chromium_skips_off_ci_and_fails_in_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(sys.modules[__name__], "find_chromium", lambda: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        chromium_driver(tmp_path)
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match=".ci/run installs them"):
+        chromium_driver(tmp_path)
 
 
 def test_explorer_in_headless_chromium(tmp_path: Path):
