@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from citylens.explain.store import open_store
-from citylens.train import train
+from citylens.train import build_loggers, finish_loggers, train
 from tests.conftest import compose_cfg, run_cli, wandb_record, wandb_records
 
 FAST = ["experiment=smoke", "logger=none", "callbacks.progress_bar=null"]
@@ -96,6 +96,12 @@ def test_wandb_offline_run_holds_the_logged_metrics_tables_and_checkpoint(
     expected = pd.read_csv(tmp_path / "object_ratios.csv")
     assert len(logged) == len(expected) and logged["object"].tolist() == expected["object"].tolist()
     assert logged["ratio"].tolist() == pytest.approx(expected["ratio"].tolist())
+
+    # citylens-analyze builds its loggers with job_type analyze: a second W&B run of the same name.
+    finish_loggers(build_loggers(cfg, tmp_path, job_type="analyze"))
+    (again,) = set((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")) - set(runs)
+    (run,) = [r["run"] for r in wandb_records(again) if r["type"] == "run"]
+    assert run["job_type"] == "analyze" and run["display_name"] == "simple-s0"
 
 
 def test_multirun_gives_one_dir_per_job_with_identical_test_ids(tmp_path: Path):
