@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from citylens.explain import GradCAM, explain, validate_threshold
 from citylens.explain.store import STORE_DIR, MaskStore, open_store, write_store
 from citylens.io import atomic_path
 from citylens.report import figures
-from citylens.report.explorer import THUMB_SIDE, shrink, thumbnails
+from citylens.report.explorer import thumbnail_chunks
 
 
 def sample_indices(targets: np.ndarray, per_city: int, seed: int = 0) -> np.ndarray:
@@ -208,16 +207,8 @@ class ExplainCallback(AnalysisCallback):
         per_image = table.assign(probability=store.probs.max(axis=1))[
             ["image_id", "city", "predicted", "probability", "x", "y"]
         ]
-        log_image_table(loggers, "images", per_image, self._thumbnail_chunks(store, datamodule))
-
-    def _thumbnail_chunks(self, store: MaskStore, datamodule: Any, chunk: int = 256) -> Iterator[dict]:
-        """Each test image's mask overlay and explanation as THUMB_SIDE px thumbnails, in store order."""
-        for start in range(0, len(store), chunk):
-            stop = min(len(store), start + chunk)
-            views = shrink(self._views(datamodule, np.arange(start, stop)), THUMB_SIDE)
-            masks = store.masks(start, stop, size=THUMB_SIDE).numpy()
-            overlays, explanations = thumbnails(masks, views, self.threshold)
-            yield {"overlay": overlays, "explanation": explanations}
+        chunks = thumbnail_chunks(store, lambda idx: self._views(datamodule, idx), self.threshold)
+        log_image_table(loggers, "images", per_image, chunks)
 
     def _views(self, datamodule: Any, indices: np.ndarray) -> np.ndarray:
         views = datamodule.cache.images()

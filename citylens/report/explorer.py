@@ -26,6 +26,7 @@ from PIL import Image
 
 from citylens.analysis.residuals import PairwiseResiduals
 from citylens.explain.explanation import explain, overlay
+from citylens.explain.store import MaskStore
 from citylens.io import atomic_path, atomic_write_text
 from citylens.report.runs import Run, planted_objects
 from citylens.report.sweep_figures import run_colours
@@ -69,6 +70,32 @@ def thumbnails(
         white = np.full(masks.shape + (3,), 255, np.uint8)
         return coloured, explain(white, masks, threshold)
     return overlay(views, masks), explain(views, masks, threshold)
+
+
+def store_thumbnails(
+    store: MaskStore, start: int, stop: int, small_views: np.ndarray | None, threshold: float, side: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(overlay, explanation) thumbnails of images start:stop of a store; masks read at `side` px directly."""
+    return thumbnails(store.masks(start, stop, size=side).numpy(), small_views, threshold)
+
+
+def thumbnail_chunks(
+    store: MaskStore,
+    read_views: Callable[[np.ndarray], np.ndarray] | None,
+    threshold: float,
+    side: int = THUMB_SIDE,
+    chunk: int = 256,
+) -> Iterator[dict[str, np.ndarray]]:
+    """{"overlay", "explanation"} thumbnails of every image of a store, `chunk` images at a time, in order.
+
+    `read_views(indices)` gives the uint8 analysis views of those store rows (None: masks alone). This is what
+    the runs' W&B per-image table shows (callbacks.explain).
+    """
+    for start in range(0, len(store), chunk):
+        stop = min(len(store), start + chunk)
+        small = shrink(read_views(np.arange(start, stop)), side) if read_views is not None else None
+        overlays, explanations = store_thumbnails(store, start, stop, small, threshold, side)
+        yield {"overlay": overlays, "explanation": explanations}
 
 
 def atlas(thumbs: np.ndarray, cols: int = ATLAS_COLS) -> np.ndarray:
@@ -119,8 +146,8 @@ def write_thumbnails(
             write_jpeg(atlas(small), out_dir / name)
             names["image"].append(name)
         for r, run in enumerate(runs):
-            masks = run.store.masks(start, stop, size=side).numpy()
-            for kind, thumbs in zip(("overlay", "explanation"), thumbnails(masks, small, threshold)):
+            made = store_thumbnails(run.store, start, stop, small, threshold, side)
+            for kind, thumbs in zip(("overlay", "explanation"), made):
                 name = f"{ASSET_DIR}/r{r}_{kind}_{k:04d}.jpg"
                 write_jpeg(atlas(thumbs), out_dir / name)
                 names[kind][r].append(name)
