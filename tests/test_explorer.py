@@ -178,6 +178,9 @@ def test_explorer_without_views_or_pairs_shows_masks_alone(tmp_path: Path):
     assert data["pairs"] == [] and data["thumbs"]["image"] is None
     page = build_explorer(runs[:1], tmp_path / "one", None, pd.DataFrame(), 0.5)
     assert page.is_file() and not list((tmp_path / "one" / ASSET_DIR).glob("image_*"))
+    other = build_explorer(runs[:1], tmp_path / "one", None, pd.DataFrame(), 0.5, name="explorer_group2")
+    assert other.name == "explorer_group2.html" and "explorer_group2/r0_overlay_0000.jpg" in other.read_text()
+    assert (tmp_path / "one" / "explorer_group2" / "r0_overlay_0000.jpg").is_file()
     with pytest.raises(ValueError, match="at least one finished run"):
         build_explorer([], tmp_path / "none", None, pd.DataFrame(), 0.5)
 

@@ -127,8 +127,9 @@ def write_thumbnails(
     threshold: float,
     views: ViewReader | None = None,
     side: int = THUMB_SIDE,
+    asset_dir: str = ASSET_DIR,
 ) -> dict[str, Any]:
-    """Write the image atlases and every run's overlay/explanation atlases under out_dir/ASSET_DIR.
+    """Write the image atlases and every run's overlay/explanation atlases under out_dir/asset_dir.
 
     Returns their file names relative to out_dir: image (None without views), overlay[r], explanation[r].
     The views are read once per atlas and shared by every run (all runs cover the same test images).
@@ -142,13 +143,13 @@ def write_thumbnails(
     for k, start, stop in _chunks(len(ids)):
         small = shrink(views(ids[start:stop]), side) if views is not None else None
         if small is not None:
-            name = f"{ASSET_DIR}/image_{k:04d}.jpg"
+            name = f"{asset_dir}/image_{k:04d}.jpg"
             write_jpeg(atlas(small), out_dir / name)
             names["image"].append(name)
         for r, run in enumerate(runs):
             made = store_thumbnails(run.store, start, stop, small, threshold, side)
             for kind, thumbs in zip(("overlay", "explanation"), made):
-                name = f"{ASSET_DIR}/r{r}_{kind}_{k:04d}.jpg"
+                name = f"{asset_dir}/r{r}_{kind}_{k:04d}.jpg"
                 write_jpeg(atlas(thumbs), out_dir / name)
                 names[kind][r].append(name)
     return names
@@ -283,18 +284,20 @@ def build_explorer(
     views: ViewReader | None = None,
     title: str = "citylens sweep explorer",
     side: int = THUMB_SIDE,
+    name: str = "explorer",
 ) -> Path:
-    """Write out_dir/explorer.html and its thumbnail atlases out_dir/explorer/ for the given runs.
+    """Write out_dir/<name>.html and its thumbnail atlases out_dir/<name>/ for the given runs.
 
     `runs` must cover the same test images (report.runs.comparable); `pairs` holds their per-image residuals
     (None with one run), `per_pair` Table 2's rows; `views` reads the analysis views by image id (None: the
-    thumbnails show the masks alone). Returns the page's path.
+    thumbnails show the masks alone); `name` tells pages of several groups of runs apart. Returns the page's
+    path.
     """
     if not runs:
         raise ValueError("the explorer needs at least one finished run")
     out_dir = Path(out_dir)
-    thumbs = write_thumbnails(runs, out_dir, threshold, views, side)
+    thumbs = write_thumbnails(runs, out_dir, threshold, views, side, asset_dir=name)
     data = explorer_data(runs, pairs, per_pair, threshold, thumbs, side)
-    path = out_dir / EXPLORER_FILE
+    path = out_dir / f"{name}.html"
     atomic_write_text(path, render_page(data, title))
     return path
