@@ -48,7 +48,7 @@ def analyze(run_dir: Path | str, overrides: list[str] | None = None) -> dict[str
     module.eval()
     if torch.cuda.is_available():
         module.cuda()
-    loggers = build_loggers(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir, job_type="analyze")
     try:
         for name, conf in (cfg.get("callbacks") or {}).items():
             if conf is None or not str(conf.get("_target_", "")).startswith("citylens.callbacks"):

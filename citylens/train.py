@@ -37,8 +37,12 @@ def sweep_name(run_dir: Path) -> str:
     return run_dir.name
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
-    """Instantiate the configured loggers, saving under the run dir and grouping W&B runs by sweep."""
+def build_loggers(cfg: DictConfig, run_dir: Path, job_type: str | None = None) -> list[Any]:
+    """Instantiate the configured loggers, saving under the run dir and grouping W&B runs by sweep.
+
+    `job_type` overrides the W&B run's job type (logger.wandb.job_type, `train`): citylens-analyze passes
+    `analyze`. W&B summarises val/acc by its maximum (the best epoch), not its last value.
+    """
     loggers = []
     for name, conf in (cfg.get("logger") or {}).items():
         if conf is None:
@@ -46,9 +50,11 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
         if name == "wandb":
             group = conf.get("group") or sweep_name(run_dir)
             config = OmegaConf.to_container(cfg, resolve=True)
-            logger = instantiate(conf, group=group, save_dir=str(run_dir), dir=str(run_dir))
+            extra = {"job_type": job_type} if job_type else {}
+            logger = instantiate(conf, group=group, save_dir=str(run_dir), dir=str(run_dir), **extra)
             if rank_zero_only.rank == 0:
                 logger.experiment.config.update(config, allow_val_change=True)
+                logger.experiment.define_metric("val/acc", summary="max")
         else:
             logger = instantiate(conf, save_dir=str(run_dir))
         loggers.append(logger)

@@ -60,6 +60,19 @@ def wandb_record(run_file: Path) -> dict:
     return json.loads(out)
 
 
+def wandb_records(run_file: Path) -> list[dict]:
+    """Every record of an offline W&B run file (run, metric, summary, artifact...): `wandb leet inspect`."""
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(run_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
 def run_cli(args: list[str], root: Path, timeout: int = 900, **env_vars: str) -> subprocess.CompletedProcess:
     """`python -m citylens.train ARGS` with outputs and caches under `root`; fails the test on error."""
     env = {

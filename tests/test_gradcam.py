@@ -275,5 +275,11 @@ def test_overlay_blends_heatmap_over_image() -> None:
     assert out.dtype == np.uint8 and out.shape == image.shape
     assert np.array_equal(overlay(image, mask, alpha=0.0), image)
     assert not np.array_equal(out, image)
+    from matplotlib import colormaps
+
+    reference = 0.5 * image + 0.5 * colormaps["jet"](mask)[..., :3] * 255
+    assert np.abs(out - reference).max() <= 1.0
+    batch = overlay(np.stack([image, image[::-1]]), np.stack([mask, mask]))
+    assert np.array_equal(batch[0], out) and np.array_equal(batch[1], overlay(image[::-1], mask))
     with pytest.raises(ValueError, match="alpha"):
         overlay(image, mask, alpha=1.5)

@@ -13,15 +13,17 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from PIL import Image
 
 from citylens.callbacks.sweep_report import SweepReportCallback
 from citylens.pipeline import Variant
 from citylens.report import cli
 from citylens.report.sweep import Options, build_report
-from tests.conftest import run_cli, wandb_record
+from tests.conftest import run_cli, wandb_record, wandb_records
 from tests.test_residuals_callback import DEFAULT, EXPECTED, MASKS, make_run, make_sweep
 
 FAST = Options(n_boot=200, n_perm=1000, examples_per_city=1)
@@ -128,6 +130,9 @@ def test_wandb_report_run_is_in_the_sweeps_group(tmp_path: Path, monkeypatch: py
         def log(self, payload: dict) -> None:
             calls["logged"] = payload
 
+        def log_artifact(self, artifact: object) -> None:
+            calls["artifact"] = artifact
+
         def finish(self) -> None:
             calls["finished"] = True
 
@@ -141,6 +146,8 @@ def test_wandb_report_run_is_in_the_sweeps_group(tmp_path: Path, monkeypatch: py
     assert calls["init"]["job_type"] == "report" and calls["init"]["group"] == "sweep"
     assert calls["init"]["project"] == "citylens" and calls["init"]["mode"] == "offline"
     assert {"table2", "table2_heatmap", "fig6_examples_runs", "statistics"} <= set(calls["logged"])
+    assert calls["artifact"].type == "report" and calls["artifact"].name == "report-sweep"
+    assert {"report.md", "table2.csv", "explorer.html"} <= set(calls["artifact"].manifest.entries)
     assert calls["finished"]
 
 
@@ -222,6 +229,11 @@ def test_hydra_callback_built_the_report_at_multirun_end(sweep: SimpleNamespace)
         assert (report / name).stat().st_size > 10_000
     assert "masks are drawn alone" not in text and "recovery" in text
     assert len(pd.read_csv(report / "recovery.csv")) == 8
+    # The explorer, with the runs' own test images (read through the data module of the first run).
+    assert "explorer.html" in text and (report / "explorer.html").stat().st_size > 1_000_000
+    (images,) = list((report / "explorer").glob("image_*.jpg"))
+    assert np.asarray(Image.open(images)).std() > 10
+    assert len(list((report / "explorer").glob("r*_*.jpg"))) == 8
 
 
 def test_citylens_report_lists_an_unfinished_run_and_logs_to_wandb(sweep: SimpleNamespace):
@@ -247,3 +259,12 @@ def test_citylens_report_lists_an_unfinished_run_and_logs_to_wandb(sweep: Simple
     assert logged["state"] == "finished" and logged["project"] == "citylens"
     assert logged["name"] == f"report-{sweep.dir.name}"
     assert {"table2", "table2_heatmap", "fig3_tsne_runs", "report_md"} <= set(logged["summary"])
+    (run,) = [r["run"] for r in wandb_records(record) if r["type"] == "run"]
+    assert run["job_type"] == "report"
+    (artifact,) = [
+        r["artifact"]
+        for r in wandb_records(record)
+        if r["type"] == "artifact" and r["artifact"]["type"] == "report"
+    ]
+    paths = {e["path"] for e in artifact["manifest"]["contents"]}
+    assert {"report.md", "table2.csv", "explorer.html"} <= paths

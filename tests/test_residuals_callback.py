@@ -45,8 +45,11 @@ def make_run(
     variant: Variant = DEFAULT,
     fingerprint: str = "hand",
     places: list[str] | None = None,
+    dataset: dict | None = None,
 ) -> Path:
-    """A fake run dir: a mask store (full-size maps when `size` is None) and, if finished, metrics.json."""
+    """A fake run dir: a mask store (full-size maps when `size` is None) and, if finished, metrics.json.
+
+    `dataset` is the store's dataset description (e.g. with the planted objects of synthetic data)."""
     n = len(low_res)
     cities = [i.split("/")[0] for i in ids]
     targets = np.array([0 if c == "pittsburgh" else 1 for c in cities])
@@ -59,7 +62,7 @@ def make_run(
         "split_seed": 0,
         "split_settings": {"fractions": [0.6, 0.2, 0.2], "by": "place", "balance": False, "balance_seed": 0},
         "city_names": ["pittsburgh", "tokyo"],
-        "dataset": {"kind": "hand-made"},
+        "dataset": dataset or {"kind": "hand-made"},
     }
     provenance.update(variant.to_dict())
     write_store(

@@ -6,11 +6,15 @@ import csv
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
-from citylens.train import train
-from tests.conftest import compose_cfg, run_cli, wandb_record
+from citylens.explain.store import open_store
+from citylens.pipeline import Variant
+from citylens.train import build_loggers, finish_loggers, train
+from tests.conftest import compose_cfg, run_cli, wandb_record, wandb_records
 
 FAST = ["experiment=smoke", "logger=none", "callbacks.progress_bar=null"]
 
@@ -37,7 +41,11 @@ def test_same_seed_gives_same_weights(tmp_path: Path, cache_dir: Path):
     assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
 
 
-def test_wandb_offline_run_holds_the_logged_metrics(tmp_path: Path, cache_dir: Path):
+def test_wandb_offline_run_holds_the_logged_metrics_tables_and_checkpoint(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Offline artifacts are staged under WANDB_DATA_DIR until `wandb sync`: keep them in the test's folder.
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))
     cfg = compose_cfg(["experiment=smoke", "logger=wandb", "model=simple"], tmp_path, cache_dir)
     metrics = train(cfg)["metrics"]
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -45,8 +53,56 @@ def test_wandb_offline_run_holds_the_logged_metrics(tmp_path: Path, cache_dir: P
     record = wandb_record(runs[0])
     assert record["state"] == "finished" and record["name"] == "simple-s0" and record["project"] == "citylens"
     assert record["summary"]["test/acc"] == pytest.approx(metrics["test/acc"])
-    assert "val/acc" in record["summary"] and "train/loss_epoch" in record["summary"]
+    assert set(record["summary"]["val/acc"]) == {"max"} and "train/loss_epoch" in record["summary"]
     assert record["config"]["data"]["split_seed"] == 0 and record["config"]["model"]["arch"] == "simple"
+    records = wandb_records(runs[0])
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    assert run["job_type"] == "train"
+    artifacts = [r["artifact"] for r in records if r["type"] == "artifact"]
+
+    # The best checkpoint, as Lightning's log_model stages it: the file itself, aliased "best".
+    (best,) = [a for a in artifacts if a["type"] == "model" and "best" in a["aliases"]]
+    assert json.loads(best["metadata"])["original_filename"] == "best.ckpt"
+    (entry,) = best["manifest"]["contents"]
+    assert int(entry["size"]) == (tmp_path / "checkpoints" / "best.ckpt").stat().st_size
+    assert Path(entry["local_path"]).stat().st_size == int(entry["size"])
+
+    # The per-image table: one row per test image, in the store's order, with its two thumbnails.
+    files = runs[0].parent / "files" / "media" / "table"
+    (images_file,) = files.glob("images_*.table.json")
+    table = json.loads(images_file.read_text())
+    columns = ["image_id", "city", "predicted", "probability", "x", "y", "overlay", "explanation"]
+    assert table["columns"] == columns
+    store = open_store(tmp_path)
+    rows = pd.DataFrame(table["data"], columns=table["columns"])
+    assert rows["image_id"].tolist() == store.image_ids and rows["city"].tolist() == store.cities
+    assert rows["probability"].tolist() == pytest.approx(store.probs.max(axis=1).tolist())
+    tsne = pd.read_csv(Variant().dir(tmp_path) / "tsne.csv")
+    assert (
+        rows["x"].tolist() == pytest.approx(tsne["x"].tolist())
+        and rows["predicted"].tolist() == tsne["predicted"].tolist()
+    )
+    (staged,) = [a for a in artifacts if a["name"].endswith("-images")]
+    by_path = {e["path"]: e["local_path"] for e in staged["manifest"]["contents"]}
+    cells = json.loads(Path(by_path["images.table.json"]).read_text())["data"]
+    assert len(cells) == len(store)
+    for cell in (cells[0][-2], cells[-1][-1]):
+        assert cell["_type"] == "image-file" and (cell["width"], cell["height"]) == (96, 96)
+        assert Image.open(by_path[cell["path"]]).size == (96, 96)
+
+    # The object ratios, as object_ratios.csv holds them.
+    (ratios_file,) = files.glob("object_ratios_*.table.json")
+    ratios = json.loads(ratios_file.read_text())
+    logged = pd.DataFrame(ratios["data"], columns=ratios["columns"])
+    expected = pd.read_csv(Variant().dir(tmp_path) / "object_ratios.csv")
+    assert len(logged) == len(expected) and logged["object"].tolist() == expected["object"].tolist()
+    assert logged["ratio"].tolist() == pytest.approx(expected["ratio"].tolist())
+
+    # citylens-analyze builds its loggers with job_type analyze: a second W&B run of the same name.
+    finish_loggers(build_loggers(cfg, tmp_path, job_type="analyze"))
+    (again,) = set((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")) - set(runs)
+    (run,) = [r["run"] for r in wandb_records(again) if r["type"] == "run"]
+    assert run["job_type"] == "analyze" and run["display_name"] == "simple-s0"
 
 
 def test_multirun_gives_one_dir_per_job_with_identical_test_ids(tmp_path: Path):

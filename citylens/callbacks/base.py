@@ -10,10 +10,11 @@ until rank 0 is done.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 
@@ -54,13 +55,42 @@ class AnalysisCallback(pl.Callback):
         on_rank_zero(trainer, lambda: self.analyse(pl_module, trainer.datamodule, run_dir, trainer.loggers))
 
 
+def wandb_loggers(loggers: list[Any]) -> list[Any]:
+    """The W&B loggers among a trainer's loggers."""
+    return [logger for logger in loggers if type(logger).__name__ == "WandbLogger"]
+
+
+def log_image_table(
+    loggers: list[Any], key: str, frame: pd.DataFrame, image_chunks: Iterable[dict[str, np.ndarray]]
+) -> None:
+    """Log a table to W&B whose last columns are images: `frame`'s rows, then one wandb.Image per cell.
+
+    `image_chunks` yields {column: uint8 (n, s, s, 3)} for consecutive rows of `frame`; each image is written
+    to W&B's media folder as it is made, so a 30k-row table never holds its pixels in memory at once.
+    """
+    targets = wandb_loggers(loggers)
+    if not targets:
+        return
+    import wandb
+
+    rows: list[list[Any]] = []
+    columns: list[str] = list(frame.columns)
+    values = frame.itertuples(index=False, name=None)
+    for chunk in image_chunks:
+        if len(columns) == len(frame.columns):
+            columns += list(chunk)
+        n = len(next(iter(chunk.values())))
+        for i in range(n):
+            rows.append([*next(values), *(wandb.Image(chunk[c][i], file_type="jpg") for c in chunk)])
+    for logger in targets:
+        logger.log_table(key=key, columns=columns, data=rows)
+
+
 def log_artifacts(
     loggers: list[Any], images: dict[str, Path] | None = None, tables: dict[str, pd.DataFrame] | None = None
 ) -> None:
     """Send figures and tables to the loggers that take them (W&B images and tables)."""
-    for logger in loggers:
-        if type(logger).__name__ != "WandbLogger":
-            continue
+    for logger in wandb_loggers(loggers):
         for key, path in (images or {}).items():
             logger.log_image(key=key, images=[str(path)])
         for key, table in (tables or {}).items():

@@ -9,10 +9,17 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from citylens.callbacks.base import AnalysisCallback, best_checkpoint, log_artifacts, on_rank_zero
-from citylens.pipeline.explain_step import ExplainOptions, run_explain
+from citylens.callbacks.base import (
+    AnalysisCallback,
+    best_checkpoint,
+    log_artifacts,
+    log_image_table,
+    on_rank_zero,
+)
+from citylens.pipeline.explain_step import ExplainOptions, run_explain, test_views
 from citylens.pipeline.masks import compute_maps, shard_bounds
 from citylens.pipeline.variant import Variant
+from citylens.report.explorer import thumbnail_chunks
 
 
 def gather_maps(
@@ -88,3 +95,8 @@ class ExplainCallback(AnalysisCallback):
                 maps,
             )
         log_artifacts(loggers, images=result.figures, tables={"tsne": result.tsne})
+        per_image = result.tsne[["image_id", "city", "predicted", "probability", "x", "y"]]
+        chunks = thumbnail_chunks(
+            result.store, lambda idx: test_views(datamodule, idx), self.variant.threshold
+        )
+        log_image_table(loggers, "images", per_image, chunks)

@@ -27,9 +27,11 @@ class SweepReportCallback(Callback):
         n_boot: int = 1000,
         n_perm: int = 10000,
         examples_per_city: int = 2,
+        explorer: bool = True,
     ) -> None:
         self.enabled, self.wandb = enabled, wandb
         self.n_boot, self.n_perm, self.examples_per_city = n_boot, n_perm, examples_per_city
+        self.explorer = explorer
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
@@ -40,7 +42,10 @@ class SweepReportCallback(Callback):
             from citylens.report.sweep import Options
 
             options = Options(
-                n_boot=self.n_boot, n_perm=self.n_perm, examples_per_city=self.examples_per_city
+                n_boot=self.n_boot,
+                n_perm=self.n_perm,
+                examples_per_city=self.examples_per_city,
+                explorer=self.explorer,
             )
             out = report(sweep_dir, self.wandb, options)
             log.info("sweep report: %s", out / "report.md")

@@ -34,7 +34,8 @@ def uses_wandb(sweep_dir: Path | str) -> bool:
 
 
 def log_to_wandb(report_dir: Path, group: str, mode: str | None = None) -> str:
-    """Log a built report as one W&B run (job_type `report`): figures as images, CSV tables as tables.
+    """Log a built report as one W&B run (job_type `report`): figures as images, CSV tables as tables (Table 2
+    as `table2`), and the whole folder (explorer included) as a `report` artifact.
 
     Offline runs are written under <sweep>/wandb/ (for `wandb sync`). Returns the W&B run's directory.
     """
@@ -56,6 +57,9 @@ def log_to_wandb(report_dir: Path, group: str, mode: str | None = None) -> str:
                 payload[path.stem] = wandb.Table(dataframe=table)
         run.log(payload)
         run.summary["report_md"] = (report_dir / "report.md").read_text()
+        artifact = wandb.Artifact(f"report-{group}", type="report", description="the sweep report folder")
+        artifact.add_dir(str(report_dir))
+        run.log_artifact(artifact)
         return str(run.dir)
     finally:
         run.finish()
@@ -88,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=defaults.examples_per_city,
         help="sample test images per city in Figure 6",
     )
+    parser.add_argument(
+        "--no-explorer", dest="explorer", action="store_false", help="do not write report/explorer.html"
+    )
     return parser.parse_args(argv)
 
 
@@ -97,7 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not args.sweep_dir.is_dir():
         raise SystemExit(f"citylens-report: {args.sweep_dir} is not a directory")
-    options = Options(n_boot=args.n_boot, n_perm=args.n_perm, examples_per_city=args.examples_per_city)
+    options = Options(
+        n_boot=args.n_boot,
+        n_perm=args.n_perm,
+        examples_per_city=args.examples_per_city,
+        explorer=args.explorer,
+    )
     out = report(args.sweep_dir, args.wandb, options)
     print(out / "report.md")
 

@@ -8,7 +8,7 @@ the figure shows the masks alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +50,9 @@ def _cache_dir(run: Run, configured: str) -> str:
     return str(next((c for c in candidates if c.is_dir()), candidates[0]))
 
 
-def load_views(run: Run, image_ids: Sequence[str]) -> np.ndarray | None:
-    """uint8 (n, S, S, 3) analysis views of the given test images, or None (with a warning) if unavailable."""
+def view_reader(run: Run) -> Callable[[Sequence[str]], np.ndarray] | None:
+    """A reader of the run's analysis views by image id (uint8 (n, S, S, 3)), or None (with a warning) if the
+    data is unavailable. The data module is set up once, so a caller reading many chunks pays for it once."""
     saved = run.path / ".hydra" / "config.yaml"
     try:
         cfg = OmegaConf.load(saved)
@@ -59,12 +60,20 @@ def load_views(run: Run, image_ids: Sequence[str]) -> np.ndarray | None:
         cfg.data.cache_dir = _cache_dir(run, str(configured))
         datamodule = instantiate(cfg.data)
         datamodule.setup("test")
-        views = datamodule.cache.images()
-        return np.stack([np.asarray(views[datamodule.row[i]]) for i in image_ids])
+        views, row = datamodule.cache.images(), datamodule.row
     except Exception as err:  # any failure costs only the background images, not the report
-        log.warning(
-            "Figure 6: no images for %s (%s: %s); drawing the masks alone", run.name, type(err).__name__, err
-        )
+        log.warning("no images for %s (%s: %s); drawing the masks alone", run.name, type(err).__name__, err)
+        return None
+    return lambda image_ids: np.stack([np.asarray(views[row[i]]) for i in image_ids])
+
+
+def load_views(run: Run, image_ids: Sequence[str]) -> np.ndarray | None:
+    """uint8 (n, S, S, 3) analysis views of the given test images, or None (with a warning) if unavailable."""
+    reader = view_reader(run)
+    try:
+        return reader(image_ids) if reader is not None else None
+    except KeyError as err:
+        log.warning("no image for %s: %s is not in its data; drawing the masks alone", run.name, err)
         return None
 
 

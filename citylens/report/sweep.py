@@ -5,8 +5,9 @@ recovery.csv where present), lists the unfinished ones, splits the runs into dat
 data; never compared across), and writes per group Table 2 (AR per pair of runs with 95% intervals over
 test places, grouped as in the paper) with its heatmap, the tests over run relabellings and Figure 6; then
 Figures 3 and 5 across runs, the planted-object recovery, the faithfulness of the explanations and the
-randomisation sanity check (citylens.report.faithfulness) and report.md with one line of reading per table and
-figure. The report is built in a temporary folder and renamed into place, so a report that exists is whole.
+randomisation sanity check (citylens.report.faithfulness), report.md with one line of reading per table and
+figure, and explorer.html, the interactive page over every test image (report/explorer.py, docs/explorer.md).
+The report is built in a temporary folder and renamed into place, so a report that exists is whole.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from citylens.io import atomic_write_text, file_lock
+from citylens.report.examples import view_reader
+from citylens.report.explorer import build_explorer
 from citylens.report.faithfulness import faithfulness_sections
 from citylens.report.runs import (
     REPORT_DIR,
@@ -57,13 +60,15 @@ log = logging.getLogger("citylens.report")
 
 @dataclass
 class Options:
-    """Report settings: bootstrap replicates, permutations, sample images per city, chunk size, seed."""
+    """Report settings: bootstrap replicates, permutations, sample images per city, chunk size, seed, and
+    whether to write the interactive explorer (explorer.html)."""
 
     n_boot: int = 1000
     n_perm: int = 10000
     examples_per_city: int = 2
     chunk: int = 128
     seed: int = 0
+    explorer: bool = True
 
 
 def _csv(table: pd.DataFrame, out: Path, name: str) -> None:
@@ -101,6 +106,9 @@ def _group_sections(
     fig6 = fig6_section(
         runs, pairs.matrix() if pairs else None, options.examples_per_city, options.seed, out, group
     )
+    if options.explorer:
+        name = "explorer" if group is None else f"explorer_group{group}"
+        build_explorer(runs, out, pairs, per_pair, threshold, view_reader(runs[0]), name=name)
     tables = dict(zip(GROUP_TABLES, (per_pair, grouped, distances, tests)))
     return sections, fig6, {k: t.assign(data_group=group or 1) for k, t in tables.items()}
 
@@ -173,6 +181,8 @@ def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
                 "runs.csv",
             )
             head = f"# Sweep report: {sweep_dir.name}\n\n`{sweep_dir}`"
+            for page in sorted(p.name for p in tmp.glob("explorer*.html")):
+                head += f"\n\nBrowse every test image of every run: [{page}]({page})"
             atomic_write_text(tmp / "report.md", "\n\n".join([head, *(s.render() for s in sections)]) + "\n")
             out = _replace(tmp, sweep_dir / REPORT_DIR)
         finally:
