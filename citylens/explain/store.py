@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from citylens.explain.gradcam import upsample_masks
+from citylens.explain.cam import upsample_masks
 
 FORMAT_VERSION = 1
 STORE_DIR = "masks"

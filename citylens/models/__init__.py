@@ -1,6 +1,21 @@
-"""City classifiers: the four architectures and the LightningModule that trains them."""
+"""City classifiers: the four architectures, their explainer layer presets, the LightningModule."""
 
-from citylens.models.build import ARCHITECTURES, DEFAULT_TARGET_LAYERS, build_model, resolve_layer
+from citylens.models.build import (
+    ARCHITECTURES,
+    DEFAULT_TARGET_LAYERS,
+    LAYER_PRESETS,
+    build_model,
+    resolve_layer,
+    resolve_target_layer,
+)
 from citylens.models.module import CityClassifier
 
-__all__ = ["ARCHITECTURES", "DEFAULT_TARGET_LAYERS", "CityClassifier", "build_model", "resolve_layer"]
+__all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_TARGET_LAYERS",
+    "LAYER_PRESETS",
+    "CityClassifier",
+    "build_model",
+    "resolve_layer",
+    "resolve_target_layer",
+]
