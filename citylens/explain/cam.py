@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from citylens.models.build import resolve_target_layer
-
 # pytorch_grad_cam.utils.image.scale_cam_image: img = img - min(img); img = img / (1e-7 + max(img)).
 EPS = 1e-7
 
@@ -112,6 +110,9 @@ class BaseCAM:
         arch: str | None = None,
     ) -> None:
         if isinstance(layer, str):
+            # Imported here: `citylens.models` brings Lightning, which `import citylens.explain` need not.
+            from citylens.models.build import resolve_target_layer
+
             layer, self.layer_path = resolve_target_layer(network, arch, layer)
         else:
             self.layer_path = None
