@@ -60,7 +60,8 @@ def validate(cfg: DictConfig) -> None:
 def _check_layer(arch: str, spec: object, input_size: int) -> None:
     """explainer.layer must name a layer of `arch` that runs once and yields an (N, K, h, w) map, h*w > 1.
 
-    The network is built on the meta device (no memory, no weights) and run once with a hook.
+    The network is built on the meta device (no memory, no weights) and run once with a hook
+    (docs/explainers.md, "Layers").
     """
     if not isinstance(spec, str):
         raise ConfigError(f"explainer.layer: expected a preset or a dotted path, got {spec!r}")

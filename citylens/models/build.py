@@ -1,4 +1,4 @@
-"""build_model: the four architectures by name, each with its Grad-CAM target layer."""
+"""build_model: the four architectures by name, and their explainer layer presets (docs/explainers.md)."""
 
 from __future__ import annotations
 
