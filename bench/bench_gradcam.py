@@ -1,6 +1,6 @@
 """Throughput of each citylens CAM method against a forward pass and pytorch-grad-cam's same-named class.
 
-    python bench/bench_gradcam.py [--size 224] [--batch 8] [--device cpu|cuda] [--repeats 2] [--threads N]
+    python bench/bench_gradcam.py [--size 224] [--batch 8] [--device cpu|cuda] [--repeats 2] [--threads 1]
                                   [--layer last_block] [--methods gradcam ...] [--models vgg11 ...]
 
 Per architecture, the forward pass and, per method, ours and the reference are timed on the same
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--num-classes", type=int, default=2)
     parser.add_argument(
-        "--threads", type=int, default=0, help="CPU threads (0: torch's default); 1 is steadier on a busy CPU"
+        "--threads", type=int, default=1, help="CPU threads (0: torch's default); 1 is steadier on a busy CPU"
     )
     parser.add_argument("--models", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
     parser.add_argument("--methods", nargs="+", choices=list(EXPLAINERS), default=list(EXPLAINERS))
