@@ -15,7 +15,17 @@ from tests.conftest import CONF, compose_cfg
 
 GROUPS = {
     group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-    for group in ("data", "model", "trainer", "logger", "callbacks", "analysis", "paths", "experiment")
+    for group in (
+        "data",
+        "model",
+        "trainer",
+        "logger",
+        "callbacks",
+        "analysis",
+        "paths",
+        "experiment",
+        "explainer",
+    )
 }
 
 
@@ -25,6 +35,7 @@ def test_every_group_has_the_required_options():
     assert {"wandb", "csv", "none"} <= set(GROUPS["logger"])
     assert {"smoke", "demo", "paper"} <= set(GROUPS["experiment"])
     assert "synthetic" in GROUPS["data"]
+    assert set(GROUPS["explainer"]) == {"gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
@@ -38,7 +49,7 @@ def test_every_option_composes(group: str, option: str, tmp_path: Path):
     assert cfg.model.arch in ("vgg11", "resnet18", "simple", "simpler")
     if group == "model":
         assert cfg.model.arch == option
-    if group in ("model", "trainer", "logger", "callbacks") and option != "none":
+    if group in ("model", "trainer", "logger", "callbacks", "explainer") and option != "none":
         validate(cfg)
 
 
@@ -48,6 +59,40 @@ def test_model_configs_instantiate_the_named_architecture(arch: str, tmp_path: P
     model = instantiate(cfg.model, num_classes=3)
     assert model.hparams.arch == arch and model.hparams.lr == 1e-4
     assert model.network(__import__("torch").zeros(2, 3, 64, 64)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"])
+def test_explainer_configs_instantiate_the_named_method_at_the_layer(name: str, tmp_path: Path):
+    from citylens.explain import EXPLAINERS
+
+    cfg = compose_cfg(
+        [f"explainer={name}", "explainer.layer=last_conv", "model=simple", "data.input_size=64"],
+        tmp_path,
+        tmp_path,
+    )
+    validate(cfg)
+    network = instantiate(cfg.model, num_classes=2).network
+    explainer = instantiate(cfg.explainer)(network=network, arch=cfg.model.arch)
+    assert type(explainer) is EXPLAINERS[name]
+    assert explainer.target_layer is network.features[-2] and explainer.layer_path == "features.-2"
+    assert compose_cfg([], tmp_path, tmp_path).explainer.layer == "last_block"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model=vgg11", "explainer.layer=layer3"], "preset 'layer3' is not available here: vgg11 has"),
+        (["model=simple", "explainer.layer=last_cnv"], "'last_cnv' is neither the presets for simple"),
+        (["model=resnet18", "explainer.layer=layer4.1.relu"], r"\(layer4.1.relu\) of resnet18 must run once"),
+        (["model=resnet18", "explainer.layer=avgpool"], "gives a 1x1 map at data.input_size=64"),
+        (["model=vgg11", "data.input_size=32"], "'last_block' \\(features.-1\\) of vgg11 gives a 1x1 map"),
+        (["model=resnet18", "explainer.layer=fc"], "must run once and give an \\(N, K, h, w\\) map"),
+    ],
+)
+def test_bad_explainer_layers_are_refused_before_training(overrides: list[str], message: str, tmp_path: Path):
+    cfg = compose_cfg(["data.input_size=64", *overrides], tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match=f"^explainer.layer: .*{message}"):
+        validate(cfg)
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,7 @@ def test_bad_settings_are_refused_by_key():
 
 
 def test_unknown_explainer_refused_by_key():
-    with pytest.raises(ValueError, match="explainer: unknown explainer 'occlusion'"):
+    with pytest.raises(ValueError, match="explainer: unknown method 'occlusion'"):
         explainer_factory("occlusion")
 
 

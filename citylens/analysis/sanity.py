@@ -20,7 +20,7 @@ from scipy import stats
 from torch import nn
 
 from citylens.analysis.stats import bootstrap_ci
-from citylens.explain.gradcam import GradCAM
+from citylens.explain.methods import GradCAM
 
 Explainer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ExplainerFactory = Callable[[nn.Module, nn.Module], Explainer]

@@ -12,9 +12,8 @@ import torch
 
 from citylens.analysis.faithfulness import CAUSAL_FILE, RATIOS_FILE
 from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
-from citylens.models.build import resolve_layer
+from citylens.models.build import resolve_target_layer
 from citylens.pipeline.faithfulness_step import sanity_sample, write_faithfulness, write_sanity
-from citylens.pipeline.masks import layer_path
 from citylens.pipeline.variant import Variant
 
 
@@ -64,7 +63,7 @@ class FaithfulnessCallback(AnalysisCallback):
         if self.sanity:
             arch = module.hparams.arch
             images, labels, _ = sanity_sample(datamodule, self.n_images, self.seed)
-            layer = resolve_layer(module.network, layer_path(arch, self.variant.layer))
+            layer, _ = resolve_target_layer(module.network, arch, self.variant.layer)
             with torch.inference_mode(False):
                 tables["sanity"] = write_sanity(
                     module.network,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from citylens.explain.gradcam import upsample_masks
+from citylens.explain.cam import upsample_masks
 
 FORMAT_VERSION = 2
 # What makes two runs' test images the same pictures, in the order they are checked (docs/statistics.md).

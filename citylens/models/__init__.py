@@ -1,4 +1,4 @@
-"""The four architectures with their target layers, and the LightningModule that trains them.
+"""The four architectures with their explainer layer presets, and the LightningModule that trains them.
 
 Names are loaded on first use, so the network builders can be imported without pytorch_lightning.
 """
@@ -11,6 +11,8 @@ from typing import Any
 _WHERE = {
     "ARCHITECTURES": "citylens.models.build",
     "DEFAULT_TARGET_LAYERS": "citylens.models.build",
+    "LAYER_PRESETS": "citylens.models.build",
+    "resolve_target_layer": "citylens.models.build",
     "build_model": "citylens.models.build",
     "resolve_layer": "citylens.models.build",
     "CityClassifier": "citylens.models.module",

@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 
 import citylens
 from citylens.data.view import to_input
-from citylens.explain.registry import build_explainer
+from citylens.explain.methods import build_explainer
 from citylens.explain.store import STORE_DIR, MaskStore, open_store, write_store
-from citylens.models.build import DEFAULT_TARGET_LAYERS, resolve_layer
+from citylens.models.build import LAYER_PRESETS
 from citylens.pipeline.variant import Variant
 
 
@@ -42,16 +42,9 @@ def shard_bounds(n: int, batch_size: int, rank: int, world_size: int) -> tuple[i
     return start, min(n, start + per_rank)
 
 
-def layer_path(arch: str, spec: str) -> str:
-    """The dotted module path of a layer preset (`last_block`) or of a dotted path given as is."""
-    return DEFAULT_TARGET_LAYERS[arch] if spec == "last_block" else spec
-
-
 def explainer_for(variant: Variant, network: nn.Module, arch: str) -> Any:
-    """The variant's explainer of `network` at the variant's layer."""
-    return build_explainer(
-        variant.explainer, network, resolve_layer(network, layer_path(arch, variant.layer))
-    )
+    """The variant's explainer of `network` at the variant's layer (a preset of `arch` or a dotted path)."""
+    return build_explainer(variant.explainer, network, variant.layer, arch)
 
 
 def compute_maps(
@@ -102,11 +95,12 @@ def write_variant_store(
 ) -> MaskStore:
     """Write the variant's mask store (maps, probabilities, true cities, ids, provenance) and open it."""
     low_res, probs = maps
+    layer_path = LAYER_PRESETS.get(arch, {}).get(variant.layer, variant.layer)
     provenance = {
         "arch": arch,
         "seed": run_seed,
         "checkpoint": checkpoint,
-        "target_layer": layer_path(arch, variant.layer),
+        "target_layer": layer_path,
         **variant.to_dict(),
         "input_size": datamodule.input_size,
         "dataset_fingerprint": datamodule.fingerprint,

@@ -39,7 +39,7 @@ class Variant:
 
     def __post_init__(self) -> None:
         from citylens.explain.explanation import validate_threshold
-        from citylens.explain.registry import explainer_name
+        from citylens.explain.methods import explainer_name
 
         object.__setattr__(self, "explainer", explainer_name(self.explainer))
         object.__setattr__(self, "layer", str(self.layer))

@@ -2,6 +2,7 @@
 
 Figure 3: t-SNE of the masks coloured by city. Figure 4: explanations drawn at their t-SNE places.
 Figure 5: object ratios R_p^c per city. Figure 6: sample images with their masks and explanations.
+`explainer_grid`: the same images under every explainer (and layer) of one run, side by side.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage  # noqa: E402
 
-from citylens.explain.explanation import explain, overlay  # noqa: E402
+from citylens.explain.explanation import explain, overlay, validate_threshold  # noqa: E402
 from citylens.io import atomic_path  # noqa: E402
 
 CITY_COLOURS = plt.get_cmap("tab10").colors
 
 
-def save(fig: Figure, path: Path | str, dpi: int = 120) -> Path:
-    """Save a figure atomically as PNG and close it."""
+def save(fig: Figure, path: Path | str, dpi: int = 120, tight: bool = True) -> Path:
+    """Save a figure atomically as PNG and close it; `tight=False` keeps the figure's own size in pixels."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None, format="png")
     plt.close(fig)
     return Path(path)
 
@@ -102,6 +103,64 @@ def example_grid(
         axes[i, 0].set_ylabel(row_titles[i], fontsize=8)
     fig.suptitle(title or "Sample test images (Figure 6)", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+# explainer_grid's layout, in inches: one square panel per cell, a band on top for the title.
+GRID_PANEL = 1.8
+GRID_TITLE = 0.6
+
+
+def explainer_grid(
+    images: np.ndarray,
+    masks_by_column: dict[str, np.ndarray],
+    titles: Sequence[str],
+    threshold: float,
+    title: str = "",
+) -> Figure:
+    """One run's test images (rows) under every explainer/layer (columns), like Figure 6's overlays.
+
+    Column 0 is the image, then one mask overlay per key of `masks_by_column` (its column heading),
+    with the explanation's border (mask = `threshold`) drawn in white. `images` is (N, H, W, 3) uint8,
+    each mask array (N, H, W) in [0, 1], `titles` one row label per image. The figure is
+    (1 + columns) x GRID_PANEL by N x GRID_PANEL + GRID_TITLE inches.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if not masks_by_column:
+        raise ValueError("masks_by_column is empty: give at least one explainer's masks")
+    n, height, width = images.shape[:3]
+    for name, masks in masks_by_column.items():
+        if np.shape(masks) != (n, height, width):
+            raise ValueError(
+                f"masks_by_column[{name!r}]: shape {np.shape(masks)} does not match the images' "
+                f"{(n, height, width)}"
+            )
+    if len(titles) != n:
+        raise ValueError(f"titles: {len(titles)} row titles for {n} images")
+    threshold = validate_threshold(threshold)
+    cols = 1 + len(masks_by_column)
+    fig_height = n * GRID_PANEL + GRID_TITLE
+    fig, axes = plt.subplots(n, cols, figsize=(cols * GRID_PANEL, fig_height), squeeze=False)
+    fig.subplots_adjust(
+        left=0.02, right=0.98, bottom=0.02, top=1 - GRID_TITLE / fig_height, wspace=0.05, hspace=0.15
+    )
+    headings = ["image", *masks_by_column]
+    for i in range(n):
+        axes[i, 0].imshow(images[i])
+        for j, masks in enumerate(masks_by_column.values(), start=1):
+            mask = np.asarray(masks[i], dtype=np.float32)
+            axes[i, j].imshow(overlay(images[i], mask))
+            if mask.min() < threshold <= mask.max():
+                axes[i, j].contour(mask, levels=[threshold], colors="white", linewidths=0.8)
+        for j in range(cols):
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+            if i == 0:
+                axes[i, j].set_title(headings[j], fontsize=8)
+        axes[i, 0].set_ylabel(titles[i], fontsize=7)
+    fig.suptitle(title or f"One image, every explainer (border: mask = {threshold})", fontsize=10)
     return fig
 
 

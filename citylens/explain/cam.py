@@ -1,17 +1,18 @@
-"""Batched Grad-CAM with the semantics of pytorch-grad-cam 1.5.7's GradCAM for one target layer.
+"""The shared flow of every CAM method, batched, with pytorch-grad-cam 1.5.7's semantics for one layer.
 
-The six steps (reference/facts.md, "Grad-CAM as the reference library computes it"):
+`BaseCAM` holds what the methods share (docs/explainers.md, "The shared flow"):
 1. eval mode, one forward pass; A = the target layer's output as the forward pass produced it;
 2. S = sum over the batch of each image's target logit (raw), G = dS/dA;
-3. cam = relu(sum_k mean_hw(G[k]) * A[k]);
-4. per-image min-max: (cam - min) / (1e-7 + max of that)    -> `GradCAM.low_res`;
+3. cam = relu(method(A, G)), the one step a method overrides (`cam_image`, or `channel_weights`
+   for the methods that weight whole channels);
+4. per-image min-max: (cam - min) / (1e-7 + max of that)    -> `BaseCAM.low_res`;
 5. half-pixel bilinear resize to the input size (cv2 INTER_LINEAR == F.interpolate, align_corners=False);
 6. relu, then the same min-max again                          -> `upsample_masks`.
 
 Unlike the reference library it differentiates only the layers after the target layer (a forward hook
 swaps the layer's output for a detached leaf and parameter gradients are switched off for the call),
 keeps everything on the images' device and has no per-image Python loop, so it costs about one forward
-pass (facts.md, "Why a batched implementation can be much faster").
+pass (docs/explainers.md, "Why batched and cheap").
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def upsample_masks(low_res: torch.Tensor, size: int | tuple[int, int]) -> torch.
     """Steps 5-6: resize (N, h, w) normalised cams to (N, H, W) masks in [0, 1], float32.
 
     A pure function, so a mask store can keep the small maps and rebuild the full-resolution masks
-    bit for bit: `GradCAM(...)(images)` is exactly `upsample_masks(cam.low_res(images)[0], H)`.
+    bit for bit: `cam(images)` is exactly `upsample_masks(cam.low_res(images)[0], H)` for every method.
     """
     if low_res.ndim != 3:
         raise ValueError(f"low_res must be (N, h, w), got shape {tuple(low_res.shape)}")
@@ -87,9 +88,14 @@ def _target_indices(targets: Targets, n: int) -> torch.Tensor | None:
     return t
 
 
-class GradCAM:
-    """Grad-CAM of `network` at `target_layer`, batched: `cam(images, targets) -> (N, H, W)` masks.
+class BaseCAM:
+    """A CAM method of `network` at one layer, batched: `cam(images, targets) -> (N, H, W)` masks.
 
+    `layer` is the target module itself, or a string: a preset (`last_block`, `last_conv`, ...; needs
+    `arch`) or a dotted path, resolved by `citylens.models.resolve_target_layer` (docs/explainers.md,
+    "Layers"). `layer_path` keeps the dotted path (None when a module was given).
+    Subclasses override `cam_image` (the map from A and G, before the relu), or `channel_weights`
+    when the map is a weighted sum of A's channels.
     `autocast_dtype` (e.g. torch.bfloat16) runs the forward pass under autocast: faster on GPUs, but
     the masks are then not bit-equal to fp32 nor within 1e-5 of pytorch-grad-cam. On CUDA, TF32
     matmuls (if the caller enables them) likewise break fp32 parity.
@@ -97,16 +103,35 @@ class GradCAM:
     """
 
     def __init__(
-        self, network: nn.Module, target_layer: nn.Module, autocast_dtype: torch.dtype | None = None
+        self,
+        network: nn.Module,
+        layer: nn.Module | str = "last_block",
+        autocast_dtype: torch.dtype | None = None,
+        arch: str | None = None,
     ) -> None:
-        if not any(module is target_layer for module in network.modules()):
+        if isinstance(layer, str):
+            # Imported here: `citylens.models` brings Lightning, which `import citylens.explain` need not.
+            from citylens.models.build import resolve_target_layer
+
+            layer, self.layer_path = resolve_target_layer(network, arch, layer)
+        else:
+            self.layer_path = None
+        if not any(module is layer for module in network.modules()):
             raise ValueError(
-                f"target layer {type(target_layer).__name__} is not a submodule of the network "
+                f"target layer {type(layer).__name__} is not a submodule of the network "
                 f"{type(network).__name__}"
             )
         self.network = network
-        self.target_layer = target_layer
+        self.target_layer = layer
         self.autocast_dtype = autocast_dtype
+
+    def channel_weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """(N, K, 1, 1) weights of A's channels, for the methods whose map is sum_k w[k] * A[k]."""
+        raise NotImplementedError(f"{type(self).__name__} must override channel_weights or cam_image")
+
+    def cam_image(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """Step 3 before its relu: the (N, h, w) map from A and G (N, K, h, w), float32."""
+        return (self.channel_weights(activations, grads) * activations).sum(dim=1)
 
     def __call__(self, images: torch.Tensor, targets: Targets = None) -> torch.Tensor:
         """Masks (N, H, W) float32 in [0, 1] on the images' device; targets default to each argmax."""
@@ -124,6 +149,14 @@ class GradCAM:
 
         Softmax of the logits gives the predicted probabilities without a second forward pass.
         """
+        activations, grads, logits = self.activations_and_grads(images, targets)
+        cams = self.cam_image(activations.detach().float(), grads.float()).clamp_min(0)
+        return _normalise(cams), logits
+
+    def activations_and_grads(
+        self, images: torch.Tensor, targets: Targets = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Steps 1-2: A (N, K, h, w), G = dS/dA of the same shape, and the detached float32 logits."""
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be a float tensor (N, C, H, W), got {shape}")
@@ -134,7 +167,7 @@ class GradCAM:
         def swap_for_leaf(module: nn.Module, inputs: object, output: object) -> torch.Tensor:
             # The layer's output becomes a leaf: autograd records only the layers after it. The network
             # goes on with a clone, so an in-place op after the layer (ResNet's `out += identity`)
-            # neither fails on the leaf nor alters the activation Grad-CAM reads (facts.md pitfalls).
+            # neither fails on the leaf nor alters the activation the cam reads (docs/explainers.md).
             if not isinstance(output, torch.Tensor):
                 raise ValueError(f"target layer output must be a tensor, got {type(output).__name__}")
             leaf = output.detach().requires_grad_(True)
@@ -167,9 +200,7 @@ class GradCAM:
             (grads,) = torch.autograd.grad(scores, activations, allow_unused=True)
         if grads is None:
             raise ValueError(self._no_path_message())
-        weights = grads.float().mean(dim=(2, 3), keepdim=True)
-        cams = (weights * activations.detach().float()).sum(dim=1).clamp_min(0)
-        return _normalise(cams), logits.detach().float()
+        return activations.detach(), grads, logits.detach().float()
 
     def _check_activations(self, captured: list[torch.Tensor], n: int) -> torch.Tensor:
         """The target layer must have run exactly once and produced an (N, K, h, w) tensor."""
@@ -177,7 +208,7 @@ class GradCAM:
             raise ValueError("target layer did not run in the network's forward pass")
         if len(captured) > 1:
             raise ValueError(
-                f"target layer ran {len(captured)} times in one forward pass; Grad-CAM needs a layer that "
+                f"target layer ran {len(captured)} times in one forward pass; a CAM needs a layer that "
                 "runs once"
             )
         activations = captured[0]

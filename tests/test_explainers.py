@@ -1,0 +1,219 @@
+"""The CAM family: parity of every method with pytorch-grad-cam, layer presets, registry, state hygiene."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from citylens.explain import EXPLAINERS, BaseCAM, GradCAM, build_explainer, upsample_masks
+from citylens.models import LAYER_PRESETS, build_model, resolve_target_layer
+
+BATCH = 4
+TARGETS = [2, 0, 1, 0]
+
+
+def _reference_class(name: str) -> type:
+    import pytorch_grad_cam
+
+    return {
+        "gradcam": pytorch_grad_cam.GradCAM,
+        "hirescam": pytorch_grad_cam.HiResCAM,
+        "gradcam++": pytorch_grad_cam.GradCAMPlusPlus,
+        "xgradcam": pytorch_grad_cam.XGradCAM,
+        "layercam": pytorch_grad_cam.LayerCAM,
+    }[name]
+
+
+def _reference(
+    name: str, network: nn.Module, layer: nn.Module, images: torch.Tensor, targets
+) -> torch.Tensor:
+    """The masks of pytorch-grad-cam's class of the same name for the same batch."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with _reference_class(name)(network, [layer]) as reference:
+        wanted = None if targets is None else [ClassifierOutputTarget(t) for t in targets]
+        return torch.from_numpy(reference(images, wanted))
+
+
+@pytest.fixture(scope="module")
+def networks() -> dict[str, nn.Module]:
+    """One seeded random-weight network per architecture at 64 px (3 classes), built once for the module."""
+    built = {}
+    for arch in LAYER_PRESETS:
+        torch.manual_seed(0)
+        built[arch] = build_model(arch, 3, input_size=64)[0]
+    return built
+
+
+# VGG11's 64 px forward/backward with its 25088x4096 classifier takes ~0.6 s per method: its last_conv
+# case (all five methods, both target modes) is slow, its last_block case stays in the fast suite.
+PARITY_CASES = [
+    pytest.param(
+        arch,
+        preset,
+        id=f"{arch}-{preset}",
+        marks=[pytest.mark.slow] if arch == "vgg11" and preset != "last_block" else [],
+    )
+    for arch, presets in LAYER_PRESETS.items()
+    for preset in presets
+    if not (arch == "resnet18" and preset == "last_conv")  # the same layer as last_block
+]
+
+
+@pytest.mark.parametrize(("arch", "preset"), PARITY_CASES)
+def test_every_method_matches_pytorch_grad_cam(networks, arch: str, preset: str) -> None:
+    network = networks[arch]
+    torch.manual_seed(1)
+    images = torch.randn(BATCH, 3, 64, 64)
+    target_modes = [TARGETS] if arch == "vgg11" else [TARGETS, None]
+    for name, given in itertools.product(EXPLAINERS, target_modes):
+        explainer = build_explainer(name, network, preset, arch=arch)
+        masks = explainer(images, given)
+        expected = _reference(name, network, explainer.target_layer, images, given)
+        assert masks.shape == (BATCH, 64, 64) and masks.dtype == torch.float32
+        assert (masks - expected).abs().max().item() <= 1e-5, (name, given)
+        assert masks.min().item() >= 0.0 and masks.max().item() <= 1.0
+        assert (masks.flatten(1).amax(1) > 0.5).sum().item() >= 2  # not a trivial all-zero case
+
+
+def test_each_method_matches_only_its_own_reference(networks) -> None:
+    """Swapping one method's formula for another's would break this: on Simple's last block (where the
+    gradient varies over space) every pair of methods gives masks at least 1e-2 apart."""
+    network = networks["simple"]
+    torch.manual_seed(2)
+    images = torch.randn(BATCH, 3, 64, 64)
+    layer = resolve_target_layer(network, "simple", "last_block")[0]
+    references = {name: _reference(name, network, layer, images, TARGETS) for name in EXPLAINERS}
+    for name in EXPLAINERS:
+        masks = build_explainer(name, network, layer)(images, TARGETS)
+        for other, expected in references.items():
+            gap = (masks - expected).abs().max().item()
+            assert gap <= 1e-5 if other == name else gap > 1e-2, (name, other, gap)
+
+
+@pytest.mark.parametrize("name", list(EXPLAINERS))
+def test_state_restored_no_parameter_gradients_and_no_grad_mode(networks, name: str) -> None:
+    network = networks["simple"]
+    network.train()
+    network.classifier.eval()
+    network.features[0].weight.requires_grad_(False)
+    modes = [m.training for m in network.modules()]
+    flags = [p.requires_grad for p in network.parameters()]
+    for p in network.parameters():
+        p.grad = None
+    explainer = build_explainer(name, network, "last_conv", arch="simple")
+    images = torch.randn(3, 3, 64, 64)
+    expected = explainer(images)
+    assert [m.training for m in network.modules()] == modes
+    assert [p.requires_grad for p in network.parameters()] == flags
+    assert all(p.grad is None for p in network.parameters())
+    assert not explainer.target_layer._forward_hooks
+    with torch.no_grad():
+        assert torch.equal(explainer(images), expected)
+    with torch.inference_mode():
+        assert torch.equal(explainer(images.clone()), expected)
+    low, logits = explainer.low_res(images)
+    assert low.shape == (3, 8, 8) and torch.equal(upsample_masks(low, 64), expected)
+    assert logits.shape == (3, 3) and not logits.requires_grad
+    network.features[0].weight.requires_grad_(True)
+    network.train()
+
+
+def test_layer_presets_resolve_per_architecture(networks) -> None:
+    vgg, resnet, simple = networks["vgg11"], networks["resnet18"], networks["simple"]
+    assert resolve_target_layer(vgg, "vgg11", "last_block") == (vgg.features[-1], "features.-1")
+    assert resolve_target_layer(vgg, "vgg11", "last_conv") == (vgg.features[-2], "features.-2")
+    assert isinstance(vgg.features[-2], nn.ReLU) and isinstance(vgg.features[-3], nn.Conv2d)
+    assert resolve_target_layer(resnet, "resnet18", "last_conv") == (resnet.layer4[-1], "layer4.-1")
+    assert resolve_target_layer(resnet, "resnet18", "layer3") == (resnet.layer3[-1], "layer3.-1")
+    assert resolve_target_layer(resnet, "resnet18", "layer2") == (resnet.layer2[-1], "layer2.-1")
+    assert resolve_target_layer(simple, "simple", "features.3") == (simple.features[3], "features.3")
+    assert resolve_target_layer(simple, None, "features.-2") == (simple.features[-2], "features.-2")
+    # No in-place ReLU anywhere in the three nets whose last_conv is a ReLU's output.
+    for arch in ("vgg11", "simple", "simpler"):
+        relus = [m for m in networks[arch].modules() if isinstance(m, nn.ReLU)]
+        assert relus and not any(m.inplace for m in relus)
+    # last_conv is twice last_block's resolution except on ResNet18 (the same layer).
+    for arch, network in networks.items():
+        sizes = {
+            preset: GradCAM(network, preset, arch=arch).low_res(torch.randn(1, 3, 64, 64))[0].shape[-1]
+            for preset in ("last_block", "last_conv")
+        }
+        assert sizes["last_conv"] == sizes["last_block"] * (1 if arch == "resnet18" else 2), arch
+
+
+def test_bad_layer_specs_and_names_are_rejected(networks) -> None:
+    vgg, simple = networks["vgg11"], networks["simple"]
+    with pytest.raises(
+        ValueError, match=r"'layer3' is not available here: vgg11 has \['last_block', 'last_conv'\]"
+    ):
+        resolve_target_layer(vgg, "vgg11", "layer3")
+    with pytest.raises(ValueError, match="'last_cnv' is neither the presets for simple"):
+        resolve_target_layer(simple, "simple", "last_cnv")
+    with pytest.raises(ValueError, match="presets need the architecture"):
+        GradCAM(simple, "last_conv")
+    with pytest.raises(ValueError, match="not a module"):
+        resolve_target_layer(simple, "simple", "features.0.weight")
+    with pytest.raises(ValueError, match="unknown architecture 'alexnet'"):
+        resolve_target_layer(simple, "alexnet", "last_block")
+    with pytest.raises(
+        ValueError, match=r"unknown method 'gradcam\+'; choose one of \['gradcam', 'hirescam'"
+    ):
+        build_explainer("gradcam+", simple, "last_block", arch="simple")
+
+
+def test_registry_names_the_five_classes_over_one_base(networks) -> None:
+    assert list(EXPLAINERS) == ["gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"]
+    for name, cls in EXPLAINERS.items():
+        explainer = build_explainer(name, networks["resnet18"], "layer3", arch="resnet18")
+        assert type(explainer) is cls and isinstance(explainer, BaseCAM)
+        assert explainer.layer_path == "layer3.-1"
+    with pytest.raises(NotImplementedError, match="channel_weights or cam_image"):
+        BaseCAM(networks["simple"], "last_block", arch="simple")(torch.randn(1, 3, 64, 64))
+
+
+def test_explainer_grid_writes_a_png_of_the_layout_size_and_refuses_mismatches(networks, tmp_path) -> None:
+    from PIL import Image
+
+    from citylens.report.figures import GRID_PANEL, GRID_TITLE, explainer_grid, save
+
+    network = networks["simple"]
+    torch.manual_seed(3)
+    images = torch.rand(2, 3, 64, 64)
+    columns = {
+        f"{name} {preset}": build_explainer(name, network, preset, arch="simple")(images).numpy()
+        for name, preset in (("gradcam", "last_block"), ("layercam", "last_conv"), ("hirescam", "last_conv"))
+    }
+    pixels = (images.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    dpi = 50
+    path = save(
+        explainer_grid(pixels, columns, ["a", "b"], 0.5, "t"), tmp_path / "grid.png", dpi, tight=False
+    )
+    with Image.open(path) as png:
+        assert png.size == (round(4 * GRID_PANEL * dpi), round((2 * GRID_PANEL + GRID_TITLE) * dpi))
+    two = save(
+        explainer_grid(pixels, dict(list(columns.items())[:1]), ["a", "b"], 0.5),
+        tmp_path / "2.png",
+        dpi,
+        tight=False,
+    )
+    with Image.open(two) as png:
+        assert png.size[0] == round(2 * GRID_PANEL * dpi)
+
+    bad = {**columns, "short": columns["gradcam last_block"][:1]}
+    with pytest.raises(ValueError, match=r"masks_by_column\['short'\]: shape \(1, 64, 64\) does not match"):
+        explainer_grid(pixels, bad, ["a", "b"], 0.5)
+    with pytest.raises(ValueError, match="masks_by_column\\['small'\\]"):
+        explainer_grid(pixels, {"small": np.zeros((2, 32, 32), np.float32)}, ["a", "b"], 0.5)
+    with pytest.raises(ValueError, match="titles: 1 row titles for 2 images"):
+        explainer_grid(pixels, columns, ["a"], 0.5)
+    with pytest.raises(ValueError, match="empty"):
+        explainer_grid(pixels, {}, ["a", "b"], 0.5)
+    with pytest.raises(ValueError, match="uint8"):
+        explainer_grid(pixels.astype(np.float32), columns, ["a", "b"], 0.5)
+    with pytest.raises(ValueError, match="analysis.threshold"):
+        explainer_grid(pixels, columns, ["a", "b"], 1.5)
