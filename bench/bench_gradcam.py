@@ -1,6 +1,6 @@
 """Throughput of each citylens CAM method against a forward pass and pytorch-grad-cam's same-named class.
 
-    python bench/bench_gradcam.py [--size 224] [--batch 8] [--device cpu|cuda] [--repeats 2] [--threads 1]
+    python bench/bench_gradcam.py [--size 224] [--batch 16] [--device cpu|cuda] [--repeats 1] [--threads 1]
                                   [--layer last_block] [--methods gradcam ...] [--models vgg11 ...]
 
 Per architecture, the forward pass and, per method, ours and the reference are timed on the same
@@ -106,9 +106,9 @@ def bench_one(name: str, args: argparse.Namespace, device: torch.device) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224, help="input height = width in pixels")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--repeats", type=int, default=2, help="timed calls per measurement (best is kept)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per measurement (best is kept)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--num-classes", type=int, default=2)
     parser.add_argument(
