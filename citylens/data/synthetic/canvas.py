@@ -43,6 +43,10 @@ class Canvas:
 
     Pixels are packed little-endian RGBX words: NumPy fills a (h, w) uint32 slice ~40x faster than the
     (h, w, 3) uint8 slice with a broadcast colour, which is most of the drawing time.
+
+    `hidden` classes are placed and drawn as usual (same random draws, same occlusion bookkeeping) but their
+    paint never reaches `pixels` nor `shown`, the label map of what is visible: their pixels keep whatever
+    lies behind them. `label` is always the full scene's label map (it decides redraws).
     """
 
     rng: np.random.Generator
@@ -53,10 +57,13 @@ class Canvas:
     light: float = field(init=False)
     placed: list[Placed] = field(default_factory=list)
     vehicle_floor: int = 0  # bottom row of the nearest vehicle so far: later vehicles stand nearer
+    hidden: frozenset[str] = frozenset()
+    shown: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.pixels = np.zeros((self.size, self.size), "<u4")
         self.label = np.full((self.size, self.size), CLASS_ID["sky"], np.uint8)
+        self.shown = self.label.copy() if self.hidden else self.label
         self.light = self.rng.uniform(0.28, 0.4) if self.night else self.rng.uniform(0.85, 1.1)
 
     def px(self, low: float, high: float | None = None) -> int:
@@ -89,15 +96,14 @@ class Canvas:
         cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(self.size, x1), min(self.size, y1)
         if cx0 >= cx1 or cy0 >= cy1:
             return
-        pixels, label = self.pixels[cy0:cy1, cx0:cx1], self.label[cy0:cy1, cx0:cx1]
-        word = int(color[0]) | int(color[1]) << 8 | int(color[2]) << 16
-        if mask is None:
-            pixels[:] = word
-            label[:] = CLASS_ID[cls]
+        window = (slice(cy0, cy1), slice(cx0, cx1))
+        where = slice(None) if mask is None else mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        self.label[window][where] = CLASS_ID[cls]
+        if cls in self.hidden:
             return
-        mask = mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
-        pixels[mask] = word
-        label[mask] = CLASS_ID[cls]
+        self.pixels[window][where] = int(color[0]) | int(color[1]) << 8 | int(color[2]) << 16
+        if self.shown is not self.label:
+            self.shown[window][where] = CLASS_ID[cls]
 
     def rgb(self) -> np.ndarray:
         """The image as a (size, size, 3) uint8 RGB array."""
