@@ -14,14 +14,22 @@ _BLOCK_ELEMENTS = 1 << 21
 
 
 def bootstrap_ci(
-    per_image_values: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+    per_image_values: np.ndarray,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    places: np.ndarray | None = None,
 ) -> tuple[float, float] | tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval of the mean, resampling images with replacement.
+    """Percentile bootstrap interval of the mean, resampling images (or their places) with replacement.
 
     A 1-D input (N,) gives (low, high) floats. A 2-D input (P, N), e.g. the per-image residuals of P run pairs
     over the same images, gives (low, high) arrays of shape (P,) where every replicate resamples the SAME
     image indices for all rows, so the intervals respect that the pairs share images. Replicates are drawn as
     resampling counts, n_boot x N, in blocks that keep memory bounded.
+
+    `places` (N,): the place of each image (design.md: the unit of independence). Each replicate then draws
+    places with replacement and takes the mean over all images of the drawn places; when every image is its
+    own place this is exactly the image bootstrap (same draws, same interval).
     """
     x = np.asarray(per_image_values, dtype=np.float64)
     one_d = x.ndim == 1
@@ -34,6 +42,16 @@ def bootstrap_ci(
         raise ValueError(f"level must be in (0, 1), got {level}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be positive, got {n_boot}")
+    sizes = np.ones(x.shape[1])
+    if places is not None:
+        places = np.asarray(places)
+        if places.shape != (x.shape[1],):
+            raise ValueError(f"places: need one per image ({x.shape[1]}), got shape {places.shape}")
+        _, first, inverse = np.unique(places, return_index=True, return_inverse=True)
+        group = np.argsort(np.argsort(first))[inverse]  # places numbered by first appearance
+        sums = np.zeros((x.shape[0], len(first)))
+        np.add.at(sums.T, group, x.T)
+        x, sizes = sums, np.bincount(group).astype(np.float64)
     n = x.shape[1]
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_ELEMENTS // n)
@@ -42,7 +60,7 @@ def bootstrap_ci(
         b = min(block, n_boot - s)
         idx = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
         counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n)
-        means[:, s : s + b] = x @ counts.T / n
+        means[:, s : s + b] = x @ counts.T / (counts @ sizes)
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=1)
     return (float(low[0]), float(high[0])) if one_d else (low, high)
 

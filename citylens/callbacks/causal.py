@@ -1,0 +1,235 @@
+"""After fit: the causal importance of objects for the network (docs/causal.md) -> <run>/causal.csv.
+
+Counterfactual scenes on synthetic data (the generator draws each test image again without one object),
+deletion by label map on any data (the object's pixels filled), and on synthetic data the agreement of the
+two -> <run>/causal_agreement.csv. Both are network-level artefacts (no explainer involved). The functions
+here (`counterfactual_probes`, `deletion_probes`, `causal_effects`) are what the callback runs, so
+`citylens-analyze` and notebooks can run them on a loaded module and data module too.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from citylens.analysis.causal import (
+    METHODS,
+    Predict,
+    Probe,
+    causal_agreement,
+    causal_table,
+    check_fill,
+    delete_objects,
+    measure,
+    present_objects,
+)
+from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
+from citylens.callbacks.explain import sample_indices
+from citylens.callbacks.objects import label_maps, write_csv
+from citylens.data.datamodule import to_input
+from citylens.data.synthetic import JPEG_QUALITY, SyntheticCities
+from citylens.data.view import analysis_view
+from citylens.segment import GroundTruthSegmenter, Segmenter
+from citylens.segment.ade20k import ADE20K_CLASSES, class_name
+
+
+def network_predictor(module: torch.nn.Module) -> Predict:
+    """uint8 (N, S, S, 3) analysis views -> (N, C) float32 class probabilities from `module` (eval mode)."""
+    device = next(module.parameters()).device
+
+    def predict(views: np.ndarray) -> np.ndarray:
+        x = to_input(torch.from_numpy(views).permute(0, 3, 1, 2).to(device))
+        with torch.inference_mode():
+            return module(x).float().softmax(1).cpu().numpy()
+
+    return predict
+
+
+def as_view(rgb: np.ndarray, size: int) -> np.ndarray:
+    """A rendered image as the classifier sees its file: JPEG-encoded like the generator's files, decoded,
+    brought into the analysis view."""
+    encoded = io.BytesIO()
+    Image.fromarray(rgb).save(encoded, "JPEG", quality=JPEG_QUALITY)
+    encoded.seek(0)
+    with Image.open(encoded) as image:
+        return analysis_view(image, size)
+
+
+def _test_view(datamodule: Any, i: int) -> np.ndarray:
+    record = datamodule.splits["test"][i]
+    return np.asarray(datamodule.cache.images()[datamodule.row[record.image_id]])
+
+
+def counterfactual_probes(datamodule: Any, indices: Sequence[int]) -> Iterator[Probe]:
+    """Per test image (index into the test split): the image and its renderings without each object present
+    (synthetic data only: the data module's `root` holds the generated dataset)."""
+    scenes = SyntheticCities(datamodule.root)
+    for i in indices:
+        record = datamodule.splits["test"][i]
+        objects, _ = scenes.contents(record.image_id)
+        views = [_test_view(datamodule, i)]
+        views += [as_view(scenes.render(record.image_id, {p})[0], datamodule.input_size) for p in objects]
+        yield Probe(
+            int(i), record.city, datamodule.cities.index(record.city), record.place, objects, np.stack(views)
+        )
+
+
+def deletion_probes(
+    datamodule: Any,
+    labels: Any,
+    indices: Sequence[int],
+    fill: str = "mean",
+    blur_sigma: float = 0.1,
+    min_share: float = 0.001,
+) -> Iterator[Probe]:
+    """Per test image: the image and, per ADE20K class covering at least `min_share` of its label map
+    (`labels[i]`, (S, S) in the analysis view), the image with that class's pixels filled."""
+    for i in indices:
+        record = datamodule.splits["test"][i]
+        view, label = _test_view(datamodule, i), np.asarray(labels[i])
+        classes = present_objects(label, ADE20K_CLASSES, int(np.ceil(min_share * label.size)))
+        masks = label[None] == np.array(classes, dtype=np.uint8)[:, None, None]
+        views = np.concatenate([view[None], delete_objects(view, masks, fill, blur_sigma)])
+        yield Probe(
+            int(i),
+            record.city,
+            datamodule.cities.index(record.city),
+            record.place,
+            [class_name(c) for c in classes],
+            views,
+        )
+
+
+def causal_effects(
+    module: torch.nn.Module,
+    probes: Iterator[Probe],
+    method: str,
+    batch_size: int = 256,
+    n_boot: int = 1000,
+    seed: int = 0,
+    total: int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per (city, object) table, per (image, object) rows) of one method, from the module in eval mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        bar = tqdm(probes, desc=f"causal ({method})", total=total, unit="img")
+        rows = measure(bar, network_predictor(module), batch_size)
+    finally:
+        module.train(was_training)
+    return causal_table(rows, method, n_boot=n_boot, seed=seed), rows
+
+
+def is_synthetic(datamodule: Any) -> bool:
+    """Whether the data module's test images come from the synthetic generator (counterfactuals possible)."""
+    return datamodule.describe().get("kind") == "synthetic"
+
+
+class CausalCallback(AnalysisCallback):
+    """Writes causal.csv (counterfactual on synthetic data, deletion where enabled) and causal_agreement.csv.
+
+    enabled: None = on for synthetic data, off for real data; True / False force it. methods: which of
+    `counterfactual` (synthetic only) and `deletion` to run; None = both on synthetic data, deletion on real
+    data. max_images: test images used (None = all), a fixed per-city sample shared by every run of a sweep.
+    """
+
+    def __init__(
+        self,
+        segmenter: Segmenter | None = None,
+        enabled: bool | None = None,
+        methods: Sequence[str] | None = None,
+        max_images: int | None = None,
+        fill: str = "mean",
+        blur_sigma: float = 0.1,
+        min_share: float = 0.001,
+        batch_size: int = 256,
+        label_batch_size: int = 64,
+        n_boot: int = 1000,
+        seed: int = 0,
+        cache_dir: str = "data_cache",
+    ) -> None:
+        unknown = set(methods or ()) - set(METHODS)
+        if unknown:
+            raise ValueError(
+                f"callbacks.causal.methods: {sorted(unknown)} unknown; choose from {list(METHODS)}"
+            )
+        if max_images is not None and max_images < 1:
+            raise ValueError(f"callbacks.causal.max_images: must be positive or null, got {max_images}")
+        self.segmenter, self.enabled, self.methods = (
+            segmenter,
+            enabled,
+            None if methods is None else list(methods),
+        )
+        self.max_images, self.fill, self.blur_sigma = max_images, check_fill(fill), blur_sigma
+        self.min_share, self.batch_size, self.label_batch_size = min_share, batch_size, label_batch_size
+        self.n_boot, self.seed, self.cache_dir = n_boot, seed, Path(cache_dir)
+
+    def indices(self, datamodule: Any) -> np.ndarray:
+        """The test images analysed: all, or `max_images` split evenly over the cities (fixed by the split)."""
+        targets = datamodule.targets("test")
+        if self.max_images is None or self.max_images >= len(targets):
+            return np.arange(len(targets))
+        return sample_indices(targets, max(1, self.max_images // datamodule.num_classes), self.seed)
+
+    def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
+        synthetic = is_synthetic(datamodule)
+        if not (synthetic if self.enabled is None else self.enabled):
+            return
+        methods = self.methods or (list(METHODS) if synthetic else ["deletion"])
+        if "counterfactual" in methods and not synthetic:
+            raise ValueError("callbacks.causal.methods: counterfactual needs synthetic data; use deletion")
+        indices = self.indices(datamodule)
+        tables = {}
+        for method in methods:
+            probes = (
+                counterfactual_probes(datamodule, indices)
+                if method == "counterfactual"
+                else self._deletion(datamodule, indices)
+            )
+            if probes is None:
+                continue
+            tables[method], _ = causal_effects(
+                module, probes, method, self.batch_size, self.n_boot, self.seed, len(indices)
+            )
+        if not tables:
+            return
+        table = pd.concat(tables.values(), ignore_index=True)
+        write_csv(table, run_dir / "causal.csv")
+        logged = {"causal": table}
+        if len(tables) == 2:
+            agreement = causal_agreement(tables["counterfactual"], tables["deletion"])
+            write_csv(agreement, run_dir / "causal_agreement.csv")
+            logged["causal_agreement"] = agreement
+            log.info(
+                "deletion vs counterfactual: Spearman %.3f over %d (city, object)",
+                agreement["spearman"][0],
+                agreement["n_pairs"][0],
+            )
+        for city, rows in table[table["method"] == methods[0]].groupby("city"):
+            top = ", ".join(f"{r.object} {r.effect:+.3f}" for r in rows.head(3).itertuples())
+            log.info("causal (%s) %s: %s", methods[0], city, top)
+        log_artifacts(loggers, tables=logged)
+
+    def _deletion(self, datamodule: Any, indices: np.ndarray) -> Iterator[Probe] | None:
+        if self.segmenter is None:
+            raise ValueError("callbacks.causal.segmenter: deletion needs a segmenter (e.g. ${segmenter})")
+        if isinstance(self.segmenter, GroundTruthSegmenter):
+            unlabelled = [r.image_id for r in datamodule.splits["test"] if r.label_path is None]
+            if unlabelled:
+                log.warning(
+                    "causal deletion skipped: %d test images have no label map (e.g. %s)",
+                    len(unlabelled),
+                    unlabelled[0],
+                )
+                return None
+        labels = label_maps(self.segmenter, datamodule, self.cache_dir, self.label_batch_size)
+        return deletion_probes(datamodule, labels, indices, self.fill, self.blur_sigma, self.min_share)
