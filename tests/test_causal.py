@@ -1,4 +1,4 @@
-"""Causal object importance: deletion fills, the batched measurement, tables, agreement, and a trained network."""
+"""Causal object importance: deletion fills, batched measurement, tables, agreement, a trained network."""
 
 from __future__ import annotations
 

@@ -174,7 +174,7 @@ class CausalCallback(AnalysisCallback):
         self.n_boot, self.seed, self.cache_dir = n_boot, seed, Path(cache_dir)
 
     def indices(self, datamodule: Any) -> np.ndarray:
-        """The test images analysed: all, or `max_images` split evenly over the cities (fixed by the split)."""
+        """Test images analysed: all, or `max_images` split evenly over the cities (fixed by the split)."""
         targets = datamodule.targets("test")
         if self.max_images is None or self.max_images >= len(targets):
             return np.arange(len(targets))
