@@ -16,12 +16,12 @@ from citylens.callbacks.causal import (
     CausalCallback,
     as_view,
     causal_effects,
-    counterfactual_probes,
-    deletion_probes,
+    causal_probes,
 )
 from citylens.data.datamodule import SyntheticCityData
 from citylens.data.synthetic import SyntheticCities
 from citylens.segment import GroundTruthSegmenter
+from citylens.segment.ade20k import class_index
 
 ONE_CUE = {"a": {"planted": {"signboard": 1.0}}, "b": {"planted": {"signboard": 0.0}}}
 
@@ -82,15 +82,15 @@ def test_measure_rows_and_table_are_exact_and_batch_independent() -> None:
         return np.full((4, 4, 3), red, np.uint8)
 
     probes = [
-        Probe(0, "x", 0, "p0", ["sign", "car"], np.stack([view(204), view(51), view(204)])),
-        Probe(1, "x", 0, "p1", ["sign"], np.stack([view(153), view(102)])),
-        Probe(2, "y", 1, "p2", ["sign"], np.stack([view(51), view(102)])),
+        Probe(0, "x", 0, "p0", ["sign", "car"], ["deletion"] * 2, np.stack([view(204), view(51), view(204)])),
+        Probe(1, "x", 0, "p1", ["sign"], ["deletion"], np.stack([view(153), view(102)])),
+        Probe(2, "y", 1, "p2", ["sign"], ["deletion"], np.stack([view(51), view(102)])),
     ]
     rows = measure(probes, _redness, batch_size=2)
     assert rows.equals(measure(probes, _redness, batch_size=1000))
     assert rows["effect"].round(6).tolist() == [0.6, 0.0, 0.2, 0.2]
     assert rows["flipped"].tolist() == [True, False, True, False]
-    table = causal_table(rows, "deletion", n_boot=200)
+    table = causal_table(rows, n_boot=200)
     sign_x = table[(table.city == "x") & (table.object == "sign")].iloc[0]
     assert sign_x.n_images == 2 and sign_x.effect == pytest.approx(0.4) and sign_x.flip_rate == 1.0
     assert sign_x.ci_low == pytest.approx(0.2) and sign_x.ci_high == pytest.approx(0.6)
@@ -98,6 +98,9 @@ def test_measure_rows_and_table_are_exact_and_batch_independent() -> None:
         "city", "object", "n_images", "effect", "ci_low", "ci_high", "flip_rate", "method"
     ]  # fmt: skip
     assert table[table.city == "x"]["object"].tolist() == ["sign", "car"]  # largest effect first
+    assert set(table["method"]) == {"deletion"}
+    with pytest.raises(ValueError, match="2 views for 2 objects"):
+        Probe(3, "x", 0, "p3", ["sign", "car"], ["deletion"] * 2, np.stack([view(1), view(2)]))
 
 
 def test_agreement_is_spearman_over_common_pairs() -> None:
@@ -120,16 +123,22 @@ def test_agreement_is_spearman_over_common_pairs() -> None:
 def test_counterfactual_of_nothing_is_the_view_the_classifier_saw(cache_dir: Path) -> None:
     dm = _data(cache_dir, n=10)
     scenes = SyntheticCities(dm.root)
-    probes = list(counterfactual_probes(dm, range(len(dm.splits["test"]))))
-    for probe in probes:
+    labels = np.stack([GroundTruthSegmenter(dm.input_size).load(r) for r in dm.splits["test"]])
+    n = len(labels)
+    probes = list(causal_probes(dm, range(n), ["counterfactual", "deletion"], labels))
+    only_deletion = list(causal_probes(dm, range(n), ["deletion"], labels))
+    for probe, deletion in zip(probes, only_deletion):
         record = dm.splits["test"][probe.image]
         assert np.array_equal(as_view(scenes.render(record.image_id)[0], dm.input_size), probe.views[0])
-        assert probe.objects == scenes.contents(record.image_id)[0]
-        assert len(probe.views) == 1 + len(probe.objects)
-    labels = np.stack([GroundTruthSegmenter(dm.input_size).load(r) for r in dm.splits["test"]])
-    deletion = list(deletion_probes(dm, labels, range(len(labels))))
-    assert all(np.array_equal(d.views[0], p.views[0]) for d, p in zip(deletion, probes))
-    assert {"sky", "building", "road"} <= set(deletion[0].objects)
+        present = scenes.contents(record.image_id)[0]
+        cf = [o for o, m in zip(probe.objects, probe.methods) if m == "counterfactual"]
+        assert cf == present and len(probe.views) == 1 + len(probe.objects)
+        # With both methods, deletion measures the counterfactual's objects; alone, every labelled class.
+        assert [o for o, m in zip(probe.objects, probe.methods) if m == "deletion"] == sorted(
+            present, key=lambda name: class_index(name)
+        )
+        assert np.array_equal(deletion.views[0], probe.views[0])
+        assert {"sky", "building", "road"} <= set(deletion.objects) and set(deletion.methods) == {"deletion"}
 
 
 def _tiny_network() -> nn.Module:
@@ -156,9 +165,7 @@ def test_trained_network_relies_on_the_only_cue(cache_dir: Path, tmp_path: Path)
     with torch.no_grad():
         accuracy = np.mean([(net(x).argmax(1) == y).float().mean().item() for x, y in dm.test_dataloader()])
     assert accuracy >= 0.9
-    table, rows = causal_effects(
-        net, counterfactual_probes(dm, range(len(dm.splits["test"]))), "counterfactual"
-    )
+    table, rows = causal_effects(net, causal_probes(dm, range(len(dm.splits["test"])), ["counterfactual"]))
     assert len(rows) == table["n_images"].sum()
     a = table[table.city == "a"].reset_index(drop=True)
     assert a["object"][0] == "signboard" and a["effect"][0] > 0.2 and a["ci_low"][0] > 0

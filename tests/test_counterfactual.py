@@ -93,3 +93,14 @@ def test_a_dataset_of_another_generator_version_is_refused(tmp_path: Path) -> No
 def test_unknown_image_id_names_it(dataset: SyntheticCities) -> None:
     with pytest.raises(KeyError, match="tokyo/nowhere.jpg"):
         dataset.render("tokyo/nowhere.jpg")
+
+
+def test_variants_drawn_together_equal_separate_renderings(dataset: SyntheticCities) -> None:
+    image_id = max(dataset.index, key=lambda i: len(dataset.contents(i)[0]))
+    objects, _ = dataset.contents(image_id)
+    removes = [set(), *({p} for p in objects), set(objects[:2]), {"bus", "car"}]
+    images, labels = dataset.render_variants(image_id, removes)
+    assert images.shape == (len(removes), 48, 48, 3) and labels.shape == (len(removes), 48, 48)
+    for k, remove in enumerate(removes):
+        rgb, label = dataset.render(image_id, remove)
+        assert np.array_equal(images[k], rgb) and np.array_equal(labels[k], label), remove

@@ -28,14 +28,26 @@ Predict = Callable[[np.ndarray], np.ndarray]  # uint8 (N, S, S, 3) analysis view
 @dataclass
 class Probe:
     """One test image and its variants: `views[0]` is the image, `views[1 + k]` the image without
-    `objects[k]`; all (S, S, 3) uint8 analysis views."""
+    `objects[k]`, made by `methods[k]`; all (S, S, 3) uint8 analysis views. One probe may hold the variants
+    of several methods, so they share the image's forward pass."""
 
     image: int
     city: str
     target: int
     place: str
     objects: list[str]
+    methods: list[str]
     views: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not len(self.views) == 1 + len(self.objects) == 1 + len(self.methods):
+            raise ValueError(
+                f"probe of image {self.image}: {len(self.views)} views for {len(self.objects)} objects "
+                f"and {len(self.methods)} methods"
+            )
+        unknown = set(self.methods) - set(METHODS)
+        if unknown:
+            raise ValueError(f"probe of image {self.image}: unknown methods {sorted(unknown)}")
 
 
 def check_fill(fill: str) -> str:
@@ -69,9 +81,9 @@ def delete_objects(
 
 
 def measure(probes: Iterable[Probe], predict: Predict, batch_size: int = 256) -> pd.DataFrame:
-    """One row per (image, removed object): p_true (image), p_removed (without the object), their difference
-    `effect`, and `flipped` (the predicted city changed). Views are sent to `predict` about `batch_size` at a
-    time, whole probes together (all objects of a batch of images in one forward pass)."""
+    """One row per (image, method, removed object): p_true (image), p_removed (without the object), their
+    difference `effect`, and `flipped` (the predicted city changed). Views are sent to `predict` about
+    `batch_size` at a time, whole probes together (all objects of a batch of images in one forward pass)."""
     rows: list[dict] = []
     pending: list[Probe] = []
 
@@ -83,12 +95,13 @@ def measure(probes: Iterable[Probe], predict: Predict, batch_size: int = 256) ->
         for p in pending:
             block, at = probs[at : at + len(p.views)], at + len(p.views)
             pred = block.argmax(1)
-            for k, name in enumerate(p.objects):
+            for k, (name, method) in enumerate(zip(p.objects, p.methods)):
                 rows.append(
                     {
                         "image": p.image,
                         "city": p.city,
                         "place": p.place,
+                        "method": method,
                         "object": name,
                         "p_true": float(block[0, p.target]),
                         "p_removed": float(block[1 + k, p.target]),
@@ -100,42 +113,38 @@ def measure(probes: Iterable[Probe], predict: Predict, batch_size: int = 256) ->
 
     size = 0
     for probe in probes:
-        if len(probe.views) != 1 + len(probe.objects):
-            raise ValueError(f"probe of image {probe.image}: {len(probe.views)} views for {probe.objects}")
         pending.append(probe)
         size += len(probe.views)
         if size >= batch_size:
             flush()
             size = 0
     flush()
-    columns = ["image", "city", "place", "object", "p_true", "p_removed", "effect", "flipped"]
+    columns = ["image", "city", "place", "method", "object", "p_true", "p_removed", "effect", "flipped"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def causal_table(
-    rows: pd.DataFrame,
-    method: str,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-    by_place: bool = True,
+    rows: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed: int = 0, by_place: bool = True
 ) -> pd.DataFrame:
-    """Per (city, object): n_images, mean effect with a bootstrap interval, flip_rate, method.
+    """Per (method, city, object) of `measure`'s rows: n_images, mean effect with a bootstrap interval,
+    flip_rate, method.
 
     The interval resamples images, or their places when `by_place` (the same as images where every image is
-    its own place, as on synthetic data). Sorted by city, then effect (largest first).
+    its own place, as on synthetic data). Sorted by method (as METHODS), city, then effect (largest first).
     """
-    if method not in METHODS:
-        raise ValueError(f"method: {method!r}; choose one of {list(METHODS)}")
     out = []
-    for (city, name), group in rows.groupby(["city", "object"], sort=True):
+    for (method, city, name), group in rows.groupby(["method", "city", "object"], sort=True):
         effects = group["effect"].to_numpy(np.float64)
         places = group["place"].to_numpy() if by_place else None
         low, high = bootstrap_ci(effects, n_boot, level, seed, places=places)
         out.append([city, name, len(group), effects.mean(), low, high, group["flipped"].mean(), method])
     table = pd.DataFrame(out, columns=TABLE_COLUMNS)
     table["flip_rate"] = table["flip_rate"].astype(float)
-    return table.sort_values(["city", "effect"], ascending=[True, False], ignore_index=True)
+    order = table["method"].map(METHODS.index)
+    table = table.assign(_order=order).sort_values(
+        ["_order", "city", "effect"], ascending=[True, True, False]
+    )
+    return table.drop(columns="_order").reset_index(drop=True)
 
 
 def causal_agreement(reference: pd.DataFrame, proxy: pd.DataFrame) -> pd.DataFrame:

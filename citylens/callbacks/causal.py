@@ -69,64 +69,73 @@ def _test_view(datamodule: Any, i: int) -> np.ndarray:
     return np.asarray(datamodule.cache.images()[datamodule.row[record.image_id]])
 
 
-def counterfactual_probes(datamodule: Any, indices: Sequence[int]) -> Iterator[Probe]:
-    """Per test image (index into the test split): the image and its renderings without each object present
-    (synthetic data only: the data module's `root` holds the generated dataset)."""
-    scenes = SyntheticCities(datamodule.root)
-    for i in indices:
-        record = datamodule.splits["test"][i]
-        objects, _ = scenes.contents(record.image_id)
-        views = [_test_view(datamodule, i)]
-        views += [as_view(scenes.render(record.image_id, {p})[0], datamodule.input_size) for p in objects]
-        yield Probe(
-            int(i), record.city, datamodule.cities.index(record.city), record.place, objects, np.stack(views)
-        )
-
-
-def deletion_probes(
+def causal_probes(
     datamodule: Any,
-    labels: Any,
     indices: Sequence[int],
+    methods: Sequence[str],
+    labels: Any = None,
     fill: str = "mean",
     blur_sigma: float = 0.1,
     min_share: float = 0.001,
 ) -> Iterator[Probe]:
-    """Per test image: the image and, per ADE20K class covering at least `min_share` of its label map
-    (`labels[i]`, (S, S) in the analysis view), the image with that class's pixels filled."""
+    """Per test image (index into the test split): the image, then its variants for each method.
+
+    counterfactual (synthetic data: the data module's `root` holds the generated dataset): the image rendered
+    again without each optional object it contains. deletion: per ADE20K class covering at least `min_share`
+    of its label map (`labels[i]`, (S, S) in the analysis view), the image with that class's pixels filled;
+    when both run, deletion takes the counterfactual's objects only, so the two measure the same pairs.
+    """
+    unknown = set(methods) - set(METHODS)
+    if unknown or not methods:
+        raise ValueError(f"methods: {sorted(unknown) or 'none'}; choose from {list(METHODS)}")
+    if "deletion" in methods and labels is None:
+        raise ValueError("deletion needs the test images' label maps (labels=...)")
+    scenes = SyntheticCities(datamodule.root) if "counterfactual" in methods else None
+    size = datamodule.input_size
     for i in indices:
         record = datamodule.splits["test"][i]
-        view, label = _test_view(datamodule, i), np.asarray(labels[i])
-        classes = present_objects(label, ADE20K_CLASSES, int(np.ceil(min_share * label.size)))
-        masks = label[None] == np.array(classes, dtype=np.uint8)[:, None, None]
-        views = np.concatenate([view[None], delete_objects(view, masks, fill, blur_sigma)])
-        yield Probe(
-            int(i),
-            record.city,
-            datamodule.cities.index(record.city),
-            record.place,
-            [class_name(c) for c in classes],
-            views,
-        )
+        view = _test_view(datamodule, i)
+        views, objects, kinds = [view[None]], [], []
+        if scenes is not None:
+            present, _ = scenes.contents(record.image_id)
+            rendered, _ = (
+                scenes.render_variants(record.image_id, [{p} for p in present]) if present else ([], None)
+            )
+            views.append(
+                np.array([as_view(rgb, size) for rgb in rendered], np.uint8).reshape(-1, size, size, 3)
+            )
+            objects, kinds = list(present), ["counterfactual"] * len(present)
+        if "deletion" in methods:
+            label = np.asarray(labels[i])
+            classes = present_objects(label, ADE20K_CLASSES, int(np.ceil(min_share * label.size)))
+            if scenes is not None:
+                classes = [c for c in classes if class_name(c) in objects]
+            masks = label[None] == np.array(classes, dtype=np.uint8)[:, None, None]
+            views.append(delete_objects(view, masks, fill, blur_sigma))
+            objects += [class_name(c) for c in classes]
+            kinds += ["deletion"] * len(classes)
+        target = datamodule.cities.index(record.city)
+        yield Probe(int(i), record.city, target, record.place, objects, kinds, np.concatenate(views))
 
 
 def causal_effects(
     module: torch.nn.Module,
     probes: Iterator[Probe],
-    method: str,
     batch_size: int = 256,
     n_boot: int = 1000,
     seed: int = 0,
     total: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per (city, object) table, per (image, object) rows) of one method, from the module in eval mode."""
+    """(per (method, city, object) table, per (image, method, object) rows), from the module in eval mode."""
     was_training = module.training
     module.eval()
     try:
-        bar = tqdm(probes, desc=f"causal ({method})", total=total, unit="img")
-        rows = measure(bar, network_predictor(module), batch_size)
+        rows = measure(
+            tqdm(probes, desc="causal", total=total, unit="img"), network_predictor(module), batch_size
+        )
     finally:
         module.train(was_training)
-    return causal_table(rows, method, n_boot=n_boot, seed=seed), rows
+    return causal_table(rows, n_boot=n_boot, seed=seed), rows
 
 
 def is_synthetic(datamodule: Any) -> bool:
@@ -164,11 +173,8 @@ class CausalCallback(AnalysisCallback):
             )
         if max_images is not None and max_images < 1:
             raise ValueError(f"callbacks.causal.max_images: must be positive or null, got {max_images}")
-        self.segmenter, self.enabled, self.methods = (
-            segmenter,
-            enabled,
-            None if methods is None else list(methods),
-        )
+        self.segmenter, self.enabled = segmenter, enabled
+        self.methods = None if methods is None else list(methods)
         self.max_images, self.fill, self.blur_sigma = max_images, check_fill(fill), blur_sigma
         self.min_share, self.batch_size, self.label_batch_size = min_share, batch_size, label_batch_size
         self.n_boot, self.seed, self.cache_dir = n_boot, seed, Path(cache_dir)
@@ -188,25 +194,20 @@ class CausalCallback(AnalysisCallback):
         if "counterfactual" in methods and not synthetic:
             raise ValueError("callbacks.causal.methods: counterfactual needs synthetic data; use deletion")
         indices = self.indices(datamodule)
-        tables = {}
-        for method in methods:
-            probes = (
-                counterfactual_probes(datamodule, indices)
-                if method == "counterfactual"
-                else self._deletion(datamodule, indices)
-            )
-            if probes is None:
-                continue
-            tables[method], _ = causal_effects(
-                module, probes, method, self.batch_size, self.n_boot, self.seed, len(indices)
-            )
-        if not tables:
+        labels = self._labels(datamodule) if "deletion" in methods else None
+        if labels is None:
+            methods = [m for m in methods if m != "deletion"]
+        if not methods:
             return
-        table = pd.concat(tables.values(), ignore_index=True)
+        probes = causal_probes(
+            datamodule, indices, methods, labels, self.fill, self.blur_sigma, self.min_share
+        )
+        table, _ = causal_effects(module, probes, self.batch_size, self.n_boot, self.seed, len(indices))
         write_csv(table, run_dir / "causal.csv")
         logged = {"causal": table}
-        if len(tables) == 2:
-            agreement = causal_agreement(tables["counterfactual"], tables["deletion"])
+        if set(methods) == set(METHODS):
+            of = {m: table[table["method"] == m] for m in METHODS}
+            agreement = causal_agreement(of["counterfactual"], of["deletion"])
             write_csv(agreement, run_dir / "causal_agreement.csv")
             logged["causal_agreement"] = agreement
             log.info(
@@ -219,7 +220,8 @@ class CausalCallback(AnalysisCallback):
             log.info("causal (%s) %s: %s", methods[0], city, top)
         log_artifacts(loggers, tables=logged)
 
-    def _deletion(self, datamodule: Any, indices: np.ndarray) -> Iterator[Probe] | None:
+    def _labels(self, datamodule: Any) -> Any:
+        """The test split's label maps (shared cache), or None when the ground truth has none to give."""
         if self.segmenter is None:
             raise ValueError("callbacks.causal.segmenter: deletion needs a segmenter (e.g. ${segmenter})")
         if isinstance(self.segmenter, GroundTruthSegmenter):
@@ -231,5 +233,4 @@ class CausalCallback(AnalysisCallback):
                     unlabelled[0],
                 )
                 return None
-        labels = label_maps(self.segmenter, datamodule, self.cache_dir, self.label_batch_size)
-        return deletion_probes(datamodule, labels, indices, self.fill, self.blur_sigma, self.min_share)
+        return label_maps(self.segmenter, datamodule, self.cache_dir, self.label_batch_size)

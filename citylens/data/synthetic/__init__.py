@@ -38,7 +38,7 @@ from citylens.data.synthetic.dataset import (
     sample_contents,
     settings_hash,
 )
-from citylens.data.synthetic.scene import render_scene
+from citylens.data.synthetic.scene import render_scene, render_variants
 
 __all__ = [
     "ALWAYS_DRAWN",
@@ -57,6 +57,7 @@ __all__ = [
     "image_seed",
     "normalize_cities",
     "render_scene",
+    "render_variants",
     "renderable_classes",
     "sample_contents",
     "settings_hash",

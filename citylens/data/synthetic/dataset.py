@@ -27,7 +27,7 @@ from citylens.data.synthetic.config import (
     check_size,
     normalize_cities,
 )
-from citylens.data.synthetic.scene import render_scene
+from citylens.data.synthetic.scene import render_scene, render_variants
 from citylens.io import atomic_write_text, short_hash
 
 
@@ -287,7 +287,14 @@ class SyntheticCities:
 
     def render(self, image_id: str, remove: Iterable[str] = frozenset()) -> tuple[np.ndarray, np.ndarray]:
         """The image (size, size, 3) uint8 RGB and its (size, size) uint8 label map, without `remove`."""
+        images, labels = self.render_variants(image_id, [remove])
+        return images[0], labels[0]
+
+    def render_variants(
+        self, image_id: str, removes: Sequence[Iterable[str]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`render` once per entry of `removes`, in one pass: (K, S, S, 3) images, (K, S, S) labels."""
         city, index = self.locate(image_id)
         objects, night = self.contents(image_id)
         seed = image_seed(self.seed, self.cities.index(city), index)
-        return render_scene(seed, self.size, objects, night, remove)
+        return render_variants(seed, self.size, objects, night, removes)

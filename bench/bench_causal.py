@@ -1,0 +1,122 @@
+"""Cost of the causal analysis against the rest of a demo-sized run's analysis, per architecture.
+
+    python bench/bench_causal.py [--archs resnet18 simple] [--images-per-city 700] [--size 64] [--threads N]
+
+The demo's data (synthetic cities, 700 images per city at 64 px: 280 test images) and a random-weight network
+of each architecture; in one run it times, on the same test images:
+- the rest of the analysis: Grad-CAM + mask store (`compute_store`), label maps + object ratios
+  (`label_maps` + `RatioAccumulator`), and the same with t-SNE and the figures (ExplainCallback +
+  ObjectsCallback as a run calls them);
+- the causal analysis (CausalCallback as a run calls it: counterfactual scenes and deletion of every present
+  object, bootstrap intervals, causal.csv and causal_agreement.csv), and each method alone.
+Printed: test images/s of the causal analysis, and its cost over the rest (target <= 1.0, issue 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from citylens.analysis.ratios import RatioAccumulator
+from citylens.callbacks.causal import CausalCallback, causal_effects, causal_probes
+from citylens.callbacks.explain import ExplainCallback, compute_store
+from citylens.callbacks.objects import ObjectsCallback, label_maps
+from citylens.data.datamodule import SyntheticCityData
+from citylens.data.synthetic import DEFAULT_CITIES
+from citylens.explain.store import open_store
+from citylens.models.module import CityClassifier
+from citylens.segment import GroundTruthSegmenter
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds of one call."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def ratios(
+    datamodule: SyntheticCityData, run_dir: Path, segmenter: GroundTruthSegmenter, cache: Path
+) -> None:
+    """Label maps (shared cache) and the object ratios of the run's store, as ObjectsCallback does."""
+    store = open_store(run_dir)
+    labels = label_maps(segmenter, datamodule, cache, 64)
+    acc = RatioAccumulator([0.3, 0.5, 0.7], 100 * (store.size / 224) ** 2)
+    for start, masks in store.chunks(256):
+        acc.update(
+            masks, np.array(labels[start : start + len(masks)]), store.cities[start : start + len(masks)]
+        )
+    acc.table()
+
+
+def bench_arch(arch: str, datamodule: SyntheticCityData, cache: Path) -> dict[str, float]:
+    """Seconds of each part of the analysis for one random-weight network."""
+    torch.manual_seed(0)
+    module = CityClassifier(arch, datamodule.num_classes, datamodule.input_size).eval()
+    segmenter = GroundTruthSegmenter(datamodule.input_size)
+    n = len(datamodule.splits["test"])
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "checkpoints" / "best.ckpt").touch()  # ExplainCallback records the checkpoint's path
+        t = {"gradcam_store": timed(lambda: compute_store(module, datamodule, run_dir, 64, 0))}
+        t["ratios"] = timed(lambda: ratios(datamodule, run_dir, segmenter, cache))
+        explain = ExplainCallback(run_seed=0)
+        objects = ObjectsCallback(segmenter, extra_thresholds=[0.3, 0.7], cache_dir=str(cache))
+        t["explain_full"] = timed(lambda: explain.analyse(module, datamodule, run_dir, []))
+        t["objects_full"] = timed(lambda: objects.analyse(module, datamodule, run_dir, []))
+        labels = label_maps(segmenter, datamodule, cache, 64)
+        t["counterfactual"] = timed(
+            lambda: causal_effects(module, causal_probes(datamodule, range(n), ["counterfactual"]))
+        )
+        t["deletion"] = timed(
+            lambda: causal_effects(module, causal_probes(datamodule, range(n), ["deletion"], labels))
+        )
+        causal = CausalCallback(segmenter, cache_dir=str(cache))
+        t["causal"] = timed(lambda: causal.analyse(module, datamodule, run_dir, []))
+    return t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=["vgg11", "resnet18", "simple", "simpler"])
+    parser.add_argument("--images-per-city", type=int, default=700, help="the demo's 700")
+    parser.add_argument("--size", type=int, default=64, help="the demo's 64 px")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "0")) or None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp)
+        datamodule = SyntheticCityData(
+            {city: {"planted": planted} for city, planted in DEFAULT_CITIES.items()},
+            images_per_city=args.images_per_city,
+            image_size=args.size,
+            input_size=args.size,
+            cache_dir=str(cache),
+        )
+        datamodule.setup()
+        n = len(datamodule.splits["test"])
+        print(f"causal analysis cost, {n} test images at {args.size} px, {torch.get_num_threads()} threads")
+        for arch in args.archs:
+            t = bench_arch(arch, datamodule, cache)
+            core = t["gradcam_store"] + t["ratios"]
+            full = t["explain_full"] + t["objects_full"]
+            print(
+                f"{arch:9s} causal {n / t['causal']:6.1f} img/s ({t['causal']:.1f} s: counterfactual "
+                f"{t['counterfactual']:.1f} s, deletion {t['deletion']:.1f} s) | rest: Grad-CAM+store+ratios "
+                f"{core:.1f} s, with t-SNE+figures {full:.1f} s | causal/rest {t['causal'] / core:.2f} "
+                f"({t['causal'] / full:.2f} with t-SNE+figures), share of the analysis "
+                f"{t['causal'] / (t['causal'] + full):.0%} (target causal/rest <= 1.0)"
+            )
+
+
+if __name__ == "__main__":
+    main()
