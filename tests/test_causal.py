@@ -127,6 +127,10 @@ def test_counterfactual_of_nothing_is_the_view_the_classifier_saw(cache_dir: Pat
     n = len(labels)
     probes = list(causal_probes(dm, range(n), ["counterfactual", "deletion"], labels))
     only_deletion = list(causal_probes(dm, range(n), ["deletion"], labels))
+    in_workers = list(causal_probes(dm, range(n), ["counterfactual", "deletion"], labels, workers=2))
+    assert all(
+        np.array_equal(a.views, b.views) and a.objects == b.objects for a, b in zip(probes, in_workers)
+    )
     for probe, deletion in zip(probes, only_deletion):
         record = dm.splits["test"][probe.image]
         assert np.array_equal(as_view(scenes.render(record.image_id)[0], dm.input_size), probe.views[0])
@@ -178,6 +182,7 @@ def test_trained_network_relies_on_the_only_cue(cache_dir: Path, tmp_path: Path)
     written = pd.read_csv(tmp_path / "causal.csv")
     assert set(written["method"]) == {"counterfactual", "deletion"}
     cf = written[written.method == "counterfactual"].reset_index(drop=True)
-    assert np.allclose(cf["effect"], table["effect"]) and cf["object"].tolist() == table["object"].tolist()
+    assert np.allclose(cf["effect"], table["effect"], atol=0.01)  # the callback runs in bf16
+    assert set(zip(cf["city"], cf["object"])) == set(zip(table["city"], table["object"]))
     agreement = pd.read_csv(tmp_path / "causal_agreement.csv")
     assert agreement["n_pairs"][0] == len(table) and -1 <= agreement["spearman"][0] <= 1

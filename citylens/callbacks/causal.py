@@ -10,6 +10,7 @@ here (`counterfactual_probes`, `deletion_probes`, `causal_effects`) are what the
 from __future__ import annotations
 
 import io
+import multiprocessing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,13 +43,17 @@ from citylens.segment import GroundTruthSegmenter, Segmenter
 from citylens.segment.ade20k import ADE20K_CLASSES, class_name
 
 
-def network_predictor(module: torch.nn.Module) -> Predict:
-    """uint8 (N, S, S, 3) analysis views -> (N, C) float32 class probabilities from `module` (eval mode)."""
+def network_predictor(module: torch.nn.Module, bf16: bool = False) -> Predict:
+    """uint8 (N, S, S, 3) analysis views -> (N, C) float32 class probabilities from `module` (eval mode).
+
+    bf16: run the network under bfloat16 autocast (1.5-3x faster on CPUs with AMX and on GPUs; the
+    probabilities move by up to a few 1e-3, far inside the effects' bootstrap intervals).
+    """
     device = next(module.parameters()).device
 
     def predict(views: np.ndarray) -> np.ndarray:
         x = to_input(torch.from_numpy(views).permute(0, 3, 1, 2).to(device))
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             return module(x).float().softmax(1).cpu().numpy()
 
     return predict
@@ -69,6 +74,39 @@ def _test_view(datamodule: Any, i: int) -> np.ndarray:
     return np.asarray(datamodule.cache.images()[datamodule.row[record.image_id]])
 
 
+def counterfactual_views(scenes: SyntheticCities, image_id: str, size: int) -> tuple[list[str], np.ndarray]:
+    """The optional objects of an image and its renderings without each, as (K, size, size, 3) views."""
+    present, _ = scenes.contents(image_id)
+    rendered, _ = scenes.render_variants(image_id, [{p} for p in present]) if present else ([], None)
+    return present, np.array([as_view(rgb, size) for rgb in rendered], np.uint8).reshape(-1, size, size, 3)
+
+
+_SCENES: dict[str, SyntheticCities] = {}
+
+
+def _worker_views(job: tuple[str, str, int]) -> tuple[list[str], np.ndarray]:
+    """counterfactual_views in a worker process (the dataset is opened once per worker)."""
+    root, image_id, size = job
+    if root not in _SCENES:
+        _SCENES[root] = SyntheticCities(root)
+    return counterfactual_views(_SCENES[root], image_id, size)
+
+
+def _rendered(
+    datamodule: Any, indices: Sequence[int], workers: int
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """counterfactual_views of the test images, in order, rendered ahead by `workers` processes (0: here)."""
+    root, size = str(datamodule.root), datamodule.input_size
+    jobs = [(root, datamodule.splits["test"][i].image_id, size) for i in indices]
+    if workers <= 0:
+        yield from map(_worker_views, jobs)
+        return
+    # Forked workers need only NumPy and Pillow; a spawned one would re-import torch (seconds).
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(workers) as pool:
+        yield from pool.imap(_worker_views, jobs, chunksize=4)
+
+
 def causal_probes(
     datamodule: Any,
     indices: Sequence[int],
@@ -77,38 +115,34 @@ def causal_probes(
     fill: str = "mean",
     blur_sigma: float = 0.1,
     min_share: float = 0.001,
+    workers: int = 0,
 ) -> Iterator[Probe]:
     """Per test image (index into the test split): the image, then its variants for each method.
 
     counterfactual (synthetic data: the data module's `root` holds the generated dataset): the image rendered
-    again without each optional object it contains. deletion: per ADE20K class covering at least `min_share`
-    of its label map (`labels[i]`, (S, S) in the analysis view), the image with that class's pixels filled;
-    when both run, deletion takes the counterfactual's objects only, so the two measure the same pairs.
+    again without each optional object it contains, by `workers` processes while the network runs (0: in
+    this process). deletion: per ADE20K class covering at least `min_share` of its label map (`labels[i]`,
+    (S, S) in the analysis view), the image with that class's pixels filled; when both run, deletion takes
+    the counterfactual's objects only, so the two measure the same pairs.
     """
     unknown = set(methods) - set(METHODS)
     if unknown or not methods:
         raise ValueError(f"methods: {sorted(unknown) or 'none'}; choose from {list(METHODS)}")
     if "deletion" in methods and labels is None:
         raise ValueError("deletion needs the test images' label maps (labels=...)")
-    scenes = SyntheticCities(datamodule.root) if "counterfactual" in methods else None
-    size = datamodule.input_size
+    rendered = _rendered(datamodule, indices, workers) if "counterfactual" in methods else None
     for i in indices:
         record = datamodule.splits["test"][i]
         view = _test_view(datamodule, i)
         views, objects, kinds = [view[None]], [], []
-        if scenes is not None:
-            present, _ = scenes.contents(record.image_id)
-            rendered, _ = (
-                scenes.render_variants(record.image_id, [{p} for p in present]) if present else ([], None)
-            )
-            views.append(
-                np.array([as_view(rgb, size) for rgb in rendered], np.uint8).reshape(-1, size, size, 3)
-            )
+        if rendered is not None:
+            present, cf_views = next(rendered)
+            views.append(cf_views)
             objects, kinds = list(present), ["counterfactual"] * len(present)
         if "deletion" in methods:
             label = np.asarray(labels[i])
             classes = present_objects(label, ADE20K_CLASSES, int(np.ceil(min_share * label.size)))
-            if scenes is not None:
+            if rendered is not None:
                 classes = [c for c in classes if class_name(c) in objects]
             masks = label[None] == np.array(classes, dtype=np.uint8)[:, None, None]
             views.append(delete_objects(view, masks, fill, blur_sigma))
@@ -125,6 +159,7 @@ def causal_effects(
     n_boot: int = 1000,
     seed: int = 0,
     total: int | None = None,
+    bf16: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per (method, city, object) table, per (image, method, object) rows), from the module in eval mode."""
     was_training = module.training
@@ -161,6 +196,8 @@ class CausalCallback(AnalysisCallback):
         blur_sigma: float = 0.1,
         min_share: float = 0.001,
         batch_size: int = 256,
+        bf16: bool = True,
+        workers: int = 1,
         label_batch_size: int = 64,
         n_boot: int = 1000,
         seed: int = 0,
@@ -177,6 +214,7 @@ class CausalCallback(AnalysisCallback):
         self.methods = None if methods is None else list(methods)
         self.max_images, self.fill, self.blur_sigma = max_images, check_fill(fill), blur_sigma
         self.min_share, self.batch_size, self.label_batch_size = min_share, batch_size, label_batch_size
+        self.workers, self.bf16 = workers, bf16
         self.n_boot, self.seed, self.cache_dir = n_boot, seed, Path(cache_dir)
 
     def indices(self, datamodule: Any) -> np.ndarray:
@@ -202,7 +240,9 @@ class CausalCallback(AnalysisCallback):
         probes = causal_probes(
             datamodule, indices, methods, labels, self.fill, self.blur_sigma, self.min_share
         )
-        table, _ = causal_effects(module, probes, self.batch_size, self.n_boot, self.seed, len(indices))
+        table, _ = causal_effects(
+            module, probes, self.batch_size, self.n_boot, self.seed, len(indices), self.bf16
+        )
         write_csv(table, run_dir / "causal.csv")
         logged = {"causal": table}
         if set(methods) == set(METHODS):
