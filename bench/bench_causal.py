@@ -114,7 +114,8 @@ def main() -> None:
                 causal, fp32 = t["causal_bf16=True"][k], t["causal_bf16=False"][k]
                 print(
                     f"{arch:9s} {clock:4s} causal {n / causal:6.1f} img/s ({causal:.1f} s; "
-                    f"counterfactual alone {t['counterfactual'][k]:.1f} s; float32 {fp32:.1f} s) | rest: Grad-CAM+store+ratios "
+                    f"counterfactual alone {t['counterfactual'][k]:.1f} s; float32 {fp32:.1f} s) | "
+                    f"rest: Grad-CAM+store+ratios "
                     f"{core:.1f} s, with t-SNE+figures {full:.1f} s | causal/rest {causal / core:.2f} "
                     f"({causal / full:.2f} with t-SNE+figures; float32 {fp32 / core:.2f}), share of the "
                     f"analysis {causal / (causal + full):.0%} (target causal/rest <= 1.0)"
