@@ -57,6 +57,8 @@ def test_run_writes_every_artefact(run: dict):
         "object_ratios.csv",
         "ratio_summary.csv",
         "recovery.csv",
+        "causal.csv",
+        "causal_agreement.csv",
     ):
         assert (run_dir / name).is_file(), name
     for fig in ("fig3_tsne", "fig4_explanations", "fig5_ratios", "fig6_examples"):
