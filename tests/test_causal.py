@@ -37,7 +37,7 @@ def _data(cache_dir: Path, n: int = 100, size: int = 32) -> SyntheticCityData:
 def test_place_bootstrap_equals_image_bootstrap_when_every_image_is_its_place() -> None:
     x = np.random.default_rng(0).normal(size=50)
     assert bootstrap_ci(x, 300, seed=2) == bootstrap_ci(
-        x, 300, seed=2, places=np.arange(50)[::-1].astype(str)
+        x, 300, seed=2, groups=np.arange(50)[::-1].astype(str)
     )
 
 
@@ -46,12 +46,12 @@ def test_place_bootstrap_resamples_places() -> None:
     values = np.repeat(np.random.default_rng(1).normal(size=10), 20)
     places = np.repeat(np.arange(10), 20)
     lo_img, hi_img = bootstrap_ci(values, 2000)
-    lo_pl, hi_pl = bootstrap_ci(values, 2000, places=places)
+    lo_pl, hi_pl = bootstrap_ci(values, 2000, groups=places)
     lo_ten, hi_ten = bootstrap_ci(values[::20], 2000)
     assert hi_pl - lo_pl > 3 * (hi_img - lo_img)
     assert hi_pl - lo_pl == pytest.approx(hi_ten - lo_ten, rel=0.15)
-    with pytest.raises(ValueError, match="places"):
-        bootstrap_ci(values, 10, places=places[:5])
+    with pytest.raises(ValueError, match="one place per value"):
+        bootstrap_ci(values, 10, groups=places[:5])
 
 
 def test_delete_objects_fills_only_the_mask() -> None:

@@ -136,7 +136,7 @@ def causal_table(
     for (method, city, name), group in rows.groupby(["method", "city", "object"], sort=True):
         effects = group["effect"].to_numpy(np.float64)
         places = group["place"].to_numpy() if by_place else None
-        low, high = bootstrap_ci(effects, n_boot, level, seed, places=places)
+        low, high = bootstrap_ci(effects, n_boot, level, seed, groups=places)
         out.append([city, name, len(group), effects.mean(), low, high, group["flipped"].mean(), method])
     table = pd.DataFrame(out, columns=TABLE_COLUMNS)
     table["flip_rate"] = table["flip_rate"].astype(float)

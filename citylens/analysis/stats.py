@@ -18,7 +18,7 @@ def bootstrap_ci(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
-    places: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, float] | tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap interval of the mean, resampling images (or their places) with replacement.
 
@@ -27,7 +27,7 @@ def bootstrap_ci(
     image indices for all rows, so the intervals respect that the pairs share images. Replicates are drawn as
     resampling counts, n_boot x N, in blocks that keep memory bounded.
 
-    `places` (N,): the place of each image (design.md: the unit of independence). Each replicate then draws
+    `groups` (N,): the place of each image (design.md: the unit of independence). Each replicate then draws
     places with replacement and takes the mean over all images of the drawn places; when every image is its
     own place this is exactly the image bootstrap (same draws, same interval).
     """
@@ -43,11 +43,11 @@ def bootstrap_ci(
     if n_boot < 1:
         raise ValueError(f"n_boot must be positive, got {n_boot}")
     sizes = np.ones(x.shape[1])
-    if places is not None:
-        places = np.asarray(places)
-        if places.shape != (x.shape[1],):
-            raise ValueError(f"places: need one per image ({x.shape[1]}), got shape {places.shape}")
-        _, first, inverse = np.unique(places, return_index=True, return_inverse=True)
+    if groups is not None:
+        labels = np.asarray(groups)
+        if labels.shape != (x.shape[1],):
+            raise ValueError(f"groups must give one place per value: {labels.shape} for {x.shape[1]} values")
+        _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
         group = np.argsort(np.argsort(first))[inverse]  # places numbered by first appearance
         sums = np.zeros((x.shape[0], len(first)))
         np.add.at(sums.T, group, x.T)
