@@ -182,7 +182,6 @@ def test_trained_network_relies_on_the_only_cue(cache_dir: Path, tmp_path: Path)
     written = pd.read_csv(tmp_path / "causal.csv")
     assert set(written["method"]) == {"counterfactual", "deletion"}
     cf = written[written.method == "counterfactual"].reset_index(drop=True)
-    assert np.allclose(cf["effect"], table["effect"], atol=0.01)  # the callback runs in bf16
-    assert set(zip(cf["city"], cf["object"])) == set(zip(table["city"], table["object"]))
+    assert np.allclose(cf["effect"], table["effect"]) and cf["object"].tolist() == table["object"].tolist()
     agreement = pd.read_csv(tmp_path / "causal_agreement.csv")
     assert agreement["n_pairs"][0] == len(table) and -1 <= agreement["spearman"][0] <= 1

@@ -3,7 +3,7 @@
 Counterfactual scenes on synthetic data (the generator draws each test image again without one object),
 deletion by label map on any data (the object's pixels filled), and on synthetic data the agreement of the
 two -> <run>/causal_agreement.csv. Both are network-level artefacts (no explainer involved). The functions
-here (`counterfactual_probes`, `deletion_probes`, `causal_effects`) are what the callback runs, so
+here (`causal_probes`, `causal_effects`) are what the callback runs, so
 `citylens-analyze` and notebooks can run them on a loaded module and data module too.
 """
 
@@ -46,8 +46,9 @@ from citylens.segment.ade20k import ADE20K_CLASSES, class_name
 def network_predictor(module: torch.nn.Module, bf16: bool = False) -> Predict:
     """uint8 (N, S, S, 3) analysis views -> (N, C) float32 class probabilities from `module` (eval mode).
 
-    bf16: run the network under bfloat16 autocast (1.5-3x faster on CPUs with AMX and on GPUs; the
-    probabilities move by up to a few 1e-3, far inside the effects' bootstrap intervals).
+    bf16: run the network under bfloat16 autocast (the probabilities move by up to a few 1e-3, far inside the
+    effects' bootstrap intervals); faster on GPUs, no faster in the whole causal analysis on the development
+    CPU (bench/bench_causal.py).
     """
     device = next(module.parameters()).device
 
@@ -196,7 +197,7 @@ class CausalCallback(AnalysisCallback):
         blur_sigma: float = 0.1,
         min_share: float = 0.001,
         batch_size: int = 256,
-        bf16: bool = True,
+        bf16: bool = False,
         workers: int = 1,
         label_batch_size: int = 64,
         n_boot: int = 1000,
