@@ -22,9 +22,10 @@ from citylens.data.synthetic import (
     OPTIONAL,
     city_probabilities,
     generate,
-    image_rng,
+    image_seed,
     normalize_cities,
     render_scene,
+    sample_contents,
 )
 
 TARGET = 200.0  # images/s at 224x224 on one core, encoding included
@@ -35,9 +36,8 @@ def bench_encode(size: int, images: int) -> tuple[float, float]:
     probs = city_probabilities(normalize_cities(DEFAULT_CITIES))["tokyo"]
     wall, cpu = time.perf_counter(), time.process_time()
     for i in range(images):
-        rng = image_rng(0, 0, i)
-        objects = [name for name in OPTIONAL if rng.random() < probs[name]]
-        image, label = render_scene(rng, size, objects, night=bool(rng.random() < 0.3))
+        objects, night = sample_contents(0, 0, i, [probs[name] for name in OPTIONAL], 0.3)
+        image, label = render_scene(image_seed(0, 0, i), size, objects, night)
         Image.fromarray(image).save(io.BytesIO(), "JPEG", quality=JPEG_QUALITY)
         Image.fromarray(label).save(io.BytesIO(), "PNG", compress_level=1)
     return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)

@@ -54,7 +54,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_run_writes_every_artefact(run: dict):
     run_dir, out = run["run_dir"], run["out"]
     assert out == run_dir / "analysis" / "gradcam-last_block-label-all-t0.5"
-    for name in ("metrics.json", "split.csv"):
+    for name in ("metrics.json", "split.csv", "causal.csv", "causal_agreement.csv"):
         assert (run_dir / name).is_file(), name
     for name in ("tsne.csv", "object_ratios.csv", "ratio_summary.csv", "recovery.csv"):
         assert (out / name).is_file(), name

@@ -12,7 +12,9 @@ little of them, and a layout that hid a present class is redrawn: "the image con
 contains p" are the same event, which the planted-frequency statistics rely on.
 
 Modules: `config` (classes, rates, config validation), `canvas` and `patterns` (drawing), `backdrop`,
-`roadside` and `street` (what is drawn), `scene` (one image), `dataset` (files on disk and the cache).
+`roadside` and `street` (what is drawn), `scene` (one image, also with classes removed: counterfactual
+scenes), `dataset` (files on disk, the cache, and `SyntheticCities`, which renders any image of a dataset
+again, with or without some of its objects).
 """
 
 from citylens.data.synthetic.canvas import Color, Rect
@@ -27,13 +29,16 @@ from citylens.data.synthetic.config import (
     renderable_classes,
 )
 from citylens.data.synthetic.dataset import (
+    SyntheticCities,
     city_probabilities,
     ensure_synthetic,
     generate,
     image_rng,
+    image_seed,
+    sample_contents,
     settings_hash,
 )
-from citylens.data.synthetic.scene import render_scene
+from citylens.data.synthetic.scene import render_scene, render_variants
 
 __all__ = [
     "ALWAYS_DRAWN",
@@ -44,12 +49,16 @@ __all__ = [
     "OPTIONAL",
     "Color",
     "Rect",
+    "SyntheticCities",
     "city_probabilities",
     "ensure_synthetic",
     "generate",
     "image_rng",
+    "image_seed",
     "normalize_cities",
     "render_scene",
+    "render_variants",
     "renderable_classes",
+    "sample_contents",
     "settings_hash",
 ]

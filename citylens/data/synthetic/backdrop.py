@@ -31,14 +31,14 @@ def draw_sky(c: Canvas, lay: Layout) -> None:
         top, bottom = c.tint((70, 125, 205), 15), c.tint((185, 210, 238), 10)
     t = np.linspace(0.0, 1.0, lay.ground)[:, None]
     rows = (top * (1 - t) + bottom * t).astype(np.uint32)
-    c.pixels[: lay.ground] = (rows[:, 0] | rows[:, 1] << 8 | rows[:, 2] << 16)[:, None]
+    c.pixels[:, : lay.ground] = (rows[:, 0] | rows[:, 1] << 8 | rows[:, 2] << 16)[:, None]
 
 
 def draw_skyline(c: Canvas, lay: Layout) -> None:
     """Hazy distant blocks between the facades' roofs."""
     if c.rng.random() < 0.4:
         return
-    sky = np.array([(int(c.pixels[lay.ground - 1, 0]) >> shift) & 255 for shift in (0, 8, 16)], float)
+    sky = np.array([(int(c.pixels[0, lay.ground - 1, 0]) >> shift) & 255 for shift in (0, 8, 16)], float)
     x = -c.px(0.0, 0.1)
     while x < c.size:
         w = c.px(0.08, 0.22)

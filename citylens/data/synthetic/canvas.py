@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from citylens.data.synthetic.config import CLASS_ID
 
@@ -43,6 +42,12 @@ class Canvas:
 
     Pixels are packed little-endian RGBX words: NumPy fills a (h, w) uint32 slice ~40x faster than the
     (h, w, 3) uint8 slice with a broadcast colour, which is most of the drawing time.
+
+    One canvas draws several renderings of the same scene at once, one layer each: layer k hides the classes
+    `hidden[k]`, which are placed and drawn as usual (same random draws, same occlusion bookkeeping) but whose
+    paint never reaches that layer's `pixels` nor `shown` (its label map of what is visible), so their pixels
+    keep whatever lies behind them. `label` is the full scene's label map (it decides redraws); `shown` is
+    None when no layer hides anything (then every layer shows `label`).
     """
 
     rng: np.random.Generator
@@ -53,10 +58,16 @@ class Canvas:
     light: float = field(init=False)
     placed: list[Placed] = field(default_factory=list)
     vehicle_floor: int = 0  # bottom row of the nearest vehicle so far: later vehicles stand nearer
+    hidden: tuple[frozenset[str], ...] = (frozenset(),)
+    shown: np.ndarray | None = field(init=False)
+    hiding: dict[str, list[int]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.pixels = np.zeros((self.size, self.size), "<u4")
+        self.pixels = np.zeros((len(self.hidden), self.size, self.size), "<u4")
         self.label = np.full((self.size, self.size), CLASS_ID["sky"], np.uint8)
+        self.shown = np.repeat(self.label[None], len(self.hidden), 0) if any(self.hidden) else None
+        names = set().union(*self.hidden)
+        self.hiding = {n: [k for k, h in enumerate(self.hidden) if n in h] for n in names}
         self.light = self.rng.uniform(0.28, 0.4) if self.night else self.rng.uniform(0.85, 1.1)
 
     def px(self, low: float, high: float | None = None) -> int:
@@ -89,21 +100,29 @@ class Canvas:
         cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(self.size, x1), min(self.size, y1)
         if cx0 >= cx1 or cy0 >= cy1:
             return
-        pixels, label = self.pixels[cy0:cy1, cx0:cx1], self.label[cy0:cy1, cx0:cx1]
-        word = int(color[0]) | int(color[1]) << 8 | int(color[2]) << 16
+        cid, word = CLASS_ID[cls], int(color[0]) | int(color[1]) << 8 | int(color[2]) << 16
         if mask is None:
-            pixels[:] = word
-            label[:] = CLASS_ID[cls]
-            return
-        mask = mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
-        pixels[mask] = word
-        label[mask] = CLASS_ID[cls]
+            where: tuple = (Ellipsis,)
+        else:
+            where = (Ellipsis, mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0])
+        self.label[cy0:cy1, cx0:cx1][where] = cid
+        keep = self.hiding.get(cls)
+        for layers, value in ((self.pixels, word), (self.shown, cid)):
+            if layers is None:
+                continue
+            window = layers[:, cy0:cy1, cx0:cx1]
+            saved = window[keep] if keep else None
+            window[where] = value
+            if keep:
+                window[keep] = saved
 
     def rgb(self) -> np.ndarray:
-        """The image as a (size, size, 3) uint8 RGB array."""
-        return np.array(
-            Image.fromarray(self.pixels.view(np.uint8).reshape(self.size, self.size, 4)).convert("RGB")
-        )
+        """The layers' images as a (layers, size, size, 3) uint8 RGB array."""
+        return np.ascontiguousarray(self.pixels.view(np.uint8).reshape(*self.pixels.shape, 4)[..., :3])
+
+    def labels(self) -> np.ndarray:
+        """The layers' label maps of what is visible, (layers, size, size) uint8."""
+        return self.shown if self.shown is not None else np.repeat(self.label[None], len(self.hidden), 0)
 
     def ellipse(self, cx: float, cy: float, rx: float, ry: float, color: Color, cls: str) -> None:
         """Fill the ellipse with centre (cx, cy) and radii (rx, ry), in pixel coordinates."""

@@ -8,7 +8,8 @@ from typing import Any
 
 from citylens.segment.ade20k import class_index
 
-GENERATOR_VERSION = 1
+# 2: one random stream per object class per image (counterfactual scenes, docs/causal.md).
+GENERATOR_VERSION = 2
 JPEG_QUALITY = 90
 
 ALWAYS_DRAWN: tuple[str, ...] = ("sky", "building", "road", "sidewalk")

@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from citylens.data.synthetic.config import (
     check_size,
     normalize_cities,
 )
-from citylens.data.synthetic.scene import render_scene
+from citylens.data.synthetic.scene import render_scene, render_variants
 from citylens.io import atomic_write_text, short_hash
 
 
@@ -65,17 +65,34 @@ class _Job:
     night_rate: float
 
 
+def image_seed(seed: int, city_index: int, index: int) -> np.random.SeedSequence:
+    """The seed of one image: independent of the order and the process that renders it.
+
+    Its own stream samples the image's contents (`image_rng`); the scene's backdrop and each object draw from
+    streams spawned from it by key (`scene.stream`).
+    """
+    return np.random.SeedSequence([seed, city_index, index])
+
+
 def image_rng(seed: int, city_index: int, index: int) -> np.random.Generator:
-    """The random source of one image: independent of the order and the process that renders it."""
-    return np.random.default_rng(np.random.SeedSequence([seed, city_index, index]))
+    """The stream that samples one image's contents: which optional classes, and day or night."""
+    return np.random.default_rng(image_seed(seed, city_index, index))
+
+
+def sample_contents(
+    seed: int, city_index: int, index: int, probabilities: Sequence[float], night_rate: float
+) -> tuple[list[str], bool]:
+    """The optional classes present in one image (one probability each, OPTIONAL order) and whether it is
+    a night scene."""
+    rng = image_rng(seed, city_index, index)
+    objects = [name for name, p in zip(OPTIONAL, probabilities) if rng.random() < p]
+    return objects, bool(rng.random() < night_rate)
 
 
 def _render_job(job: _Job) -> dict[str, Any]:
     """Sample an image's contents, render it, write the JPEG and the PNG label map; return its record."""
-    rng = image_rng(job.seed, job.city_index, job.index)
-    objects = [name for name, p in zip(OPTIONAL, job.probabilities) if rng.random() < p]
-    night = bool(rng.random() < job.night_rate)
-    image, label = render_scene(rng, job.size, objects, night)
+    objects, night = sample_contents(job.seed, job.city_index, job.index, job.probabilities, job.night_rate)
+    image, label = render_scene(image_seed(job.seed, job.city_index, job.index), job.size, objects, night)
     stem = f"{job.city}_{job.index:0{job.digits}d}"
     folder = Path(job.root, job.city)
     Image.fromarray(image).save(folder / f"{stem}.jpg", quality=JPEG_QUALITY)
@@ -220,3 +237,64 @@ def ensure_synthetic(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+class SyntheticCities:
+    """A generated dataset as a renderer: any of its images again, optionally with object classes removed.
+
+    Reads `root/manifest.json` (as data) and refuses a dataset written by another generator version, whose
+    images this code would not reproduce. `render(image_id)` returns the generated image's pixels before JPEG
+    encoding (the PNG label map is lossless, so `labels` equals it byte for byte).
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        path = self.root / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: not a readable synthetic-cities manifest ({error})") from error
+        version = manifest.get("generator_version")
+        if version != GENERATOR_VERSION:
+            raise ValueError(
+                f"{path}: generator_version {version!r}, this code renders version {GENERATOR_VERSION}; "
+                "regenerate the dataset (delete it from the cache)"
+            )
+        self.size, self.seed = int(manifest["size"]), int(manifest["seed"])
+        self.night_rate = float(manifest["night_rate"])
+        self.cities: list[str] = list(manifest["city_order"])
+        self.probabilities = {
+            city: tuple(float(manifest["probabilities"][city][name]) for name in OPTIONAL)
+            for city in self.cities
+        }
+        self.index: dict[str, tuple[str, int]] = {
+            record["image"]: (city, i)
+            for city, records in manifest["images"].items()
+            for i, record in enumerate(records)
+        }
+
+    def contents(self, image_id: str) -> tuple[list[str], bool]:
+        """The optional classes present in an image and whether it is a night scene."""
+        city, index = self.locate(image_id)
+        ci = self.cities.index(city)
+        return sample_contents(self.seed, ci, index, self.probabilities[city], self.night_rate)
+
+    def locate(self, image_id: str) -> tuple[str, int]:
+        """(city, index) of an image id such as `tokyo/tokyo_00003.jpg`."""
+        if image_id not in self.index:
+            raise KeyError(f"{self.root}: image {image_id!r} is not in this dataset's manifest")
+        return self.index[image_id]
+
+    def render(self, image_id: str, remove: Iterable[str] = frozenset()) -> tuple[np.ndarray, np.ndarray]:
+        """The image (size, size, 3) uint8 RGB and its (size, size) uint8 label map, without `remove`."""
+        images, labels = self.render_variants(image_id, [remove])
+        return images[0], labels[0]
+
+    def render_variants(
+        self, image_id: str, removes: Sequence[Iterable[str]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`render` once per entry of `removes`, in one pass: (K, S, S, 3) images, (K, S, S) labels."""
+        city, index = self.locate(image_id)
+        objects, night = self.contents(image_id)
+        seed = image_seed(self.seed, self.cities.index(city), index)
+        return render_variants(seed, self.size, objects, night, removes)

@@ -100,7 +100,8 @@ def draw_signboard(c: Canvas, lay: Layout) -> None:
 
 def draw_grass(c: Canvas, lay: Layout) -> None:
     """A lawn strip along the front or back of the sidewalk (the front when an earth bank takes the back)."""
-    front = "earth" in lay.present or c.rng.random() < 0.5
+    coin = c.rng.random() < 0.5  # drawn always, so the lawn's random stream ignores what else is present
+    front = "earth" in lay.present or coin
     deepest = 0.5 if "earth" in lay.present else 0.75
 
     def sample():

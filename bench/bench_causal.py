@@ -1,0 +1,129 @@
+"""Cost of the causal analysis against the rest of a demo-sized run's analysis, per architecture.
+
+    python bench/bench_causal.py [--archs resnet18 simple] [--images-per-city 700] [--size 64] [--threads N]
+
+The demo's data (synthetic cities, 700 images per city at 64 px: 280 test images) and a random-weight network
+of each architecture; in one run it times, on the same test images:
+- the rest of the analysis: Grad-CAM + mask store (`compute_maps` + `write_variant_store`), label maps +
+  object ratios (`label_maps` + `object_ratios`), and the same with t-SNE and the figures (ExplainCallback +
+  ObjectsCallback as a run calls them);
+- the causal analysis (CausalCallback as a run calls it: counterfactual scenes and deletion of every present
+  object, bootstrap intervals, causal.csv and causal_agreement.csv), and each method alone.
+Printed: test images/s of the causal analysis, and its cost over the rest (target <= 1.0, issue 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from citylens.callbacks.causal import CausalCallback
+from citylens.callbacks.explain import ExplainCallback
+from citylens.callbacks.objects import ObjectsCallback
+from citylens.data.datamodule import SyntheticCityData
+from citylens.data.synthetic import DEFAULT_CITIES
+from citylens.explain.store import open_store
+from citylens.models.module import CityClassifier
+from citylens.pipeline import Variant
+from citylens.pipeline.causal_step import causal_effects, causal_probes
+from citylens.pipeline.masks import compute_maps, write_variant_store
+from citylens.pipeline.objects_step import label_maps, object_ratios
+from citylens.segment import GroundTruthSegmenter
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call; CPU time is what a shared machine's load does not inflate."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def ratios(
+    datamodule: SyntheticCityData, run_dir: Path, segmenter: GroundTruthSegmenter, cache: Path
+) -> None:
+    """Label maps (shared cache) and the object ratios of the run's store, as ObjectsCallback does."""
+    store = open_store(Variant().dir(run_dir))
+    labels = label_maps(segmenter, datamodule, cache, 64, store)
+    object_ratios(store, labels, Variant(), [0.3, 0.5, 0.7], 100)
+
+
+def gradcam_store(module: CityClassifier, datamodule: SyntheticCityData, run_dir: Path) -> None:
+    """Grad-CAM of every test image into the default variant's mask store."""
+    maps = compute_maps(module.network, module.hparams.arch, Variant(), datamodule, 64)
+    write_variant_store(Variant(), run_dir, datamodule, maps, module.hparams.arch, 0, None)
+
+
+def bench_arch(arch: str, datamodule: SyntheticCityData, cache: Path) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds of each part of the analysis for one random-weight network."""
+    torch.manual_seed(0)
+    module = CityClassifier(arch, datamodule.num_classes, datamodule.input_size).eval()
+    segmenter = GroundTruthSegmenter(datamodule.input_size)
+    n = len(datamodule.splits["test"])
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "checkpoints" / "best.ckpt").touch()  # ExplainCallback records the checkpoint's path
+        t = {"gradcam_store": timed(lambda: gradcam_store(module, datamodule, run_dir))}
+        t["ratios"] = timed(lambda: ratios(datamodule, run_dir, segmenter, cache))
+        explain = ExplainCallback(Variant(), run_seed=0)
+        objects = ObjectsCallback(segmenter, Variant(), extra_thresholds=[0.3, 0.7], cache_dir=str(cache))
+        t["explain_full"] = timed(lambda: explain.analyse(module, datamodule, run_dir, []))
+        t["objects_full"] = timed(lambda: objects.analyse(module, datamodule, run_dir, []))
+        # Rendering in this process (workers=0), so CPU time counts all of the causal analysis.
+        t["counterfactual"] = timed(
+            lambda: causal_effects(module, causal_probes(datamodule, range(n), ["counterfactual"]), bf16=True)
+        )
+        for bf16 in (False, True):
+            causal = CausalCallback(segmenter, cache_dir=str(cache), workers=0, bf16=bf16)
+            t[f"causal_bf16={bf16}"] = timed(
+                functools.partial(causal.analyse, module, datamodule, run_dir, [])
+            )
+    return t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=["vgg11", "resnet18", "simple", "simpler"])
+    parser.add_argument("--images-per-city", type=int, default=700, help="the demo's 700")
+    parser.add_argument("--size", type=int, default=64, help="the demo's 64 px")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "0")) or None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp)
+        datamodule = SyntheticCityData(
+            {city: {"planted": planted} for city, planted in DEFAULT_CITIES.items()},
+            images_per_city=args.images_per_city,
+            image_size=args.size,
+            input_size=args.size,
+            cache_dir=str(cache),
+        )
+        datamodule.setup()
+        n = len(datamodule.splits["test"])
+        print(f"causal analysis cost, {n} test images at {args.size} px, {torch.get_num_threads()} threads")
+        for arch in args.archs:
+            t = bench_arch(arch, datamodule, cache)
+            for k, clock in enumerate(("wall", "CPU")):
+                core = t["gradcam_store"][k] + t["ratios"][k]
+                full = t["explain_full"][k] + t["objects_full"][k]
+                causal, fp32 = t["causal_bf16=True"][k], t["causal_bf16=False"][k]
+                print(
+                    f"{arch:9s} {clock:4s} causal {n / causal:6.1f} img/s ({causal:.1f} s; "
+                    f"counterfactual alone {t['counterfactual'][k]:.1f} s; float32 {fp32:.1f} s) | "
+                    f"rest: Grad-CAM+store+ratios "
+                    f"{core:.1f} s, with t-SNE+figures {full:.1f} s | causal/rest {causal / core:.2f} "
+                    f"({causal / full:.2f} with t-SNE+figures; float32 {fp32 / core:.2f}), share of the "
+                    f"analysis {causal / (causal + full):.0%} (target causal/rest <= 1.0)"
+                )
+
+
+if __name__ == "__main__":
+    main()

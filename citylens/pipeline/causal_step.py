@@ -1,0 +1,171 @@
+"""The causal step of a run's analysis (docs/causal.md): counterfactual scenes on synthetic data (the
+generator draws each test image again without one object), deletion by label map on any data (the object's
+pixels filled), measured through the trained network -> causal.csv and, on synthetic data, the agreement of
+the two -> causal_agreement.csv. Both are network-level artefacts (no explainer involved). Plain functions on
+a network and a data module, for the callback, `citylens-analyze` and notebooks alike.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from citylens.analysis.causal import (
+    METHODS,
+    Predict,
+    Probe,
+    causal_agreement,
+    causal_table,
+    delete_objects,
+    measure,
+    present_objects,
+)
+from citylens.data.synthetic import JPEG_QUALITY, SyntheticCities
+from citylens.data.view import analysis_view, to_input
+from citylens.segment.ade20k import ADE20K_CLASSES, class_name
+
+__all__ = ["METHODS", "causal_agreement"]
+
+
+def network_predictor(module: torch.nn.Module, bf16: bool = False) -> Predict:
+    """uint8 (N, S, S, 3) analysis views -> (N, C) float32 class probabilities from `module` (eval mode).
+
+    bf16: run the network under bfloat16 autocast (the probabilities move by up to a few 1e-3, far inside the
+    effects' bootstrap intervals); faster on GPUs, no faster in the whole causal analysis on the development
+    CPU (bench/bench_causal.py).
+    """
+    device = next(module.parameters()).device
+
+    def predict(views: np.ndarray) -> np.ndarray:
+        x = to_input(torch.from_numpy(views).permute(0, 3, 1, 2).to(device))
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            return module(x).float().softmax(1).cpu().numpy()
+
+    return predict
+
+
+def as_view(rgb: np.ndarray, size: int) -> np.ndarray:
+    """A rendered image as the classifier sees its file: JPEG-encoded like the generator's files, decoded,
+    brought into the analysis view."""
+    encoded = io.BytesIO()
+    Image.fromarray(rgb).save(encoded, "JPEG", quality=JPEG_QUALITY)
+    encoded.seek(0)
+    with Image.open(encoded) as image:
+        return analysis_view(image, size)
+
+
+def _test_view(datamodule: Any, i: int) -> np.ndarray:
+    record = datamodule.splits["test"][i]
+    return np.asarray(datamodule.cache.images()[datamodule.row[record.image_id]])
+
+
+def counterfactual_views(scenes: SyntheticCities, image_id: str, size: int) -> tuple[list[str], np.ndarray]:
+    """The optional objects of an image and its renderings without each, as (K, size, size, 3) views."""
+    present, _ = scenes.contents(image_id)
+    rendered, _ = scenes.render_variants(image_id, [{p} for p in present]) if present else ([], None)
+    return present, np.array([as_view(rgb, size) for rgb in rendered], np.uint8).reshape(-1, size, size, 3)
+
+
+_SCENES: dict[str, SyntheticCities] = {}
+
+
+def _worker_views(job: tuple[str, str, int]) -> tuple[list[str], np.ndarray]:
+    """counterfactual_views in a worker process (the dataset is opened once per worker)."""
+    root, image_id, size = job
+    if root not in _SCENES:
+        _SCENES[root] = SyntheticCities(root)
+    return counterfactual_views(_SCENES[root], image_id, size)
+
+
+def _rendered(
+    datamodule: Any, indices: Sequence[int], workers: int
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """counterfactual_views of the test images, in order, rendered ahead by `workers` processes (0: here)."""
+    root, size = str(datamodule.root), datamodule.input_size
+    jobs = [(root, datamodule.splits["test"][i].image_id, size) for i in indices]
+    if workers <= 0:
+        yield from map(_worker_views, jobs)
+        return
+    # Forked workers need only NumPy and Pillow; a spawned one would re-import torch (seconds).
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(workers) as pool:
+        yield from pool.imap(_worker_views, jobs, chunksize=4)
+
+
+def causal_probes(
+    datamodule: Any,
+    indices: Sequence[int],
+    methods: Sequence[str],
+    labels: Any = None,
+    fill: str = "mean",
+    blur_sigma: float = 0.1,
+    min_share: float = 0.001,
+    workers: int = 0,
+) -> Iterator[Probe]:
+    """Per test image (index into the test split): the image, then its variants for each method.
+
+    counterfactual (synthetic data: the data module's `root` holds the generated dataset): the image rendered
+    again without each optional object it contains, by `workers` processes while the network runs (0: in
+    this process). deletion: per ADE20K class covering at least `min_share` of its label map (`labels[i]`,
+    (S, S) in the analysis view), the image with that class's pixels filled; when both run, deletion takes
+    the counterfactual's objects only, so the two measure the same pairs.
+    """
+    unknown = set(methods) - set(METHODS)
+    if unknown or not methods:
+        raise ValueError(f"methods: {sorted(unknown) or 'none'}; choose from {list(METHODS)}")
+    if "deletion" in methods and labels is None:
+        raise ValueError("deletion needs the test images' label maps (labels=...)")
+    rendered = _rendered(datamodule, indices, workers) if "counterfactual" in methods else None
+    for i in indices:
+        record = datamodule.splits["test"][i]
+        view = _test_view(datamodule, i)
+        views, objects, kinds = [view[None]], [], []
+        if rendered is not None:
+            present, cf_views = next(rendered)
+            views.append(cf_views)
+            objects, kinds = list(present), ["counterfactual"] * len(present)
+        if "deletion" in methods:
+            label = np.asarray(labels[i])
+            classes = present_objects(label, ADE20K_CLASSES, int(np.ceil(min_share * label.size)))
+            if rendered is not None:
+                classes = [c for c in classes if class_name(c) in objects]
+            masks = label[None] == np.array(classes, dtype=np.uint8)[:, None, None]
+            views.append(delete_objects(view, masks, fill, blur_sigma))
+            objects += [class_name(c) for c in classes]
+            kinds += ["deletion"] * len(classes)
+        target = datamodule.cities.index(record.city)
+        yield Probe(int(i), record.city, target, record.place, objects, kinds, np.concatenate(views))
+
+
+def causal_effects(
+    module: torch.nn.Module,
+    probes: Iterator[Probe],
+    batch_size: int = 256,
+    n_boot: int = 1000,
+    seed: int = 0,
+    total: int | None = None,
+    bf16: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per (method, city, object) table, per (image, method, object) rows), from the module in eval mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        rows = measure(
+            tqdm(probes, desc="causal", total=total, unit="img"), network_predictor(module), batch_size
+        )
+    finally:
+        module.train(was_training)
+    return causal_table(rows, n_boot=n_boot, seed=seed), rows
+
+
+def is_synthetic(datamodule: Any) -> bool:
+    """Whether the data module's test images come from the synthetic generator (counterfactuals possible)."""
+    return datamodule.describe().get("kind") == "synthetic"
