@@ -13,6 +13,8 @@ LIBRARY = [
     "citylens.pipeline.masks",
     "citylens.pipeline.explain_step",
     "citylens.pipeline.objects_step",
+    "citylens.pipeline.causal_step",
+    "citylens.pipeline.faithfulness_step",
 ]
 
 
