@@ -34,3 +34,15 @@ def test_lazy_package_names_still_resolve():
 
     assert ImageRecord.__module__ == "citylens.data.records" and callable(to_input)
     assert CityClassifier.__module__ == "citylens.models.module" and callable(build_model)
+
+
+def test_figures_leave_the_notebook_backend_alone():
+    code = (
+        "import sys, matplotlib\n"
+        "before = matplotlib.get_backend()\n"
+        "import citylens.report.figures, citylens.report.sweep_figures\n"
+        "print(before == matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)"
+    )
+    env = {**__import__("os").environ, "MPLBACKEND": "svg"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["True", "False"]

@@ -9,35 +9,46 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.offsetbox import AnnotationBbox, OffsetImage  # noqa: E402
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
 from citylens.explain.explanation import explain, overlay, validate_threshold  # noqa: E402
 from citylens.io import atomic_path  # noqa: E402
 
-CITY_COLOURS = plt.get_cmap("tab10").colors
+CITY_COLOURS = colormaps["tab10"].colors
+
+
+def subplots(
+    nrows: int = 1,
+    ncols: int = 1,
+    figsize: tuple[float, float] | None = None,
+    layout: str | None = None,
+    **kw: Any,
+) -> tuple[Figure, Any]:
+    """A figure and its axes like pyplot.subplots, without pyplot: no backend is switched, no global state."""
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def save(fig: Figure, path: Path | str, dpi: int = 120, tight: bool = True) -> Path:
-    """Save a figure atomically as PNG and close it; `tight=False` keeps the figure's own size in pixels."""
+    """Save a figure atomically as PNG; `tight=False` keeps the figure's own size in pixels."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None, format="png")
-    plt.close(fig)
     return Path(path)
 
 
 def tsne_scatter(
-    coords: np.ndarray, cities: Sequence[int], city_names: Sequence[str], title: str = "", ax: plt.Axes = None
+    coords: np.ndarray, cities: Sequence[int], city_names: Sequence[str], title: str = "", ax: Axes = None
 ) -> Figure:
     """Figure 3: the 2-D map of the masks, one colour per city."""
-    fig = ax.figure if ax is not None else plt.figure(figsize=(6, 5.5))
+    fig = ax.figure if ax is not None else Figure(figsize=(6, 5.5))
     ax = ax or fig.add_subplot()
     cities = np.asarray(cities)
     size = max(2.0, min(20.0, 4000 / max(1, len(coords))))
@@ -61,7 +72,7 @@ def tsne_thumbnails(
     title: str = "",
 ) -> Figure:
     """Figure 4: visual explanations as thumbnails at their t-SNE places, framed in their city's colour."""
-    fig, ax = plt.subplots(figsize=(12, 12))
+    fig, ax = subplots(figsize=(12, 12))
     ax.scatter(coords[:, 0], coords[:, 1], s=0)
     zoom = 40 / max(thumbnails.shape[1], 1)
     for (x, y), thumb, c in zip(coords, thumbnails, cities, strict=True):
@@ -74,7 +85,7 @@ def tsne_thumbnails(
         )
         ax.add_artist(box)
     handles = [
-        plt.Line2D([], [], color=CITY_COLOURS[i % 10], lw=3, label=n) for i, n in enumerate(city_names)
+        Line2D([], [], color=CITY_COLOURS[i % 10], lw=3, label=n) for i, n in enumerate(city_names)
     ]
     ax.legend(handles=handles, loc="upper right")
     ax.set_xticks([])
@@ -88,7 +99,7 @@ def example_grid(
 ) -> Figure:
     """Figure 6 for one model: per sample image, the image, its mask overlaid, and its explanation."""
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
+    fig, axes = subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
     explained = explain(images, masks, threshold)
     for i in range(n):
         panels = (images[i], overlay(images[i], masks[i]), explained[i])
@@ -142,7 +153,7 @@ def explainer_grid(
     threshold = validate_threshold(threshold)
     cols = 1 + len(masks_by_column)
     fig_height = n * GRID_PANEL + GRID_TITLE
-    fig, axes = plt.subplots(n, cols, figsize=(cols * GRID_PANEL, fig_height), squeeze=False)
+    fig, axes = subplots(n, cols, figsize=(cols * GRID_PANEL, fig_height), squeeze=False)
     fig.subplots_adjust(
         left=0.02, right=0.98, bottom=0.02, top=1 - GRID_TITLE / fig_height, wspace=0.05, hspace=0.15
     )
@@ -178,7 +189,7 @@ def ratio_bars(
     """
     kept = table[table["kept"]]
     cities = sorted(kept["city"].unique())
-    fig, axes = plt.subplots(1, max(1, len(cities)), figsize=(4.5 * max(1, len(cities)), 4.5), squeeze=False)
+    fig, axes = subplots(1, max(1, len(cities)), figsize=(4.5 * max(1, len(cities)), 4.5), squeeze=False)
     for ax, city in zip(axes[0], cities):
         rows = kept[kept["city"] == city].sort_values("ratio", ascending=False).head(max_objects)[::-1]
         colour = CITY_COLOURS[cities.index(city) % 10]

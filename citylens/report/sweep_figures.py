@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from citylens.analysis.sanity import SANITY_FLAG_RHO
 from citylens.explain.explanation import overlay
-from citylens.report.figures import CITY_COLOURS, tsne_scatter
+from citylens.report.figures import CITY_COLOURS, subplots, tsne_scatter
 
-ARCH_COLOURS = plt.get_cmap("Set1").colors
+ARCH_COLOURS = colormaps["Set1"].colors
 
 
 def run_colours(archs: Sequence[str]) -> list[tuple[float, float, float]]:
@@ -48,7 +48,7 @@ def ar_heatmap(labels: Sequence[str], archs: Sequence[str], pairs: pd.DataFrame,
         i, j = index[row.label_a], index[row.label_b]
         grid[i, j] = grid[j, i] = row.ar
     side = max(4.0, 0.75 * n + 2.0)
-    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    fig, ax = subplots(figsize=(side + 1.2, side))
     finite = grid[np.isfinite(grid)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     low, high = (low - 0.01, high + 0.01) if high - low < 0.02 else (low, high)
@@ -86,7 +86,7 @@ def tsne_grid(
     archs = list(dict.fromkeys(p[0] for p in panels))
     rows = [[p for p in panels if p[0] == arch] for arch in archs]
     ncols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(3.6 * ncols, 3.4 * len(rows)), squeeze=False)
+    fig, axes = subplots(len(rows), ncols, figsize=(3.6 * ncols, 3.4 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
         for c in range(ncols):
             ax = axes[r, c]
@@ -134,7 +134,7 @@ def ratio_bars_runs(
     n_runs = len(tables)
     width = 0.8 / max(1, n_runs)
     panel_width = max(6.0, min(18.0, 0.35 * n_runs * max_objects * 0.5 + 2))
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         max(1, len(cities)),
         1,
         figsize=(panel_width, 3.4 * max(1, len(cities)) + 0.8),
@@ -176,7 +176,7 @@ def examples_runs(
     n_runs, n_images = masks.shape[:2]
     offset = 1 if images is not None else 0
     ncols = n_runs + offset
-    fig, axes = plt.subplots(n_images, ncols, figsize=(1.9 * ncols, 2.1 * n_images), squeeze=False)
+    fig, axes = subplots(n_images, ncols, figsize=(1.9 * ncols, 2.1 * n_images), squeeze=False)
     for i in range(n_images):
         if images is not None:
             axes[i, 0].imshow(images[i])
@@ -207,7 +207,7 @@ def ratio_vs_effect(points: pd.DataFrame, archs: Sequence[str], method: str, tit
     """
     panels = [a for a in archs if a in set(points["arch"])]
     cities = sorted(points["city"].unique())
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False, sharey=True, layout="constrained"
     )
     for ax, arch in zip(axes[0], panels):
@@ -249,7 +249,7 @@ def sanity_cascade(summary: pd.DataFrame, archs: Sequence[str], title: str = "")
     """The randomisation test: rho per step (none, cascade top-down, full), one panel per architecture,
     one line per explainer with the range over seeds shaded."""
     panels = [a for a in archs if a in set(summary["arch"])]
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, sharey=True, layout="constrained"
     )
     for ax, arch in zip(axes[0], panels):
