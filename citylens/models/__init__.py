@@ -5,8 +5,7 @@ Names are loaded on first use, so the network builders can be imported without p
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from citylens.lazy import lazy_names
 
 _WHERE = {
     "ARCHITECTURES": "citylens.models.build",
@@ -19,8 +18,4 @@ _WHERE = {
 }
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'citylens.models' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_names(__name__, _WHERE)

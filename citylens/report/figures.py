@@ -84,9 +84,7 @@ def tsne_thumbnails(
             bboxprops={"edgecolor": CITY_COLOURS[int(c) % 10], "linewidth": 1.5},
         )
         ax.add_artist(box)
-    handles = [
-        Line2D([], [], color=CITY_COLOURS[i % 10], lw=3, label=n) for i, n in enumerate(city_names)
-    ]
+    handles = [Line2D([], [], color=CITY_COLOURS[i % 10], lw=3, label=n) for i, n in enumerate(city_names)]
     ax.legend(handles=handles, loc="upper right")
     ax.set_xticks([])
     ax.set_yticks([])
