@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from citylens.models.build import DEFAULT_TARGET_LAYERS, build_model
+from citylens.models.build import build_model
 
 
 class CityClassifier(pl.LightningModule):
@@ -28,7 +28,6 @@ class CityClassifier(pl.LightningModule):
         lr_step_epochs: int = 10,
         lr_gamma: float = 0.1,
         weights: str | None = None,
-        target_layer: str | None = None,
         channels_last: bool = False,
         fused_optimizer: bool = True,
     ) -> None:
@@ -38,8 +37,8 @@ class CityClassifier(pl.LightningModule):
         if lr_step_epochs < 1 or not 0 < lr_gamma <= 1:
             raise ValueError(f"model.lr_step_epochs / model.lr_gamma: got {lr_step_epochs} / {lr_gamma}")
         self.save_hyperparameters()
-        self.target_layer_name = target_layer or DEFAULT_TARGET_LAYERS.get(arch, "")
-        self.network, self.target_layer = build_model(arch, num_classes, input_size, weights, target_layer)
+        # The explainer's layer is chosen by the analysis (explainer.layer), not by the model.
+        self.network, _ = build_model(arch, num_classes, input_size, weights)
         # channels-last (NHWC) weights and inputs: faster GPU convolutions (equal up to rounding).
         self.channels_last = channels_last
         if channels_last:
