@@ -14,6 +14,7 @@ from citylens.analysis.residuals import residuals
 from citylens.callbacks.residuals import COLUMNS, ResidualsCallback, run_residuals
 from citylens.explain.store import MaskStore, StoreError, open_store, write_store
 from citylens.report.runs import stream_residuals
+from citylens.run_state import write_complete
 
 IDS = ["pittsburgh/p0", "tokyo/t0"]
 CHECKER = (np.indices((4, 4)).sum(axis=0) % 2).astype(np.float32)
@@ -40,7 +41,8 @@ def make_run(
     finished: bool = True,
     size: int | None = None,
 ) -> Path:
-    """A fake run dir: a mask store (full-size maps when `size` is None) and, if finished, metrics.json."""
+    """A fake run dir: a mask store (full-size maps when `size` is None) and, if finished, metrics.json and
+    the completion record."""
     n = len(low_res)
     cities = [i.split("/")[0] for i in ids]
     targets = np.array([0 if c == "pittsburgh" else 1 for c in cities])
@@ -57,6 +59,7 @@ def make_run(
     if finished:
         metrics = {"arch": arch, "seed": seed, "test/acc": 1.0, "cities": ["pittsburgh", "tokyo"]}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        write_complete(run_dir, {"written_by": "tests"})
     return run_dir
 
 

@@ -1,8 +1,9 @@
 """Figure 6 across runs: the same sample test images, their views from the data cache, every run's masks.
 
-The views come from the data module re-created from a run's saved config (.hydra/config.yaml), the same
-images the run's Grad-CAM saw. The data cache folder is looked up where the run had it; when the data is gone
-the figure shows the masks alone.
+The views come from the data module re-created from the run's recorded overrides on citylens' own config
+files (citylens.config.run_config: overrides naming code are refused, nothing saved in the run folder is
+instantiated), the same images the run's Grad-CAM saw. The data cache folder is looked up where the run had
+it; when the data is gone the figure shows the masks alone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from citylens.callbacks.explain import sample_indices
+from citylens.config import run_config
 from citylens.report.runs import Run
 
 log = logging.getLogger("citylens.report")
@@ -54,8 +56,9 @@ def load_views(run: Run, image_ids: Sequence[str]) -> np.ndarray | None:
     """uint8 (n, S, S, 3) analysis views of the given test images, or None (with a warning) if unavailable."""
     saved = run.path / ".hydra" / "config.yaml"
     try:
-        cfg = OmegaConf.load(saved)
-        configured = OmegaConf.select(cfg, "data.cache_dir", default="data_cache")
+        recorded = OmegaConf.load(saved) if saved.is_file() else OmegaConf.create()
+        configured = OmegaConf.select(recorded, "data.cache_dir", default="data_cache")
+        cfg = run_config(run.path, [])
         cfg.data.cache_dir = _cache_dir(run, str(configured))
         datamodule = instantiate(cfg.data)
         datamodule.setup("test")

@@ -1,7 +1,9 @@
 """The runs of a sweep as the comparisons see them: which finished, which not, their masks streamed together.
 
-A run counts as finished when its metrics.json (written last, after the analysis callbacks) and its mask store
-(renamed into place whole) both exist, so reading it while other jobs of the sweep still run is safe.
+A run counts as finished when its completion record (complete.json, written last, atomically, by
+citylens-train or citylens-analyze) and its mask store (renamed into place whole) both exist, so reading it
+while other jobs of the sweep still run is safe. Runs without one are listed as failed (failed.json, with its
+error line) or unfinished. Run folders are data: symlinks leaving the sweep are refused, nothing there runs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from omegaconf import OmegaConf
 
 from citylens.analysis.residuals import PairwiseResiduals
 from citylens.explain.store import STORE_DIR, MaskStore, StoreError, check_same_images, open_store
+from citylens.io import read_json
+from citylens.run_state import COMPLETE, FAILED, run_status
 
 REPORT_DIR = "report"
 DEFAULT_THRESHOLD = 0.5
@@ -85,31 +89,48 @@ def is_sweep_dir(path: Path) -> bool:
     return (Path(path) / "multirun.yaml").is_file()
 
 
+def leaves(path: Path, root: Path) -> bool:
+    """Whether `path` (followed through symlinks) lies outside `root`."""
+    return not Path(path).resolve().is_relative_to(Path(root).resolve())
+
+
 def candidate_dirs(sweep_dir: Path) -> list[Path]:
-    """Subdirectories that look like runs (a Hydra job dir, a metrics.json or a mask store), in job order."""
+    """Subdirectories that look like runs (a Hydra job dir, a completion/failure record or a mask store), in
+    job order. Symlinks leading out of the sweep are left out (scan_sweep lists them as refused)."""
     dirs = [
         p
         for p in Path(sweep_dir).iterdir()
         if p.is_dir()
         and not p.name.startswith(".")
         and p.name != REPORT_DIR
-        and any((p / marker).exists() for marker in (".hydra", "metrics.json", STORE_DIR))
+        and not leaves(p, sweep_dir)
+        and any((p / marker).exists() for marker in (".hydra", COMPLETE, FAILED, "metrics.json", STORE_DIR))
     ]
     return sorted(dirs, key=job_order)
 
 
+def escaping_dirs(sweep_dir: Path) -> list[Path]:
+    """Entries of the sweep that are symlinks to folders outside it."""
+    return sorted(p for p in Path(sweep_dir).iterdir() if p.is_symlink() and leaves(p, sweep_dir))
+
+
 def open_run(path: Path) -> Run:
-    """Open a finished run; StoreError or FileNotFoundError says why it is not one."""
-    metrics_path = path / "metrics.json"
-    if not metrics_path.is_file():
-        raise FileNotFoundError("no metrics.json (still running, failed or interrupted)")
-    return Run(path, json.loads(metrics_path.read_text()), open_store(path))
+    """Open a finished run; StoreError or FileNotFoundError says why it is not one ('failed: ...' etc.)."""
+    status, why = run_status(path)
+    if status != "finished":
+        raise FileNotFoundError(f"{status}: {why}")
+    if leaves(path / STORE_DIR, path):
+        raise StoreError(f"refused: {STORE_DIR}/ is a symlink leaving the run folder")
+    metrics = read_json(path / "metrics.json")
+    return Run(path, metrics if isinstance(metrics, dict) else {}, open_store(path))
 
 
 def scan_sweep(sweep_dir: Path | str, exclude: Sequence[Path] = ()) -> tuple[list[Run], dict[str, str]]:
-    """Finished runs of a sweep in job order, and the unfinished ones as name -> reason."""
+    """Finished runs of a sweep in job order, and the others as name -> why (failed, unfinished, refused)."""
     finished, unfinished = [], {}
     skip = {Path(p).resolve() for p in exclude}
+    for path in escaping_dirs(Path(sweep_dir)):
+        unfinished[path.name] = f"refused: a symlink leaving the sweep (to {path.resolve()})"
     for path in candidate_dirs(Path(sweep_dir)):
         if path.resolve() in skip:
             continue

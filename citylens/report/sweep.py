@@ -17,8 +17,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from citylens.errors import ConfigError
 from citylens.io import atomic_write_text, file_lock
-from citylens.report.runs import REPORT_DIR, Run, comparable, order_by_arch, scan_sweep, stream_residuals
+from citylens.report.runs import (
+    REPORT_DIR,
+    Run,
+    comparable,
+    is_sweep_dir,
+    order_by_arch,
+    scan_sweep,
+    stream_residuals,
+)
 from citylens.report.sections import (
     Section,
     fig3_section,
@@ -83,11 +92,17 @@ def _sections(runs: list[Run], ignored: dict[str, str], options: Options, out: P
     return sections
 
 
+def status_of(reason: str) -> str:
+    """A run's status in runs.csv from the reason it was left out: failed, unfinished, refused or ignored."""
+    word = reason.split(":", 1)[0]
+    return word if word in ("failed", "unfinished", "refused") else "ignored"
+
+
 def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
     """Write <sweep>/report/ (tables, figures, report.md) from the sweep's finished runs; return its path."""
     sweep_dir = Path(sweep_dir).resolve()
-    if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
+    if not is_sweep_dir(sweep_dir):
+        raise ConfigError(f"{sweep_dir}: not a sweep folder (no multirun.yaml); give outputs/sweeps/<stamp>")
     options = options or Options()
     with file_lock(sweep_dir / ".report.lock"):
         finished, ignored = scan_sweep(sweep_dir)
@@ -103,7 +118,7 @@ def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
                 pd.DataFrame(
                     {
                         "run": [r.name for r in runs] + list(ignored),
-                        "status": ["finished"] * len(runs) + ["ignored"] * len(ignored),
+                        "status": ["finished"] * len(runs) + [status_of(why) for why in ignored.values()],
                         "reason": [""] * len(runs) + list(ignored.values()),
                     }
                 ),
