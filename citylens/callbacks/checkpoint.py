@@ -33,45 +33,54 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose last.ckpt is rewritten after every validation, not only with a new best."""
+    """ModelCheckpoint whose last.ckpt is rewritten at every save (each epoch), not only on a new best."""
+
+    def _save_last_too(self, trainer: pl.Trainer) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        due = not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(
+            trainer
+        )
+        super().on_train_epoch_end(trainer, pl_module)
+        if due:
+            self._save_last_too(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        skip = self._should_skip_saving_checkpoint(trainer) or self._should_save_on_train_epoch_end(trainer)
+        due = not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(
+            trainer
+        )
         super().on_validation_end(trainer, pl_module)
-        if not skip and self.save_last and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if due:
+            self._save_last_too(trainer)
 
 
 class ResumeState(pl.Callback):
-    """Saves Python's, NumPy's and torch's random state with each checkpoint; a resumed fit restores it
-    at the start of its first training epoch (after the sanity check, which draws from it too)."""
+    """Saves Python's, NumPy's and torch's random state with each checkpoint and restores it on resume.
 
-    def __init__(self) -> None:
-        self._pending: dict[str, Any] | None = None
+    Lightning creates the first epoch's batch iterator right after restoring (its sanity check runs under
+    isolate_rng), so restoring in load_state_dict gives the resumed epoch the batches and flips the
+    uninterrupted run drew after that checkpoint.
+    """
 
     def state_dict(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
+        np_state, py_state = np.random.get_state(), random.getstate()
         return {
-            "python": [list(random.getstate()[1]), random.getstate()[0], random.getstate()[2]],
+            "python": [py_state[0], list(py_state[1]), py_state[2]],
             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        state, self._pending = self._pending, None
-        if state is None:
-            return
-        version, internal, gauss = state["python"]
+        version, internal, gauss = state_dict["python"]
         random.setstate((version, tuple(internal), gauss))
-        name, keys, *rest = state["numpy"]
+        name, keys, *rest = state_dict["numpy"]
         np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        kill_point("train_epoch_end")
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        kill_point("train_batch")
