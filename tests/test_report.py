@@ -133,9 +133,10 @@ def test_a_failed_job_is_listed_with_its_error_and_the_sweep_exits_1(tmp_path: P
         "3_simpler-s1": "unfinished",
     }
     assert runs.loc["2_simple-s1", "reason"] == "failed: model.lr: learning rate must be positive, got -1"
-    assert "`2_simple-s1`: failed: model.lr: learning rate must be positive" in (
-        sweep / "report" / "report.md"
-    ).read_text()
+    assert (
+        "`2_simple-s1`: failed: model.lr: learning rate must be positive"
+        in (sweep / "report" / "report.md").read_text()
+    )
     assert len(pd.read_csv(sweep / "report" / "table2.csv")) == 1
 
 
