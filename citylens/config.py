@@ -179,12 +179,17 @@ def _importable(module: str) -> bool:
 
 
 def preflight(argv: list[str]) -> list[str]:
-    """Check the command line before Hydra composes it; expand `resume=DIR` into the resuming command."""
+    """Check the command line before Hydra composes it; expand `resume=DIR` into the resuming command and
+    `data.cities={...}` into the overrides that replace the city set."""
     out = []
     for arg in argv:
         key, _, value = arg.partition("=")
         if key == "resume":
             out += resume_args(Path(value).expanduser())
+            continue
+        if key == "data.cities":
+            # Hydra merges a dict into the existing city set (and refuses new keys); a city set replaces it.
+            out += ["~data.cities", f"+data.cities={value}"]
             continue
         module = LAUNCHER_PLUGINS.get(value) if key.lstrip("+~") == "hydra/launcher" else None
         if module and not _importable(module):

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from citylens.faults import kill_point
+
 log = logging.getLogger("citylens")
 
 # How often a process waiting on another's lock says so.
@@ -166,6 +168,7 @@ class ResumableArray:
             array.flush()
             done.append(start)
             atomic_write_json(self.progress_path, sorted(done))
+            kill_point("cache_chunk")
             if progress is not None:
                 progress.update(stop - start)
         del array

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,11 @@ from citylens.analysis.embedding import embed_masks
 from citylens.callbacks.base import AnalysisCallback, best_checkpoint, log, log_artifacts, on_rank_zero
 from citylens.data.datamodule import to_input
 from citylens.explain import GradCAM, explain, validate_threshold
-from citylens.explain.store import STORE_DIR, MaskStore, open_store, write_store
+from citylens.explain.store import STORE_DIR, MaskStore, StoreError, open_store, write_store
+from citylens.faults import kill_point
 from citylens.io import atomic_path
 from citylens.report import figures
+from citylens.run_state import sha256
 
 
 def sample_indices(targets: np.ndarray, per_city: int, seed: int = 0) -> np.ndarray:
@@ -95,8 +99,9 @@ def compute_store(
     """Grad-CAM every test image (best checkpoint weights in `module`) and write the run's mask store.
 
     `maps`: the (low-res maps, probabilities) of the whole test split when already computed (under DDP).
+    A store already there with the same provenance (checkpoint contents, layer, view, dataset, images: a run
+    killed later in its analysis) is kept instead of computed again.
     """
-    low_res, probs = maps if maps is not None else compute_maps(module, datamodule, batch_size)
     provenance = {
         "arch": module.hparams.arch,
         "seed": run_seed,
@@ -108,8 +113,14 @@ def compute_store(
         "citylens_version": citylens.__version__,
         "city_names": datamodule.cities,
         "dataset": datamodule.describe(),
+        "checkpoint_sha256": sha256(Path(checkpoint)) if checkpoint and Path(checkpoint).is_file() else None,
     }
     records = datamodule.splits["test"]
+    reused = reusable_store(run_dir, provenance, [r.image_id for r in records])
+    if reused is not None:
+        log.info("mask store of the same checkpoint already written, kept: %s", reused.path)
+        return reused
+    low_res, probs = maps if maps is not None else compute_maps(module, datamodule, batch_size)
     write_store(
         run_dir / STORE_DIR,
         low_res,
@@ -120,6 +131,23 @@ def compute_store(
         provenance,
     )
     return open_store(run_dir)
+
+
+def reusable_store(run_dir: Path, provenance: dict[str, Any], image_ids: list[str]) -> MaskStore | None:
+    """The run's existing mask store if it was computed from exactly this provenance and these images."""
+    if not provenance.get("checkpoint_sha256"):
+        return None
+    try:
+        store = open_store(run_dir)
+    except (StoreError, OSError, ValueError):
+        return None
+    same = all(json_equal(store.meta.get(k), v) for k, v in provenance.items() if k != "checkpoint")
+    return store if same and store.image_ids == image_ids else None
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality as stored in JSON (tuples are lists there)."""
+    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
 
 
 class ExplainCallback(AnalysisCallback):
@@ -170,9 +198,15 @@ class ExplainCallback(AnalysisCallback):
                 module, datamodule, run_dir, self.batch_size, self.run_seed, checkpoint, maps=maps
             )
         log.info("mask store: %d masks (%s) -> %s", len(store), store.low_res.shape[1:], store.path)
+        kill_point("analysis")
+        started = time.monotonic()
+        log.info(
+            "t-SNE of %d masks (PCA to %d dims, perplexity %g)...", len(store), self.pca_dims, self.perplexity
+        )
         coords = embed_masks(
             (m for _, m in store.chunks(512)), self.tsne_side, self.pca_dims, self.perplexity, self.seed
         )
+        log.info("t-SNE done in %.1f s", time.monotonic() - started)
         table = pd.DataFrame(
             {
                 "image_id": store.image_ids,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
+from tqdm.auto import tqdm
 
 from citylens.analysis.residuals import PairwiseResiduals
 from citylens.explain.store import STORE_DIR, MaskStore, StoreError, check_same_images, open_store
@@ -192,8 +193,11 @@ def stream_residuals(
     """
     check_same_images(stores)
     pairs = PairwiseResiduals(names)
-    for parts in zip(*(store.chunks(chunk) for store in stores)):
-        pairs.update([masks for _, masks in parts])
+    n = len(stores[0]) if stores else 0
+    with tqdm(total=n, desc=f"residuals of {len(stores)} runs", unit="img", disable=n < 4 * chunk) as bar:
+        for parts in zip(*(store.chunks(chunk) for store in stores)):
+            pairs.update([masks for _, masks in parts])
+            bar.update(len(parts[0][1]))
     return pairs
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from citylens.errors import ConfigError
+from citylens.faults import kill_point
 from citylens.io import atomic_write_text, file_lock
 from citylens.report.runs import (
     REPORT_DIR,
@@ -63,6 +64,7 @@ def _sections(runs: list[Run], ignored: dict[str, str], options: Options, out: P
     if not runs:
         return sections
     threshold = runs[0].threshold
+    log.info("sweep report: residuals, Table 2 and statistics of %d runs...", len(runs))
     pairs = (
         stream_residuals([r.store for r in runs], [r.name for r in runs], options.chunk)
         if len(runs) > 1
@@ -80,6 +82,7 @@ def _sections(runs: list[Run], ignored: dict[str, str], options: Options, out: P
         _csv(table, out, name)
     sections += table2_sections(runs, per_pair, grouped, tests, out)
     sections.append(stats_section(tests, len(runs)))
+    log.info("sweep report: figures 3, 5, 6 across %d runs...", len(runs))
     sections.append(fig3_section(runs, out))
     sections.append(fig5_section(runs, threshold, out))
     sections.append(
@@ -109,11 +112,13 @@ def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
         kept, refused = comparable(finished)
         ignored.update({name: f"not comparable: {why}" for name, why in refused.items()})
         runs = order_by_arch(kept)
+        for stale in [*sweep_dir.glob(f".{REPORT_DIR}.tmp*"), *sweep_dir.glob(f".{REPORT_DIR}.old*")]:
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed report (this process holds the lock)
         tmp = sweep_dir / f".{REPORT_DIR}.tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
             sections = _sections(runs, ignored, options, tmp)
+            kill_point("report")
             _csv(
                 pd.DataFrame(
                     {
