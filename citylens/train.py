@@ -221,10 +221,13 @@ def relaunchable_job() -> Iterator[None]:
 
 
 def check_preset() -> None:
-    """Refuse a preset that defines a sweep (experiment=demo, paper) run without -m: it would run one job."""
+    """Refuse a preset that defines a sweep (experiment=demo, paper) run without -m: it would silently run
+    one of its jobs."""
     hydra_cfg = HydraConfig.get()
     params = hydra_cfg.sweeper.get("params") if "sweeper" in hydra_cfg else None
-    if hydra_cfg.mode == RunMode.RUN and params:
+    given = {o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task}
+    # One job of the sweep (every swept key given, e.g. model=vgg11 seed=0 under srun) is a single run.
+    if hydra_cfg.mode == RunMode.RUN and params and not set(params) <= given:
         choice = hydra_cfg.runtime.choices.get("experiment")
         sweep = ", ".join(f"{k}={v}" for k, v in params.items())
         raise ConfigError(

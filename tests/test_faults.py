@@ -269,3 +269,27 @@ def test_missing_launcher_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch
         "~data.cities",
         "+data.cities={lyon: {planted: {fence: 0.9}}}",
     ]
+
+
+@pytest.mark.slow
+def test_kill_during_analysis_then_citylens_analyze_finishes_the_run(ref: SimpleNamespace, tmp_path: Path):
+    run = tmp_path / "run"
+    killed(cli([*ONE_RUN, f"hydra.run.dir={run}"], ref.cache, kill_at="analysis"))
+    ok(cli([str(run)], ref.cache, module="citylens.analyze"))
+    assert read_complete(run)["written_by"] == "citylens-analyze"
+    assert_same_run(run, ref.run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["parallel", "slurm_local"])
+def test_failed_job_with_the_parallel_and_slurm_launchers(
+    ref: SimpleNamespace, tmp_path: Path, launcher: str
+):
+    if launcher == "slurm_local":
+        pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    log = ok(cli([*SWEEP, f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}"], ref.cache), 1)
+    assert "1_simpler-s0" in log and "did not finish" in log
+    runs = pd.read_csv(sweep / "report" / "runs.csv").set_index("run")
+    assert runs["status"].to_dict() == {"0_simpler-s0": "finished", "1_simpler-s0": "failed"}
+    assert_same_run(sweep / "0_simpler-s0", ref.run)
