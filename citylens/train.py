@@ -249,7 +249,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         with relaunchable_job():
             result = train(cfg)
     except Exception as err:
-        if rank_zero_only.rank == 0 and run_dir.is_dir():
+        if rank_zero_only.rank == 0 and run_dir.is_dir() and read_complete(run_dir) is None:
             write_failed(run_dir, err)
         if multirun:
             log.error(
