@@ -47,13 +47,14 @@ def sha256(path: Path) -> str:
 
 
 def artefacts(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Every regular file under the run folder (relative path -> size, sha256) but records, temporaries."""
+    """Every regular file under the run folder (relative path -> size, sha256) but records, temps, logs."""
     out = {}
     for path in sorted(Path(run_dir).rglob("*")):
         rel = path.relative_to(run_dir)
         if path.is_symlink() or not path.is_file() or rel.as_posix() in (COMPLETE, FAILED):
             continue
-        if path.suffix == ".lock" or any(is_temp(Path(part)) for part in rel.parts):
+        # Logs keep growing after the record (the job's own log lines), locks are not results.
+        if path.suffix in (".lock", ".log") or any(is_temp(Path(part)) for part in rel.parts):
             continue
         out[rel.as_posix()] = {"size": path.stat().st_size, "sha256": sha256(path)}
     return out

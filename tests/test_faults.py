@@ -234,6 +234,7 @@ def test_a_damaged_best_checkpoint_falls_back_to_last(ref: SimpleNamespace, tmp_
     "args,message",
     [
         (["data=folder", "data.root="], "data.root: empty"),
+        (["data=folder", "data.root={tmp}"], "data.root: {tmp} has 0 city folder(s), need at least 2"),
         (
             ["experiment=demo"],
             "experiment=demo: defines a sweep (model=vgg11,resnet18,simple,simpler, seed=0,1)",
@@ -245,6 +246,9 @@ def test_a_damaged_best_checkpoint_falls_back_to_last(ref: SimpleNamespace, tmp_
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_any_data_work(args: list[str], message: str, tmp_path: Path):
+    (tmp_path / "photos").mkdir()
+    args = [a.replace("{tmp}", str(tmp_path / "photos")) for a in args]
+    message = message.replace("{tmp}", str(tmp_path / "photos"))
     proc = cli(args, tmp_path / "cache")
     log = ok(proc, 2)
     assert message in log and "Traceback" not in log, log[-2000:]
