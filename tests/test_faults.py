@@ -27,7 +27,8 @@ from citylens.config import ConfigError, preflight, run_config
 from citylens.report.examples import load_views
 from citylens.report.runs import open_run
 from citylens.run_state import best_checkpoint, check_complete, read_complete
-from tests.conftest import write_folder_dataset
+from citylens.train import train
+from tests.conftest import compose_cfg, wandb_record, write_folder_dataset
 
 TINY = [
     "experiment=smoke",
@@ -297,3 +298,14 @@ def test_failed_job_with_the_parallel_and_slurm_launchers(
     runs = pd.read_csv(sweep / "report" / "runs.csv").set_index("run")
     assert runs["status"].to_dict() == {"0_simpler-s0": "finished", "1_simpler-s0": "failed"}
     assert_same_run(sweep / "0_simpler-s0", ref.run)
+
+
+def test_a_failed_job_ends_its_wandb_run_with_exit_code_1(tmp_path: Path):
+    write_folder_dataset(tmp_path / "photos", {"lyon": 3, "oslo": 3})
+    overrides = ["experiment=smoke", "logger=wandb", "data=folder", f"data.root={tmp_path / 'photos'}"]
+    cfg = compose_cfg([*overrides, "data.input_size=32"], tmp_path / "run", tmp_path / "cache")
+    with pytest.raises(ConfigError, match="^city 'lyon': 3 usable image"):
+        train(cfg)
+    (run_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    record = wandb_record(run_file)
+    assert record["state"] == "failed" and record["exit_code"] == 1
