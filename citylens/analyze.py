@@ -1,38 +1,30 @@
 """`citylens-analyze RUN_DIR [overrides...]`: re-run a finished run's analysis with new settings, no training.
 
-The run's own config (RUN_DIR/.hydra/overrides.yaml) is composed again with the new overrides appended,
-e.g. `citylens-analyze outputs/runs/X analysis.threshold=0.3`; the analysis callbacks then run on the
-run's best checkpoint exactly as they do after fit.
+The run's recorded overrides (RUN_DIR/.hydra/overrides.yaml, refused if they name code) are composed again on
+citylens' own config files with the new overrides appended, e.g. `citylens-analyze outputs/runs/X
+analysis.threshold=0.3`; the analysis callbacks then run on the run's best checkpoint (last.ckpt when
+best.ckpt is damaged) exactly as they do after fit, and the run's completion record is rewritten. Nothing
+saved in the run folder is instantiated (docs/faults.md).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 
-from citylens.callbacks.base import AnalysisCallback, best_checkpoint
-from citylens.config import validate
-from citylens.train import CONF_DIR, build_loggers, finish_loggers
+from citylens.callbacks.base import AnalysisCallback
+from citylens.config import ConfigError, run_config, validate
+from citylens.run_state import best_checkpoint, clean_temps, write_complete
+from citylens.train import build_loggers, finish_loggers
 
 log = logging.getLogger("citylens")
-
-
-def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
-    """Compose the run's original config with `overrides` appended; the run dir stays the same."""
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not saved.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a citylens run dir (no .hydra/overrides.yaml)")
-    original = yaml.safe_load(saved.read_text()) or []
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=[*original, *overrides, f"paths.run_dir={run_dir}"])
 
 
 def analyze(run_dir: Path | str, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -48,7 +40,9 @@ def analyze(run_dir: Path | str, overrides: list[str] | None = None) -> dict[str
     module.eval()
     if torch.cuda.is_available():
         module.cuda()
+    clean_temps(run_dir)
     loggers = build_loggers(cfg, run_dir, job_type="analyze")
+    failed = True
     try:
         for name, conf in (cfg.get("callbacks") or {}).items():
             if conf is None or not str(conf.get("_target_", "")).startswith("citylens.callbacks"):
@@ -57,8 +51,14 @@ def analyze(run_dir: Path | str, overrides: list[str] | None = None) -> dict[str
             if isinstance(callback, AnalysisCallback):
                 log.info("analysis: %s on %s", name, checkpoint)
                 callback.analyse(module, datamodule, run_dir, loggers)
+        failed = False
     finally:
-        finish_loggers(loggers)
+        finish_loggers(loggers, failed)
+    recorded = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    write_complete(
+        run_dir,
+        {"written_by": "citylens-analyze", "overrides": recorded, "analyze_overrides": list(overrides or [])},
+    )
     return {"config": cfg, "checkpoint": checkpoint}
 
 
@@ -68,7 +68,13 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
         print(__doc__)
         sys.exit(0 if len(sys.argv) >= 2 else 2)
-    analyze(Path(sys.argv[1]), sys.argv[2:])
+    try:
+        analyze(Path(sys.argv[1]), sys.argv[2:])
+    except ConfigError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"citylens-analyze: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

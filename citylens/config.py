@@ -1,19 +1,48 @@
-"""Checks on a composed config that fail before any training, naming the key at fault."""
+"""Checks on a composed config that fail before any data work, naming the key at fault; recorded overrides.
+
+`validate` covers everything checkable without data (values, paths, the accelerator, segmenter weights);
+`preflight` checks the command line before Hydra composes it (launcher plugins, `resume=DIR`); `run_config`
+rebuilds a run's config from its recorded overrides, validated, on citylens' own config files, so a run
+folder is read as data and never as code (docs/faults.md).
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from pathlib import Path
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from citylens.errors import ConfigError
 from citylens.models import ARCHITECTURES, build_model, resolve_target_layer
 from citylens.pipeline.variant import Variant
 
+__all__ = ["CONF_DIR", "ConfigError", "preflight", "run_config", "safe_overrides", "validate"]
 
-class ConfigError(ValueError):
-    """A config value is invalid; the message starts with the dotted key."""
+
+def conf_dir() -> str:
+    """The configs: citylens/conf inside an installed wheel, else the checkout's top-level conf/."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return str(packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "conf")
+
+
+CONF_DIR = conf_dir()
+
+# Launcher option -> the Hydra plugin module it needs (the `scale` extra).
+LAUNCHER_PLUGINS = {
+    "parallel": "hydra_plugins.hydra_joblib_launcher",
+    "joblib": "hydra_plugins.hydra_joblib_launcher",
+    "slurm": "hydra_plugins.hydra_submitit_launcher",
+    "slurm_local": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+}
+# Overrides a run folder may not carry: they would name code to run or config files to read.
+UNSAFE = re.compile(r"_(target|partial|args|recursive|convert)_|^[+~]*hydra[./]searchpath")
 
 
 def _get(cfg: DictConfig, key: str) -> object:
@@ -35,8 +64,45 @@ def analysis_variant(cfg: DictConfig) -> Variant:
         raise ConfigError(str(err)) from err
 
 
+def _check_accelerator(cfg: DictConfig) -> None:
+    accelerator = str(_get(cfg, "trainer.accelerator") or "auto")
+    devices = _get(cfg, "trainer.devices")
+    if accelerator in ("gpu", "cuda"):
+        available = torch.cuda.device_count()
+        if available == 0:
+            raise ConfigError(
+                f"trainer.accelerator: {accelerator!r} but no CUDA GPU is visible here; use trainer=cpu"
+            )
+        if isinstance(devices, int) and devices > available:
+            raise ConfigError(f"trainer.devices: {devices} requested, {available} GPU(s) visible")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator: 'mps' is not available here; use trainer=cpu")
+
+
+def _check_segmenter(cfg: DictConfig) -> None:
+    if _get(cfg, "callbacks.objects") is None or _get(cfg, "segmenter") is None:
+        return
+    target = str(_get(cfg, "segmenter._target_"))
+    if target.endswith("CsailSegmenter"):
+        for key in ("encoder_path", "decoder_path"):
+            if OmegaConf.is_missing(cfg.segmenter, key):
+                raise ConfigError(
+                    f"segmenter.{key}: required; give the CSAIL {key.split('_')[0]}_epoch_N.pth"
+                )
+            path = Path(str(cfg.segmenter[key])).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"segmenter.{key}: {path} is not a file (CSAIL weights missing)")
+    elif target.endswith("SegformerSegmenter"):
+        from citylens.segment.segformer import resolve_model_dir
+
+        try:
+            resolve_model_dir(str(cfg.segmenter.model), _get(cfg, "segmenter.cache_dir"))
+        except FileNotFoundError as err:
+            raise ConfigError(f"segmenter.model: {str(err).splitlines()[0]}") from err
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first invalid value (unknown architecture, lr <= 0, missing path, ...)."""
+    """Raise ConfigError for the first invalid value (unknown architecture, lr <= 0, missing path, no GPU)."""
     arch = _get(cfg, "model.arch")
     if arch not in ARCHITECTURES:
         raise ConfigError(f"model.arch: unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}")
@@ -54,7 +120,10 @@ def validate(cfg: DictConfig) -> None:
         if key.rsplit(".", 1)[1] in cfg.data.keys():
             if OmegaConf.is_missing(cfg.data, key.rsplit(".", 1)[1]):
                 raise ConfigError(f"{key}: required; give the dataset folder, e.g. {key}=/path/to/data")
-            path = Path(str(_get(cfg, key))).expanduser()
+            value = _get(cfg, key)
+            if value is None or not str(value).strip():
+                raise ConfigError(f"{key}: empty; give the dataset folder, e.g. {key}=/path/to/data")
+            path = Path(str(value)).expanduser()
             if not path.is_dir():
                 raise ConfigError(f"{key}: {path} does not exist or is not a directory")
     epochs = _get(cfg, "trainer.max_epochs")
@@ -62,6 +131,90 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_epochs: must be a positive integer (or -1), got {epochs!r}")
     if _get(cfg, "ckpt_path") and not Path(str(cfg.ckpt_path)).is_file():
         raise ConfigError(f"ckpt_path: {cfg.ckpt_path} is not a checkpoint file")
+    _check_accelerator(cfg)
+    _check_segmenter(cfg)
+
+
+def safe_overrides(overrides: object, source: Path) -> list[str]:
+    """Recorded overrides as strings, refusing any that name code (`_target_`) or config search paths."""
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"{source}: expected a list of override strings")
+    for override in overrides:
+        if UNSAFE.search(override):
+            raise ConfigError(f"{source}: refusing override {override!r} (a run folder may not name code)")
+    return list(overrides)
+
+
+def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    """A run's config composed again from citylens' own config files and the run's recorded overrides
+    (validated by safe_overrides) with `overrides` appended; the run dir stays the same."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"{run_dir}: not a citylens run dir (no .hydra/overrides.yaml)")
+    try:
+        original = safe_overrides(yaml.safe_load(saved.read_text()) or [], saved)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{saved}: not valid YAML ({err})") from err
+    composed = [*original, *overrides, f"paths.run_dir={run_dir}"]
+    if GlobalHydra.instance().is_initialized():  # inside citylens-train (the sweep report): its own configs
+        return compose("train", overrides=composed)
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=composed)
+
+
+def resume_args(target: Path) -> list[str]:
+    """The command line that reruns a sweep (multirun.yaml) or a run (.hydra/overrides.yaml) in place."""
+    if (target / "multirun.yaml").is_file():
+        saved = target / "multirun.yaml"
+        recorded = OmegaConf.load(saved)
+        task = safe_overrides(
+            list(OmegaConf.select(recorded, "hydra.overrides.task", default=[]) or []), saved
+        )
+        launcher = [
+            o
+            for o in safe_overrides(
+                list(OmegaConf.select(recorded, "hydra.overrides.hydra", default=[]) or []), saved
+            )
+            if o.split("=", 1)[0] not in ("hydra.sweep.dir", "hydra.mode")
+        ]
+        return ["-m", *task, *launcher, f"hydra.sweep.dir={target}"]
+    saved = target / ".hydra" / "overrides.yaml"
+    if saved.is_file():
+        return [*safe_overrides(yaml.safe_load(saved.read_text()) or [], saved), f"hydra.run.dir={target}"]
+    raise ConfigError(f"resume={target}: not a citylens sweep or run folder (no multirun.yaml or .hydra/)")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def preflight(argv: list[str]) -> list[str]:
+    """Check the command line before Hydra composes it; expand `resume=DIR` into the resuming command and
+    `data.cities={...}` into the overrides that replace the city set."""
+    out = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key == "resume":
+            out += resume_args(Path(value).expanduser())
+            continue
+        if key == "data.cities":
+            # Hydra merges a dict into the existing city set (and refuses new keys); a city set replaces it.
+            out += ["~data.cities", f"+data.cities={value}"]
+            continue
+        module = LAUNCHER_PLUGINS.get(value) if key.lstrip("+~") == "hydra/launcher" else None
+        if module and not _importable(module):
+            raise ConfigError(
+                f"hydra/launcher={value}: the Hydra plugin {module.split('.')[1]} is not installed; "
+                "install the scale extra: pip install -e .[scale]"
+            )
+        out.append(arg)
+    return out
 
 
 def _check_layer(arch: str, spec: object, input_size: int) -> None:

@@ -10,12 +10,22 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from citylens.faults import kill_point
+
+log = logging.getLogger("citylens")
+
+# How often a process waiting on another's lock says so.
+LOCK_REPORT_S = 30.0
 
 
 def short_hash(obj: Any, length: int = 12) -> str:
@@ -31,6 +41,14 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def read_json(path: Path | str) -> Any:
+    """A JSON file's contents, or None when it is missing or not valid JSON (e.g. written by a killed run)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -63,16 +81,51 @@ def write_csv(table: Any, path: Path | str) -> Path:
     return Path(path)
 
 
+def _lock_holder(handle: Any) -> str:
+    handle.seek(0)
+    return handle.read().strip() or "another process"
+
+
 @contextlib.contextmanager
 def file_lock(path: Path | str) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `path` (created if needed): parallel jobs wait their turn."""
+    """Hold an exclusive advisory lock on `path` (created if needed): parallel jobs wait their turn.
+
+    The holder writes `pid <pid> on <host> since <time>` into the lock file; a waiting process logs whose
+    lock it waits for, and again every LOCK_REPORT_S seconds with how long it has waited.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with open(path, "a+") as handle:
         try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            start = last = time.monotonic()
+            log.info("waiting for lock %s (held by %s)", path, _lock_holder(handle))
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.2)
+                if time.monotonic() - last >= LOCK_REPORT_S:
+                    last = time.monotonic()
+                    log.info(
+                        "still waiting for lock %s (held by %s): %.0f s",
+                        path,
+                        _lock_holder(handle),
+                        last - start,
+                    )
+            log.info("got lock %s after %.1f s", path, time.monotonic() - start)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}\n")
+            handle.flush()
             yield
         finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -122,6 +175,7 @@ class ResumableArray:
             array.flush()
             done.append(start)
             atomic_write_json(self.progress_path, sorted(done))
+            kill_point("cache_chunk")
             if progress is not None:
                 progress.update(stop - start)
         del array

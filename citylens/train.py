@@ -24,8 +24,20 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import citylens
-from citylens.config import ConfigError, analysis_variant, validate
-from citylens.io import atomic_write_json
+from citylens.callbacks.checkpoint import AtomicCheckpointIO, ResumeState
+from citylens.config import CONF_DIR, ConfigError, analysis_variant, preflight, validate
+from citylens.io import atomic_write_json, read_json
+from citylens.run_state import (
+    COMPLETE,
+    FAILED,
+    best_checkpoint,
+    clean_temps,
+    error_line,
+    read_complete,
+    resume_checkpoint,
+    write_complete,
+    write_failed,
+)
 
 log = logging.getLogger("citylens")
 
@@ -72,72 +84,116 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     return callbacks
 
 
-def finish_loggers(loggers: list[Any]) -> None:
-    """Close W&B runs so each job of a multirun becomes its own W&B run."""
+def finish_loggers(loggers: list[Any], failed: bool = False) -> None:
+    """Close W&B runs (one W&B run per job of a multirun); a failed job's run ends with exit code 1."""
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
-            logger.experiment.finish()
+            logger.experiment.finish(exit_code=1 if failed else 0)
+
+
+def job_overrides() -> list[str]:
+    """This job's command-line overrides (Hydra's task overrides), empty outside Hydra."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+class MetricsWriter(pl.Callback):
+    """Writes metrics.json right after the test, before the analysis callbacks (which run after it), so a run
+    killed during its analysis keeps its test metrics and `citylens-analyze` can finish it."""
+
+    def __init__(self, run_dir: Path, facts: dict[str, Any]) -> None:
+        self.run_dir, self.facts, self.metrics = run_dir, facts, dict(facts)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        self.metrics = {**self.facts, **tested, "best_checkpoint": trainer.ckpt_path or ""}
+        if trainer.is_global_zero:
+            atomic_write_json(self.run_dir / "metrics.json", self.metrics)
+
+
+def finished_run(run_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a run that already finished with this job's overrides, or None to (re)run it.
+
+    A finished run with other overrides is refused: rerunning a sweep into its own folder must not mix runs.
+    """
+    record = read_complete(run_dir)
+    if record is None:
+        return None
+    recorded, now = record.get("overrides"), job_overrides()
+    if recorded is not None and sorted(recorded) != sorted(now):
+        raise ConfigError(
+            f"{run_dir}: finished already with other overrides ({' '.join(recorded)}); "
+            "give another hydra.sweep.dir / hydra.run.dir, or delete the folder to redo it"
+        )
+    log.info("already finished, skipped: %s (delete its %s to redo it)", run_dir, COMPLETE)
+    return read_json(run_dir / "metrics.json") or {}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test with the best checkpoint, write metrics.json; return metrics and the objects used."""
+    """Fit (resuming an interrupted run in place), test the best checkpoint, analyse, mark the run complete.
+
+    Every check that needs no data runs first (validate, loggers, callbacks with the segmenter, trainer),
+    then the data is prepared. A run folder holding complete.json is skipped; one holding checkpoints resumes
+    from the newest loadable one with its best-model record (docs/faults.md).
+    """
     validate(cfg)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    pl.seed_everything(cfg.seed, workers=True)
-    model = instantiate(cfg.model, num_classes=datamodule.num_classes)
+    done = finished_run(run_dir)
+    if done is not None:
+        return {"metrics": done, "skipped": True}
+    if rank_zero_only.rank == 0:
+        clean_temps(run_dir)
+        (run_dir / FAILED).unlink(missing_ok=True)
+    ckpt_path = cfg.get("ckpt_path") or resume_checkpoint(run_dir)
+    if ckpt_path and not cfg.get("ckpt_path"):
+        log.info("resuming %s from %s", run_dir, ckpt_path)
     loggers = build_loggers(cfg, run_dir)
-    callbacks = build_callbacks(cfg, run_dir)
-    trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)
-    )
-    # Under DDP every rank runs train(); only global rank 0 writes the run's files.
-    if trainer.is_global_zero:
-        datamodule.write_split(run_dir)
+    failed = True
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        metrics: dict[str, Any] = {"arch": cfg.model.arch, "seed": cfg.seed, "run_dir": str(run_dir)}
+        facts = {"arch": cfg.model.arch, "seed": cfg.seed, "run_dir": str(run_dir)}
         if cfg.get("analysis") is not None:
-            metrics["variant"] = analysis_variant(cfg).name
-        tested: list[dict[str, Any]] = []
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            facts["variant"] = analysis_variant(cfg).name
+        writer = MetricsWriter(run_dir, facts)
+        callbacks = [writer, ResumeState(), *build_callbacks(cfg, run_dir)]
+        trainer = instantiate(
+            cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)
+        )
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        pl.seed_everything(cfg.seed, workers=True)
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("fit")
+        writer.facts.update(
+            cities=datamodule.cities,
+            dataset_fingerprint=datamodule.fingerprint,
+            n_test=len(datamodule.splits["test"]),
+            citylens_version=citylens.__version__,
+        )
+        pl.seed_everything(cfg.seed, workers=True)
+        model = instantiate(cfg.model, num_classes=datamodule.num_classes)
+        # Under DDP every rank runs train(); only global rank 0 writes the run's files.
+        if trainer.is_global_zero:
+            datamodule.write_split(run_dir)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
         if cfg.get("test", True):
-            tested = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        if cfg.get("test", True) and trainer.is_global_zero:
-            metrics.update({k: float(v) for k, v in tested[0].items()})
-            metrics.update(
-                best_checkpoint=best,
-                cities=datamodule.cities,
-                dataset_fingerprint=datamodule.fingerprint,
-                n_test=len(datamodule.splits["test"]),
-                citylens_version=citylens.__version__,
-            )
-            atomic_write_json(run_dir / "metrics.json", metrics)
+            best = best_checkpoint(run_dir) if trainer.checkpoint_callback else None
+            trainer.test(model, datamodule=datamodule, ckpt_path=str(best) if best else None, verbose=False)
             log.info(
                 "test accuracy %.4f (%s, seed %s) -> %s",
-                metrics["test/acc"],
+                writer.metrics.get("test/acc", float("nan")),
                 cfg.model.arch,
                 cfg.seed,
                 run_dir,
             )
+        failed = False
     finally:
-        finish_loggers(loggers)
+        finish_loggers(loggers, failed)
         # A multirun runs its next job in this process: leave no DDP process group behind.
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    if trainer.is_global_zero:
+        write_complete(run_dir, {"written_by": "citylens-train", "overrides": job_overrides()})
+    metrics = writer.metrics if cfg.get("test", True) else facts
     return {"metrics": metrics, "trainer": trainer, "model": model, "datamodule": datamodule}
-
-
-def conf_dir() -> str:
-    """The configs: citylens/conf inside an installed wheel, else the checkout's top-level conf/."""
-    packaged = Path(__file__).resolve().parent / "conf"
-    return str(packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "conf")
-
-
-CONF_DIR = conf_dir()
 
 
 # Set in this process by Lightning's DDP launcher; a later job finding LOCAL_RANK would not start its ranks.
@@ -172,19 +228,56 @@ def relaunchable_job() -> Iterator[None]:
                 os.environ[key] = value
 
 
+def check_preset() -> None:
+    """Refuse a preset that defines a sweep (experiment=demo, paper) run without -m: it would silently run
+    one of its jobs."""
+    hydra_cfg = HydraConfig.get()
+    params = hydra_cfg.sweeper.get("params") if "sweeper" in hydra_cfg else None
+    given = {o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task}
+    # One job of the sweep (every swept key given, e.g. model=vgg11 seed=0 under srun) is a single run.
+    if hydra_cfg.mode == RunMode.RUN and params and not set(params) <= given:
+        choice = hydra_cfg.runtime.choices.get("experiment")
+        sweep = ", ".join(f"{k}={v}" for k, v in params.items())
+        raise ConfigError(
+            f"experiment={choice}: defines a sweep ({sweep}); run it with -m: "
+            f"citylens-train -m {' '.join(hydra_cfg.overrides.task)}"
+        )
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    """One job. Its failure is its own: recorded in <run dir>/failed.json; in a multirun the next job runs
+    and the sweep ends with exit status 1 (callbacks/sweep_report.py); a single run's ConfigError is one line
+    and exit status 2 (HYDRA_FULL_ERROR=1 shows the traceback)."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
+        check_preset()
         with relaunchable_job():
             result = train(cfg)
-    except ConfigError as err:
-        log.error("config error: %s", err)
-        sys.exit(2)
+    except Exception as err:
+        if rank_zero_only.rank == 0 and run_dir.is_dir() and read_complete(run_dir) is None:
+            write_failed(run_dir, err)
+        if multirun:
+            log.error(
+                "job %s failed: %s (see %s)", run_dir.name, error_line(err), run_dir / FAILED, exc_info=full
+            )
+            return None
+        if isinstance(err, ConfigError) and not full:
+            log.error("%s", error_line(err))
+            sys.exit(2)
+        raise
     return result["metrics"].get("test/acc")
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: checks the command line (launcher plugins, resume=DIR), then Hydra."""
+    try:
+        sys.argv = [sys.argv[0], *preflight(sys.argv[1:])]
+    except ConfigError as err:
+        print(f"citylens-train: {err}", file=sys.stderr)
+        sys.exit(2)
     _hydra_main()
 
 

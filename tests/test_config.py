@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from citylens.config import ConfigError, validate
@@ -50,7 +51,11 @@ def test_every_option_composes(group: str, option: str, tmp_path: Path):
     if group == "model":
         assert cfg.model.arch == option
     if group in ("model", "trainer", "logger", "callbacks", "explainer") and option != "none":
-        validate(cfg)
+        if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+            with pytest.raises(ConfigError, match="^trainer.accelerator: 'gpu' but no CUDA GPU"):
+                validate(cfg)
+        else:
+            validate(cfg)
 
 
 @pytest.mark.parametrize("arch", ["vgg11", "resnet18", "simple", "simpler"])

@@ -13,6 +13,7 @@ from citylens.data.folder import scan_folder
 from citylens.data.records import ImageRecord
 from citylens.data.split import balance, split_records
 from citylens.data.view import analysis_view, label_view
+from citylens.errors import ConfigError
 from citylens.pipeline import Variant
 from tests.conftest import write_folder_dataset
 
@@ -70,7 +71,7 @@ def test_analysis_view_and_label_view_share_geometry():
 
 
 def test_scan_folder_errors_name_key_and_layout(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="data.root.*<city>"):
+    with pytest.raises(ConfigError, match="data.root.*<city>"):
         scan_folder(tmp_path / "missing")
     (tmp_path / "only").mkdir()
     with pytest.raises(ValueError, match="need at least 2"):

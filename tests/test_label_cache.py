@@ -191,6 +191,7 @@ def test_concurrent_builders_wait_and_reuse(
     tmp_path: Path, dataset, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="citylens.segment")
+    caplog.set_level(logging.INFO, logger="citylens")
     records, expected = dataset
     context = multiprocessing.get_context("fork")
     started = context.Event()
@@ -208,5 +209,9 @@ def test_concurrent_builders_wait_and_reuse(
     assert waiting.calls == []
     assert len(json.loads((tmp_path / "calls.json").read_text())) == 4
     np.testing.assert_array_equal(labels, expected)
-    assert any("being built by another process" in m for m in caplog.messages)
+    # The wait says whose lock it is (the child's pid) and, once over, how long it took.
+    assert any(
+        f"waiting for lock {tmp_path}" in m and f"held by pid {child.pid} on " in m for m in caplog.messages
+    )
+    assert any(m.startswith("got lock ") and m.endswith(" s") for m in caplog.messages)
     assert any("label-map cache hit" in m for m in caplog.messages)

@@ -20,9 +20,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from citylens.callbacks.sweep_report import SweepReportCallback
+from citylens.errors import ConfigError
 from citylens.pipeline import Variant
 from citylens.report import cli
 from citylens.report.sweep import Options, build_report
+from citylens.run_state import write_failed
 from tests.conftest import run_cli, wandb_record, wandb_records
 from tests.test_residuals_callback import DEFAULT, EXPECTED, MASKS, make_run, make_sweep
 
@@ -52,7 +54,7 @@ def test_table2_grouping_and_readings_on_hand_made_runs(tmp_path: Path):
     assert grouped["ar"].tolist() == pytest.approx([0.75, 0.5], rel=1e-5)
     assert grouped["paper_ar"].tolist() == [0.3149, 0.2411]
     text = (out / "report.md").read_text()
-    assert "3_simpler-s1`: no metrics.json" in text
+    assert "3_simpler-s1`: unfinished: no complete.json" in text
     assert "mean AR 0.750 vs 0.500" in text and "Most alike: simple-s0 vs simple-s1 (AR 0.500)" in text
     assert "masks are drawn alone" in text and "No run has a t-SNE map" in text
     assert text.count("**Reading:**") == 9
@@ -166,6 +168,55 @@ def test_hydra_callback_logs_a_failing_report_without_raising(
     SweepReportCallback(enabled=False).on_multirun_end(config)
 
 
+def test_a_failed_job_is_listed_with_its_error_and_the_sweep_exits_1(tmp_path: Path):
+    sweep = make_sweep(tmp_path)
+    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"])
+    make_run(sweep / "1_simpler-s0", "simpler", 0, MASKS["B"])
+    write_failed(sweep / "2_simple-s1", ConfigError("model.lr: learning rate must be positive, got -1"))
+    make_run(sweep / "3_simpler-s1", "simpler", 1, MASKS["B"], finished=False)
+    with pytest.raises(SystemExit) as exit_info:
+        SweepReportCallback(wandb=False, n_boot=50, n_perm=100).on_multirun_end(
+            OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+        )
+    assert exit_info.value.code == 1
+    runs = pd.read_csv(sweep / "report" / "runs.csv").set_index("run")
+    assert runs["status"].to_dict() == {
+        "0_simple-s0": "finished",
+        "1_simpler-s0": "finished",
+        "2_simple-s1": "failed",
+        "3_simpler-s1": "unfinished",
+    }
+    assert runs.loc["2_simple-s1", "reason"] == "failed: model.lr: learning rate must be positive, got -1"
+    assert (
+        "`2_simple-s1`: failed: model.lr: learning rate must be positive"
+        in (sweep / "report" / "report.md").read_text()
+    )
+    assert len(pd.read_csv(sweep / "report" / "table2.csv")) == 1
+
+
+def test_citylens_report_refuses_a_folder_that_is_not_a_sweep(tmp_path: Path):
+    run = make_run(tmp_path / "runs" / "x", "simple", 0, MASKS["A"])
+    for folder in (run, tmp_path / "runs", tmp_path / "empty"):
+        folder.mkdir(exist_ok=True)
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([str(folder)])
+        assert exit_info.value.code == 2
+        assert not (folder / "report").exists()
+    with pytest.raises(ConfigError, match="not a sweep folder"):
+        build_report(run, FAST)
+
+
+def test_symlinked_run_leaving_the_sweep_is_refused(tmp_path: Path):
+    sweep = make_sweep(tmp_path)
+    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"])
+    outside = make_run(tmp_path / "elsewhere" / "1_simpler-s0", "simpler", 0, MASKS["B"])
+    (sweep / "1_simpler-s0").symlink_to(outside, target_is_directory=True)
+    out = build_report(sweep, FAST)
+    runs = pd.read_csv(out / "runs.csv").set_index("run")
+    assert runs["status"].to_dict() == {"0_simple-s0": "finished", "1_simpler-s0": "refused"}
+    assert "symlink leaving the sweep" in runs.loc["1_simpler-s0", "reason"]
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """One small real sweep: simple, simpler x seeds 0, 1 (its report built by the Hydra callback)."""
@@ -239,7 +290,7 @@ def test_hydra_callback_built_the_report_at_multirun_end(sweep: SimpleNamespace)
 def test_citylens_report_lists_an_unfinished_run_and_logs_to_wandb(sweep: SimpleNamespace):
     copy = sweep.dir / "4_simple-s2"
     shutil.copytree(sweep.dir / "0_simple-s0", copy)
-    (copy / "metrics.json").unlink()
+    (copy / "complete.json").unlink()
     exe = Path(sys.executable).with_name("citylens-report")
     proc = subprocess.run(
         [str(exe), str(sweep.dir), "--wandb", "--n-boot", "200"],
@@ -250,9 +301,9 @@ def test_citylens_report_lists_an_unfinished_run_and_logs_to_wandb(sweep: Simple
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (sweep.dir / "report" / "report.md").read_text()
-    assert "`4_simple-s2`: no metrics.json" in text
+    assert "`4_simple-s2`: unfinished: no complete.json" in text
     runs = pd.read_csv(sweep.dir / "report" / "runs.csv")
-    assert runs.set_index("run")["status"].to_dict()["4_simple-s2"] == "ignored"
+    assert runs.set_index("run")["status"].to_dict()["4_simple-s2"] == "unfinished"
     assert len(pd.read_csv(sweep.dir / "report" / "table2.csv")) == 6
     (record,) = list((sweep.dir / "wandb").glob("offline-run-*/run-*.wandb"))
     logged = wandb_record(record)

@@ -15,6 +15,7 @@ from citylens.callbacks.residuals import COLUMNS, ResidualsCallback, run_residua
 from citylens.explain.store import MaskStore, StoreError, check_same_images, open_store, write_store
 from citylens.pipeline import Variant
 from citylens.report.runs import stream_residuals
+from citylens.run_state import write_complete
 
 DEFAULT = Variant()
 
@@ -47,9 +48,8 @@ def make_run(
     places: list[str] | None = None,
     dataset: dict | None = None,
 ) -> Path:
-    """A fake run dir: a mask store (full-size maps when `size` is None) and, if finished, metrics.json.
-
-    `dataset` is the store's dataset description (e.g. with the planted objects of synthetic data)."""
+    """A fake run dir: a mask store (full-size maps when `size` is None) and, if finished, metrics.json and
+    the completion record. `dataset` is the store's dataset description (e.g. with the planted objects)."""
     n = len(low_res)
     cities = [i.split("/")[0] for i in ids]
     targets = np.array([0 if c == "pittsburgh" else 1 for c in cities])
@@ -71,6 +71,7 @@ def make_run(
     if finished:
         metrics = {"arch": arch, "seed": seed, "test/acc": 1.0, "cities": ["pittsburgh", "tokyo"]}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        write_complete(run_dir, {"written_by": "tests"})
     return run_dir
 
 

@@ -149,14 +149,16 @@ def test_ensure_synthetic_generates_once_and_reuses(tmp_path: Path, monkeypatch:
     second = ensure_synthetic(tmp_path, **settings)
     assert first == second and first.name.startswith("synthetic-") and len(calls) == 1
     assert (second / "manifest.json").stat().st_mtime_ns == mtime
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".locks", first.name]
     other = ensure_synthetic(tmp_path, **{**settings, "seed": 4})
     assert other != first and len(calls) == 2
     reordered = dict(reversed(list(DEFAULT_CITIES.items())))
     assert ensure_synthetic(tmp_path, **{**settings, "cities": reordered}) not in (first, other)
 
 
-def test_interrupted_generation_never_looks_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_generation_never_looks_complete_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = synthetic._render_job
     done: list[int] = []
 
@@ -169,12 +171,25 @@ def test_interrupted_generation_never_looks_complete(tmp_path: Path, monkeypatch
     monkeypatch.setattr(synthetic, "_render_job", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic(tmp_path, **SMALL)
-    assert list(tmp_path.iterdir()) == []
+    (partial,) = [p for p in tmp_path.iterdir() if p.name != ".locks"]
+    assert partial.name.endswith(".partial") and not (partial / "manifest.json").exists()
+    kept = sorted(partial.rglob("*.jpg"))
+    assert len(kept) == 3
+    stamps = {p.name: p.stat().st_mtime_ns for p in kept}
+    (partial / "tokyo" / ".tokyo_00009.tmp123.jpg").write_bytes(b"half")  # what a SIGKILL leaves mid-write
     monkeypatch.setattr(synthetic, "_render_job", real)
-    (tmp_path / ".synthetic-killed.partial").mkdir()  # what a SIGKILLed run leaves behind
+    (tmp_path / ".synthetic-killed.partial").mkdir()  # what older versions left behind
     root = ensure_synthetic(tmp_path, **SMALL)
     assert (root / "manifest.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, ".synthetic-killed.partial"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [root.name, ".locks", ".synthetic-killed.partial"]
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in root.rglob("*.jpg") if p.name in stamps} == stamps
+    assert not list(root.rglob(".*"))
+    generate(tmp_path / "fresh", **SMALL)
+    assert (root / "manifest.json").read_text() == (tmp_path / "fresh" / "manifest.json").read_text()
+    for path in sorted((tmp_path / "fresh").rglob("*.*g")):
+        assert (root / path.relative_to(tmp_path / "fresh")).read_bytes() == path.read_bytes()
 
 
 def test_half_written_final_directory_is_refused(tmp_path: Path) -> None:
@@ -199,4 +214,4 @@ def test_loser_of_the_rename_race_uses_the_winner(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(synthetic, "generate", generate_while_another_process_finishes)
     root = ensure_synthetic(tmp_path, **SMALL)
     assert (root / "winner.txt").read_text() == "first"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, "winner"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, ".locks", "winner"])

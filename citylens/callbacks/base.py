@@ -18,15 +18,11 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 
+from citylens.run_state import best_checkpoint
+
+__all__ = ["AnalysisCallback", "best_checkpoint", "log_artifacts", "on_rank_zero"]
+
 log = logging.getLogger("citylens.analysis")
-
-
-def best_checkpoint(run_dir: Path) -> Path:
-    """A finished run's best checkpoint (checkpoints/best.ckpt), else its last one."""
-    for name in ("best.ckpt", "last.ckpt"):
-        if (run_dir / "checkpoints" / name).is_file():
-            return run_dir / "checkpoints" / name
-    raise FileNotFoundError(f"{run_dir}/checkpoints holds no best.ckpt or last.ckpt")
 
 
 def on_rank_zero(trainer: pl.Trainer, work: Callable[[], None]) -> None:

@@ -1,13 +1,16 @@
 """The Hydra callback that builds the sweep report when a multirun ends (conf/hydra/default.yaml).
 
 A failing report is logged with its traceback and never raised: the runs' results are already on disk, and
-`citylens-report <sweep dir>` rebuilds the report once the cause is fixed. The report modules are imported
-only when a multirun ends, so single runs pay nothing for this callback.
+`citylens-report <sweep dir>` rebuilds the report once the cause is fixed. Then every job of the sweep is
+checked: when one failed or did not finish, their error lines are logged and the process exits with status 1
+(after the report, so the report always exists). The report modules are imported only when a multirun ends,
+so single runs pay nothing for this callback.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +37,12 @@ class SweepReportCallback(Callback):
         self.explorer = explorer
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.enabled:
-            return
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        if self.enabled:
+            self._report(sweep_dir)
+        exit_on_failed_jobs(sweep_dir)
+
+    def _report(self, sweep_dir: Path) -> None:
         try:
             from citylens.report.cli import report
             from citylens.report.sweep import Options
@@ -55,3 +61,20 @@ class SweepReportCallback(Callback):
                 sweep_dir,
                 sweep_dir,
             )
+
+
+def exit_on_failed_jobs(sweep_dir: Path) -> None:
+    """Log every failed or unfinished job of the sweep with its error line; exit with status 1 if any."""
+    from citylens.report.runs import candidate_dirs
+    from citylens.run_state import run_status
+
+    bad = {}
+    for run_dir in candidate_dirs(sweep_dir) if sweep_dir.is_dir() else []:
+        status, why = run_status(run_dir)
+        if status != "finished":
+            bad[run_dir.name] = f"{status}: {why}"
+    if bad:
+        for name, why in bad.items():
+            log.error("job %s %s", name, why)
+        log.error("%d job(s) of %s did not finish; rerun the same command to retry them", len(bad), sweep_dir)
+        sys.exit(1)

@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 from citylens.data.cache import ViewCache
 from citylens.data.folder import scan_folder
 from citylens.data.records import ImageRecord
-from citylens.data.split import SPLITS, balance, split_records, subsample
+from citylens.data.split import SPLITS, balance, min_per_city, split_records, subsample
 from citylens.data.view import to_input
+from citylens.errors import ConfigError
 from citylens.io import atomic_path
 
 log = logging.getLogger("citylens.data")
@@ -110,13 +111,29 @@ class CityDataModule(pl.LightningDataModule):
         all_cities = sorted({r.city for r in self.cache.records})
         empty = [c for c in all_cities if not any(r.city == c for r in readable)]
         if empty:
-            raise ValueError(f"city {empty[0]!r} has no readable image (see skipped files above)")
+            raise ConfigError(f"city {empty[0]!r} has no readable image (see skipped files above)")
         if self.balance:
             readable = balance(readable, self.balance_seed)
         self.cities = all_cities
         self.splits = split_records(readable, self.fractions, self.split_seed, self.split_by)
+        self._check_splits(readable)
         self.failures = failures
         self.fingerprint = self.cache.key["fingerprint"]
+
+    def _check_splits(self, readable: Sequence[ImageRecord]) -> None:
+        """Refuse, before training, a split with no image of some city where data.split asks for one."""
+        for name, fraction in zip(SPLITS, self.fractions):
+            if fraction <= 0:
+                continue
+            for city in self.cities:
+                if not any(r.city == city for r in self.splits[name]):
+                    have = sum(r.city == city for r in readable)
+                    raise ConfigError(
+                        f"city {city!r}: {have} usable image(s) leave its {name} split empty under "
+                        f"data.split={list(self.fractions)} (split_by={self.split_by}); every city needs at "
+                        f"least {min_per_city(self.fractions)} images (or places), e.g. more images or "
+                        "data.images_per_city"
+                    )
 
     @property
     def num_classes(self) -> int:
@@ -181,7 +198,7 @@ class FolderCityData(CityDataModule):
     def __init__(self, root: str, images_per_city: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if images_per_city is not None and images_per_city < 5:
-            raise ValueError(f"data.images_per_city: need at least 5 to split 6:2:2, got {images_per_city}")
+            raise ConfigError(f"data.images_per_city: need at least 5 to split 6:2:2, got {images_per_city}")
         self.root, self.images_per_city = Path(root).expanduser(), images_per_city
 
     def find_records(self) -> list[ImageRecord]:
@@ -208,11 +225,11 @@ class SyntheticCityData(CityDataModule):
         super().__init__(**kwargs)
         for city, spec in cities.items():
             if set(spec) != {"planted"}:
-                raise ValueError(
+                raise ConfigError(
                     f"data.cities.{city}: expected exactly the key 'planted', got {sorted(spec)}"
                 )
         if images_per_city < 5:
-            raise ValueError(f"data.images_per_city: need at least 5 to split 6:2:2, got {images_per_city}")
+            raise ConfigError(f"data.images_per_city: need at least 5 to split 6:2:2, got {images_per_city}")
         self.planted = {city: dict(spec["planted"]) for city, spec in cities.items()}
         self.images_per_city, self.image_size, self.seed = images_per_city, image_size, seed
         self.other_city_rate, self.night_rate = other_city_rate, night_rate

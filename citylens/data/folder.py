@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from citylens.data.records import ImageRecord
+from citylens.errors import ConfigError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LABEL_SUFFIX = ".labels.png"
@@ -18,16 +19,16 @@ def label_path_for(image: Path) -> Path:
 def scan_folder(root: Path | str, key: str = "data.root") -> list[ImageRecord]:
     """List every image under root/<city>/ (recursively), sorted by id; label maps beside images are attached.
 
-    Raises FileNotFoundError / ValueError naming `key` and the expected layout when the root is missing,
+    Raises ConfigError naming `key` and the expected layout when the root is missing,
     has no city folders, or a city folder holds no image.
     """
     root = Path(root).expanduser()
     layout = f"expected {root}/<city>/**/*.jpg|jpeg|png (one folder per city)"
     if not root.is_dir():
-        raise FileNotFoundError(f"{key}: {root} is not a directory; {layout}")
+        raise ConfigError(f"{key}: {root} is not a directory; {layout}")
     cities = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
     if len(cities) < 2:
-        raise ValueError(f"{key}: {root} has {len(cities)} city folder(s), need at least 2; {layout}")
+        raise ConfigError(f"{key}: {root} has {len(cities)} city folder(s), need at least 2; {layout}")
     records = []
     for city_dir in cities:
         files = sorted(
@@ -36,7 +37,7 @@ def scan_folder(root: Path | str, key: str = "data.root") -> list[ImageRecord]:
             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(LABEL_SUFFIX) and p.is_file()
         )
         if not files:
-            raise ValueError(f"{key}: city folder {city_dir} holds no .jpg/.jpeg/.png image; {layout}")
+            raise ConfigError(f"{key}: city folder {city_dir} holds no .jpg/.jpeg/.png image; {layout}")
         for path in files:
             image_id = path.relative_to(root).as_posix()
             label = label_path_for(path)

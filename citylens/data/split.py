@@ -35,6 +35,17 @@ def balance(records: Sequence[ImageRecord], seed: int) -> list[ImageRecord]:
     return subsample(records, min(counts.values()), seed)
 
 
+def min_per_city(fractions: Sequence[float]) -> int:
+    """The fewest images (one per place) a city needs so that split_records gives every split with a
+    positive fraction at least one of them."""
+    for n in range(1, 10_000):
+        bounds = np.cumsum(fractions)[:2] * n
+        names = ["train" if i < bounds[0] else "val" if i < bounds[1] else "test" for i in range(n)]
+        if all(name in names for name, f in zip(SPLITS, fractions) if f > 0):
+            return n
+    raise ValueError(f"data.split: {list(fractions)} leaves a split empty for any dataset size")
+
+
 def split_records(
     records: Sequence[ImageRecord],
     fractions: Sequence[float] = (0.6, 0.2, 0.2),

@@ -7,6 +7,7 @@ run them on a loaded checkpoint.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ from tqdm.auto import tqdm
 import citylens
 from citylens.data.view import to_input
 from citylens.explain.methods import build_explainer
-from citylens.explain.store import STORE_DIR, MaskStore, open_store, write_store
+from citylens.explain.store import STORE_DIR, MaskStore, StoreError, open_store, write_store
 from citylens.models.build import LAYER_PRESETS
 from citylens.pipeline.variant import Variant
+from citylens.run_state import sha256
 
 
 def sample_indices(targets: np.ndarray, per_city: int, seed: int = 0) -> np.ndarray:
@@ -84,23 +86,16 @@ def compute_maps(
     )
 
 
-def write_variant_store(
-    variant: Variant,
-    run_dir: Path,
-    datamodule: Any,
-    maps: tuple[np.ndarray, np.ndarray],
-    arch: str,
-    run_seed: int | None,
-    checkpoint: str | None,
-) -> MaskStore:
-    """Write the variant's mask store (maps, probabilities, true cities, ids, provenance) and open it."""
-    low_res, probs = maps
-    layer_path = LAYER_PRESETS.get(arch, {}).get(variant.layer, variant.layer)
-    provenance = {
+def store_provenance(
+    variant: Variant, datamodule: Any, arch: str, run_seed: int | None, checkpoint: str | None
+) -> dict[str, Any]:
+    """What a variant's mask store is computed from: network, checkpoint (path, contents), variant, data."""
+    return {
         "arch": arch,
         "seed": run_seed,
         "checkpoint": checkpoint,
-        "target_layer": layer_path,
+        "checkpoint_sha256": sha256(Path(checkpoint)) if checkpoint and Path(checkpoint).is_file() else None,
+        "target_layer": LAYER_PRESETS.get(arch, {}).get(variant.layer, variant.layer),
         **variant.to_dict(),
         "input_size": datamodule.input_size,
         "dataset_fingerprint": datamodule.fingerprint,
@@ -110,6 +105,35 @@ def write_variant_store(
         "city_names": datamodule.cities,
         "dataset": datamodule.describe(),
     }
+
+
+def reusable_store(out: Path, provenance: dict[str, Any], image_ids: list[str]) -> MaskStore | None:
+    """The variant's existing mask store if it was computed from exactly this provenance and these images
+    (a run killed later in its analysis keeps its masks)."""
+    if not provenance.get("checkpoint_sha256"):
+        return None
+    try:
+        store = open_store(out)
+    except (StoreError, OSError, ValueError):
+        return None
+    same = all(_json_equal(store.meta.get(k), v) for k, v in provenance.items() if k != "checkpoint")
+    return store if same and store.image_ids == image_ids else None
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """Equality as stored in JSON (tuples are lists there)."""
+    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
+
+
+def write_variant_store(
+    variant: Variant,
+    run_dir: Path,
+    datamodule: Any,
+    maps: tuple[np.ndarray, np.ndarray],
+    provenance: dict[str, Any],
+) -> MaskStore:
+    """Write the variant's mask store (maps, probabilities, true cities, places, ids, provenance), open it."""
+    low_res, probs = maps
     records = datamodule.splits["test"]
     out = variant.dir(run_dir)
     write_store(

@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
 
-from citylens.report.runs import candidate_dirs
+from citylens.report.runs import candidate_dirs, is_sweep_dir
 from citylens.report.sweep import Options, build_report
 
 log = logging.getLogger("citylens.report")
@@ -102,8 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     args = parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        raise SystemExit(f"citylens-report: {args.sweep_dir} is not a directory")
+    if not is_sweep_dir(args.sweep_dir):
+        print(
+            f"citylens-report: {args.sweep_dir} is not a sweep folder (no multirun.yaml); "
+            "give a multirun directory, e.g. outputs/sweeps/<stamp>",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     options = Options(
         n_boot=args.n_boot,
         n_perm=args.n_perm,

@@ -1,8 +1,9 @@
 """Figure 6 across runs: the same sample test images, their views from the data cache, every run's masks.
 
-The views come from the data module re-created from a run's saved config (.hydra/config.yaml), the same
-images the run's Grad-CAM saw. The data cache folder is looked up where the run had it; when the data is gone
-the figure shows the masks alone.
+The views come from the data module re-created from the run's recorded overrides on citylens' own config
+files (citylens.config.run_config: overrides naming code are refused, nothing saved in the run folder is
+instantiated), the same images the run's Grad-CAM saw. The data cache folder is looked up where the run had
+it; when the data is gone the figure shows the masks alone.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from citylens.config import run_config
 from citylens.pipeline.masks import sample_indices
 from citylens.report.runs import Run
 
@@ -55,8 +57,9 @@ def view_reader(run: Run) -> Callable[[Sequence[str]], np.ndarray] | None:
     data is unavailable. The data module is set up once, so a caller reading many chunks pays for it once."""
     saved = run.path / ".hydra" / "config.yaml"
     try:
-        cfg = OmegaConf.load(saved)
-        configured = OmegaConf.select(cfg, "data.cache_dir", default="data_cache")
+        recorded = OmegaConf.load(saved) if saved.is_file() else OmegaConf.create()
+        configured = OmegaConf.select(recorded, "data.cache_dir", default="data_cache")
+        cfg = run_config(run.path, [])
         cfg.data.cache_dir = _cache_dir(run, str(configured))
         datamodule = instantiate(cfg.data)
         datamodule.setup("test")

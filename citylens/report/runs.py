@@ -1,8 +1,10 @@
 """The runs of a sweep as the comparisons see them: which finished, which not, their masks streamed together.
 
-A run counts as finished when its metrics.json (written last, after the analysis callbacks) and the mask store
-of the analysis variant compared (renamed into place whole) both exist, so reading it while other jobs of the
-sweep still run is safe. Runs are always compared within one variant (`<run>/analysis/<variant>/`).
+A run counts as finished when its completion record (complete.json, written last, atomically, by
+citylens-train or citylens-analyze) and the mask store of the analysis variant compared (renamed into place
+whole) both exist, so reading it while other jobs of the sweep still run is safe. Runs without one are
+listed as failed (failed.json, with its error line) or unfinished. Runs are always compared within one variant
+(`<run>/analysis/<variant>/`). Run folders are data: symlinks leaving the sweep are refused, nothing runs.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from citylens.analysis.residuals import PairwiseResiduals
 from citylens.explain.store import MaskStore, StoreError, check_same_images, data_key, open_store
+from citylens.io import read_json
 from citylens.pipeline.variant import ANALYSIS_DIR, Variant, list_variants
+from citylens.run_state import COMPLETE, FAILED, run_status
 
 REPORT_DIR = "report"
 
@@ -92,27 +97,43 @@ def is_sweep_dir(path: Path) -> bool:
     return (Path(path) / "multirun.yaml").is_file()
 
 
+def leaves(path: Path, root: Path) -> bool:
+    """Whether `path` (followed through symlinks) lies outside `root`."""
+    return not Path(path).resolve().is_relative_to(Path(root).resolve())
+
+
 def candidate_dirs(sweep_dir: Path) -> list[Path]:
-    """Subdirectories that look like runs (a Hydra job dir, a metrics.json or analyses), in job order."""
+    """Subdirectories that look like runs (a Hydra job dir, a completion/failure record or analyses), in
+    job order. Symlinks leading out of the sweep are left out (scan_sweep lists them as refused)."""
     dirs = [
         p
         for p in Path(sweep_dir).iterdir()
         if p.is_dir()
         and not p.name.startswith(".")
         and p.name != REPORT_DIR
-        and any((p / marker).exists() for marker in (".hydra", "metrics.json", ANALYSIS_DIR))
+        and not leaves(p, sweep_dir)
+        and any((p / m).exists() for m in (".hydra", COMPLETE, FAILED, "metrics.json", ANALYSIS_DIR))
     ]
     return sorted(dirs, key=job_order)
 
 
+def escaping_dirs(sweep_dir: Path) -> list[Path]:
+    """Entries of the sweep that are symlinks to folders outside it."""
+    return sorted(p for p in Path(sweep_dir).iterdir() if p.is_symlink() and leaves(p, sweep_dir))
+
+
 def open_run(path: Path, variant: str) -> Run:
     """Open a finished run's variant; StoreError or FileNotFoundError says why it is not one."""
-    metrics_path = path / "metrics.json"
-    if not metrics_path.is_file():
-        raise FileNotFoundError("no metrics.json (still running, failed or interrupted)")
-    if not (path / ANALYSIS_DIR / variant).is_dir():
+    status, why = run_status(path)
+    if status != "finished":
+        raise FileNotFoundError(f"{status}: {why}")
+    folder = path / ANALYSIS_DIR / variant
+    if not folder.is_dir():
         raise FileNotFoundError(f"no analysis variant {variant}")
-    return Run(path, json.loads(metrics_path.read_text()), open_store(path / ANALYSIS_DIR / variant), variant)
+    if leaves(folder, path):
+        raise StoreError(f"refused: {ANALYSIS_DIR}/{variant} is a symlink leaving the run folder")
+    metrics = read_json(path / "metrics.json")
+    return Run(path, metrics if isinstance(metrics, dict) else {}, open_store(folder), variant)
 
 
 def sweep_variants(sweep_dir: Path | str) -> list[str]:
@@ -123,10 +144,8 @@ def sweep_variants(sweep_dir: Path | str) -> list[str]:
     for path in candidate_dirs(Path(sweep_dir)):
         for name in list_variants(path):
             counts[name] = counts.get(name, 0) + 1
-        try:
-            written = json.loads((path / "metrics.json").read_text()).get("variant")
-        except (OSError, json.JSONDecodeError):
-            written = None
+        metrics = read_json(path / "metrics.json")
+        written = metrics.get("variant") if isinstance(metrics, dict) else None
         if written:
             trained[written] = trained.get(written, 0) + 1
     return sorted(counts, key=lambda v: (-trained.get(v, 0), -counts[v], v))
@@ -135,13 +154,15 @@ def sweep_variants(sweep_dir: Path | str) -> list[str]:
 def scan_sweep(
     sweep_dir: Path | str, variant: str | None = None, exclude: Sequence[Path] = ()
 ) -> tuple[list[Run], dict[str, str]]:
-    """Finished runs of a sweep for one variant (default: the primary one) in job order, and the unfinished
-    ones as name -> reason."""
+    """Finished runs of a sweep for one variant (default: the primary one) in job order, and the others as
+    name -> why (failed, unfinished, refused)."""
     if variant is None:
         variants = sweep_variants(sweep_dir)
         variant = variants[0] if variants else ""
     finished, unfinished = [], {}
     skip = {Path(p).resolve() for p in exclude}
+    for path in escaping_dirs(Path(sweep_dir)):
+        unfinished[path.name] = f"refused: a symlink leaving the sweep (to {path.resolve()})"
     for path in candidate_dirs(Path(sweep_dir)):
         if path.resolve() in skip:
             continue
@@ -200,8 +221,11 @@ def stream_residuals(
     """
     check_same_images(stores)
     pairs = PairwiseResiduals(names)
-    for parts in zip(*(store.chunks(chunk) for store in stores)):
-        pairs.update([masks for _, masks in parts])
+    n = len(stores[0]) if stores else 0
+    with tqdm(total=n, desc=f"residuals of {len(stores)} runs", unit="img", disable=n < 4 * chunk) as bar:
+        for parts in zip(*(store.chunks(chunk) for store in stores)):
+            pairs.update([masks for _, masks in parts])
+            bar.update(len(parts[0][1]))
     return pairs
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from citylens.errors import ConfigError
+from citylens.faults import kill_point
 from citylens.io import atomic_write_text, file_lock
 from citylens.report.examples import view_reader
 from citylens.report.explorer import build_explorer
@@ -28,6 +30,7 @@ from citylens.report.runs import (
     REPORT_DIR,
     Run,
     data_groups,
+    is_sweep_dir,
     order_by_arch,
     scan_sweep,
     stream_residuals,
@@ -125,6 +128,7 @@ def _sections(groups: list[list[Run]], ignored: dict[str, str], options: Options
         sections.append(groups_section(groups))
     threshold = runs[0].threshold
     fig6s, tables = [], {name: [] for name in GROUP_TABLES}
+    log.info("sweep report: residuals, Table 2 and statistics of %d runs...", len(runs))
     for k, group in enumerate(groups, 1):
         parts, fig6, group_tables = _group_sections(
             group, k if len(groups) > 1 else None, options, threshold, out
@@ -135,6 +139,7 @@ def _sections(groups: list[list[Run]], ignored: dict[str, str], options: Options
             tables[name].append(table)
     for name, parts in tables.items():
         _csv(pd.concat(parts, ignore_index=True), out, name)
+    log.info("sweep report: figures 3, 5, 6 across %d runs...", len(runs))
     sections.append(fig3_section(runs, out))
     sections.append(fig5_section(runs, threshold, out))
     sections += fig6s
@@ -146,11 +151,17 @@ def _sections(groups: list[list[Run]], ignored: dict[str, str], options: Options
     return sections
 
 
+def status_of(reason: str) -> str:
+    """A run's status in runs.csv from the reason it was left out: failed, unfinished, refused or ignored."""
+    word = reason.split(":", 1)[0]
+    return word if word in ("failed", "unfinished", "refused") else "ignored"
+
+
 def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
     """Write <sweep>/report/ (tables, figures, report.md) from the sweep's finished runs; return its path."""
     sweep_dir = Path(sweep_dir).resolve()
-    if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
+    if not is_sweep_dir(sweep_dir):
+        raise ConfigError(f"{sweep_dir}: not a sweep folder (no multirun.yaml); give outputs/sweeps/<stamp>")
     options = options or Options()
     with file_lock(sweep_dir / ".report.lock"):
         variants = sweep_variants(sweep_dir)
@@ -159,8 +170,9 @@ def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
         ignored.update({name: f"not comparable: {why}" for name, why in refused.items()})
         groups = [order_by_arch(g) for g in groups]
         runs = [r for g in groups for r in g]
+        for stale in [*sweep_dir.glob(f".{REPORT_DIR}.tmp*"), *sweep_dir.glob(f".{REPORT_DIR}.old*")]:
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed report (this process holds the lock)
         tmp = sweep_dir / f".{REPORT_DIR}.tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
             sections = _sections(groups, ignored, options, tmp)
@@ -168,12 +180,13 @@ def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
                 variant_rows = variant_table(_variant_runs(sweep_dir, variants), options.chunk)
                 _csv(variant_rows, tmp, "variants.csv")
                 sections.append(variants_section(variant_rows, variants[0]))
+            kill_point("report")
             _csv(
                 pd.DataFrame(
                     {
                         "run": [r.name for r in runs] + list(ignored),
                         "data_group": [k for k, g in enumerate(groups, 1) for _ in g] + [None] * len(ignored),
-                        "status": ["finished"] * len(runs) + ["ignored"] * len(ignored),
+                        "status": ["finished"] * len(runs) + [status_of(why) for why in ignored.values()],
                         "reason": [""] * len(runs) + list(ignored.values()),
                     }
                 ),

@@ -12,7 +12,6 @@ data and segmenter) reads the same maps. A cache lives at `root/<hash of key>/`:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from citylens.data.records import ImageRecord
+from citylens.io import file_lock
 from citylens.segment.ade20k import UNLABELLED
 from citylens.segment.base import NUM_CLASSES, Segmenter
 
@@ -164,18 +164,10 @@ class LabelMapCache:
                 f"{self.key['segmenter']!r}"
             )
         self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("label-map cache %s is being built by another process; waiting for it", self.dir)
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if self.is_complete():
-                    return self._hit()
-                self._build_locked(segmenter, batches, n_images, progress)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with file_lock(self.lock_path):  # a waiting process logs whose lock it waits for, and how long
+            if self.is_complete():
+                return self._hit()
+            self._build_locked(segmenter, batches, n_images, progress)
         return self.open()
 
     def _hit(self) -> np.memmap:

@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ from citylens.data.synthetic.config import (
     normalize_cities,
 )
 from citylens.data.synthetic.scene import render_scene, render_variants
-from citylens.io import atomic_write_text, short_hash
+from citylens.faults import kill_point
+from citylens.io import atomic_path, atomic_write_text, file_lock, short_hash
 
 
 def city_probabilities(
@@ -90,13 +90,21 @@ def sample_contents(
 
 
 def _render_job(job: _Job) -> dict[str, Any]:
-    """Sample an image's contents, render it, write the JPEG and the PNG label map; return its record."""
+    """Sample an image's contents, render it, write the JPEG and the PNG label map; return its record.
+
+    Both files are written atomically, so when both exist (a resumed generation) the image is whole and only
+    its record is recomputed (the contents are drawn before rendering, from the image's own random streams).
+    """
     objects, night = sample_contents(job.seed, job.city_index, job.index, job.probabilities, job.night_rate)
-    image, label = render_scene(image_seed(job.seed, job.city_index, job.index), job.size, objects, night)
     stem = f"{job.city}_{job.index:0{job.digits}d}"
     folder = Path(job.root, job.city)
-    Image.fromarray(image).save(folder / f"{stem}.jpg", quality=JPEG_QUALITY)
-    Image.fromarray(label).save(folder / f"{stem}.labels.png", compress_level=1)
+    jpg, png = folder / f"{stem}.jpg", folder / f"{stem}.labels.png"
+    if not (jpg.is_file() and png.is_file()):
+        image, label = render_scene(image_seed(job.seed, job.city_index, job.index), job.size, objects, night)
+        with atomic_path(jpg) as tmp:
+            Image.fromarray(image).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+        with atomic_path(png) as tmp:
+            Image.fromarray(label).save(tmp, format="PNG", compress_level=1)
     return {
         "image": f"{job.city}/{stem}.jpg",
         "labels": f"{job.city}/{stem}.labels.png",
@@ -149,11 +157,15 @@ def generate(
 ) -> dict[str, Any]:
     """Write a synthetic dataset: root/<city>/<city>_<NNNNN>.jpg, a .labels.png beside each, manifest.json.
 
-    The files depend only on the settings and seed (not on `workers`). Returns the manifest.
+    The files depend only on the settings and seed (not on `workers`). Images already in `root` (of an
+    interrupted generation with the same settings) are kept, so generation resumes file by file; the
+    temporaries a kill left are removed first. Returns the manifest.
     """
     settings = _settings(cities, images_per_city, size, seed, other_city_rate, night_rate)
     probabilities = city_probabilities(settings["cities"], other_city_rate)
     root = Path(root)
+    for stale in root.glob("*/.*.tmp*"):
+        stale.unlink()
     digits = max(5, len(str(images_per_city - 1)))
     jobs = []
     for ci, city in enumerate(settings["cities"]):
@@ -182,10 +194,18 @@ def _run_jobs(jobs: list[_Job], workers: int, progress: bool) -> list[dict[str, 
     """
     bar = functools.partial(tqdm, total=len(jobs), desc="synthetic cities", unit="img", disable=not progress)
     if workers <= 1:
-        return list(bar(map(_render_job, jobs)))
+        return list(_passing(bar(map(_render_job, jobs))))
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with multiprocessing.get_context(method).Pool(workers) as pool:
-        return list(bar(pool.imap(_render_job, jobs, chunksize=max(1, min(64, len(jobs) // (8 * workers))))))
+        chunksize = max(1, min(64, len(jobs) // (8 * workers)))
+        return list(_passing(bar(pool.imap(_render_job, jobs, chunksize=chunksize))))
+
+
+def _passing(records: Any) -> Any:
+    """The records as they come, through the fault suite's `generation` kill point."""
+    for record in records:
+        kill_point("generation")
+        yield record
 
 
 def settings_hash(settings: Mapping[str, Any]) -> str:
@@ -215,27 +235,36 @@ def ensure_synthetic(
 ) -> Path:
     """Return cache_dir/synthetic-<hash of the settings>, generating it on first use.
 
-    Generation goes to a temporary sibling that is renamed into place only when complete, so an interrupted
-    run never leaves a directory that looks finished; when two processes race, the loser uses the winner's.
+    Generation goes to cache_dir/.synthetic-<hash>.partial, renamed into place only when complete, so an
+    interrupted run never leaves a directory that looks finished; the next run resumes that folder file by
+    file (and removes the randomly named partial folders older versions left). Processes generating the same
+    settings take turns on a lock (cache_dir/.locks/), so the second finds the first's result; on a file
+    system without working locks the loser of the rename uses the winner's folder.
     """
     settings = _settings(cities, images_per_city, size, seed, other_city_rate, night_rate)
     cache_dir = Path(cache_dir)
     final = cache_dir / f"synthetic-{settings_hash(settings)}"
     if _complete(final, settings):
         return final
-    if final.exists():
-        raise RuntimeError(f"{final} exists but is not a complete generation with these settings; delete it")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=cache_dir))
-    try:
+    with file_lock(cache_dir / ".locks" / f"{final.name}.lock"):
+        if _complete(final, settings):
+            return final
+        if final.exists():
+            raise RuntimeError(
+                f"{final} exists but is not a complete generation with these settings; delete it"
+            )
+        for stale in cache_dir.glob(f".{final.name}.*.partial"):
+            shutil.rmtree(stale, ignore_errors=True)
+        partial = cache_dir / f".{final.name}.partial"
         args = (settings["cities"], images_per_city, size, seed, other_city_rate, night_rate)
-        generate(tmp, *args, workers, progress)
-        os.rename(tmp, final)
-    except OSError:
-        if not _complete(final, settings):
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        generate(partial, *args, workers, progress)
+        try:
+            os.rename(partial, final)
+        except OSError:
+            if not _complete(final, settings):
+                raise
+            shutil.rmtree(partial, ignore_errors=True)
     return final
 
 
