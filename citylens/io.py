@@ -7,7 +7,6 @@ that looks complete (docs/variants.md).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from citylens.faults import kill_point
 
@@ -81,52 +81,47 @@ def write_csv(table: Any, path: Path | str) -> Path:
     return Path(path)
 
 
-def _lock_holder(handle: Any) -> str:
-    handle.seek(0)
-    return handle.read().strip() or "another process"
+def _lock_holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "another process"
+    except OSError:
+        return "another process"
 
 
 @contextlib.contextmanager
 def file_lock(path: Path | str) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `path` (created if needed): parallel jobs wait their turn.
+    """Hold an exclusive lock on `path` (a portable `filelock.FileLock`): parallel jobs wait their turn.
 
-    The holder writes `pid <pid> on <host> since <time>` into the lock file; a waiting process logs whose
+    The holder writes `pid <pid> on <host> since <time>` into `<path>.holder`; a waiting process logs whose
     lock it waits for, and again every LOCK_REPORT_S seconds with how long it has waited.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            start = last = time.monotonic()
-            log.info("waiting for lock %s (held by %s)", path, _lock_holder(handle))
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    time.sleep(0.2)
-                if time.monotonic() - last >= LOCK_REPORT_S:
-                    last = time.monotonic()
-                    log.info(
-                        "still waiting for lock %s (held by %s): %.0f s",
-                        path,
-                        _lock_holder(handle),
-                        last - start,
-                    )
-            log.info("got lock %s after %.1f s", path, time.monotonic() - start)
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}\n")
-            handle.flush()
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            handle.flush()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    holder = path.with_name(path.name + ".holder")
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        start = time.monotonic()
+        log.info("waiting for lock %s (held by %s)", path, _lock_holder(holder))
+        while True:
+            try:
+                lock.acquire(timeout=LOCK_REPORT_S)
+                break
+            except Timeout:
+                log.info(
+                    "still waiting for lock %s (held by %s): %.0f s",
+                    path,
+                    _lock_holder(holder),
+                    time.monotonic() - start,
+                )
+        log.info("got lock %s after %.1f s", path, time.monotonic() - start)
+    try:
+        holder.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}\n")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
 
 
 class ResumableArray:

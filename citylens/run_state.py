@@ -54,7 +54,7 @@ def artefacts(run_dir: Path) -> dict[str, dict[str, Any]]:
         if path.is_symlink() or not path.is_file() or rel.as_posix() in (COMPLETE, FAILED):
             continue
         # Logs keep growing after the record (the job's own log lines), locks are not results.
-        if path.suffix in (".lock", ".log") or any(is_temp(Path(part)) for part in rel.parts):
+        if path.suffix in (".lock", ".log", ".holder") or any(is_temp(Path(part)) for part in rel.parts):
             continue
         out[rel.as_posix()] = {"size": path.stat().st_size, "sha256": sha256(path)}
     return out

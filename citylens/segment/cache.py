@@ -6,8 +6,8 @@ data and segmenter) reads the same maps. A cache lives at `root/<hash of key>/`:
 - `progress.json` the finished chunks (start, end, digest of their image ids), rewritten atomically after
   each chunk, so an interrupted build resumes without redoing them;
 - `complete.json` written atomically last (key, image ids, shape): only then is the cache complete;
-- `.lock`        an `fcntl.flock` lock held while building, so a second process building the same cache
-  waits and then finds it complete.
+- `.lock`        a file lock (citylens.io.file_lock) held while building, so a second process building
+  the same cache waits and then finds it complete.
 """
 
 from __future__ import annotations
