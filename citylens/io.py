@@ -35,11 +35,15 @@ def short_hash(obj: Any, length: int = 12) -> str:
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write bytes to `path` through a temporary sibling and os.replace."""
+    """Write bytes to `path` through a temporary sibling, fsync and os.replace: readers see the old file or
+    the new one, also after a crash."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from citylens.data.records import ImageRecord
-from citylens.io import file_lock
+from citylens.io import atomic_write_json, file_lock
 from citylens.segment.ade20k import UNLABELLED
 from citylens.segment.base import NUM_CLASSES, Segmenter
 
@@ -55,16 +54,6 @@ def label_cache_key(
         "n_images": len(image_ids),
         "image_ids": ids_digest(image_ids),
     }
-
-
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary name, fsync, then rename: readers see the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _merge(ranges: Iterable[Sequence[int]]) -> list[list[int]]:
@@ -218,7 +207,7 @@ class LabelMapCache:
                     labels[start:end] = chunk.numpy()
                     labels.flush()
                     chunks = [c for c in chunks if c[1] <= start or c[0] >= end] + [[start, end, digest]]
-                    _write_json_atomic(self.progress_path, {"shape": shape, "chunks": sorted(chunks)})
+                    atomic_write_json(self.progress_path, {"shape": shape, "chunks": sorted(chunks)})
                 bar.update(end - start)
         finally:
             bar.close()
@@ -240,7 +229,7 @@ class LabelMapCache:
             "segmenter": segmenter.identity(),
             "image_ids": image_ids,
         }
-        _write_json_atomic(self.complete_path, manifest)
+        atomic_write_json(self.complete_path, manifest)
         self.progress_path.unlink(missing_ok=True)
         log.info("label-map cache complete: %s (%d images)", self.dir, n_images)
 
