@@ -33,7 +33,7 @@ from citylens.explain.store import open_store
 from citylens.models.module import CityClassifier
 from citylens.pipeline import Variant
 from citylens.pipeline.causal_step import causal_effects, causal_probes
-from citylens.pipeline.masks import compute_maps, write_variant_store
+from citylens.pipeline.masks import compute_maps, store_provenance, write_variant_store
 from citylens.pipeline.objects_step import label_maps, object_ratios
 from citylens.segment import GroundTruthSegmenter
 
@@ -57,7 +57,8 @@ def ratios(
 def gradcam_store(module: CityClassifier, datamodule: SyntheticCityData, run_dir: Path) -> None:
     """Grad-CAM of every test image into the default variant's mask store."""
     maps = compute_maps(module.network, module.hparams.arch, Variant(), datamodule, 64)
-    write_variant_store(Variant(), run_dir, datamodule, maps, module.hparams.arch, 0, None)
+    provenance = store_provenance(Variant(), datamodule, module.hparams.arch, 0, None)
+    write_variant_store(Variant(), run_dir, datamodule, maps, provenance)
 
 
 def bench_arch(arch: str, datamodule: SyntheticCityData, cache: Path) -> dict[str, tuple[float, float]]:

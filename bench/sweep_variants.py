@@ -26,12 +26,15 @@ from citylens.report.runs import scan_sweep
 
 
 def measure(run_dir: Path, arch: str, method: str, layer: str, n_images: int) -> dict:
-    """Analyse one run with one explainer and layer; read back its recovery, faithfulness and sanity."""
+    """Analyse one run with one explainer and layer; read back its recovery, faithfulness and sanity
+    (n_images = 0: no sanity check)."""
     overrides = [
         f"explainer={method}",
         f"explainer.layer={layer}",
         "callbacks.causal=null",
-        f"callbacks.faithfulness.n_images={n_images}",
+        "callbacks.explain.thumbnails=100",
+        f"callbacks.faithfulness.n_images={max(n_images, 1)}",
+        f"callbacks.faithfulness.sanity={str(n_images > 0).lower()}",
     ]
     start = time.perf_counter()
     analyze(run_dir, overrides)
@@ -41,7 +44,7 @@ def measure(run_dir: Path, arch: str, method: str, layer: str, n_images: int) ->
     recovery = recovery[recovery["threshold"] == 0.5]
     faith = pd.read_csv(out / "faithfulness.csv") if (out / "faithfulness.csv").is_file() else None
     faith = faith[faith["method"] == "counterfactual"] if faith is not None else None
-    sanity = pd.read_csv(out / "sanity.csv")
+    sanity = pd.read_csv(out / "sanity.csv") if n_images > 0 else None
     return {
         "arch": arch,
         "method": method,
@@ -50,7 +53,11 @@ def measure(run_dir: Path, arch: str, method: str, layer: str, n_images: int) ->
         "planted_p_at_k": recovery["precision_at_k"].mean(),
         "causal_rho": faith["spearman"].mean() if faith is not None else float("nan"),
         "causal_p_at_k": faith["p_at_k"].mean() if faith is not None else float("nan"),
-        "sanity_full_rho": float(sanity[sanity["step_name"] == "full"]["mean_spearman"].iloc[0]),
+        "sanity_full_rho": (
+            float(sanity[sanity["step_name"] == "full"]["mean_spearman"].iloc[0])
+            if sanity is not None
+            else float("nan")
+        ),
         "seconds": seconds,
     }
 
@@ -60,11 +67,13 @@ def main() -> None:
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--methods", nargs="+", default=list(EXPLAINERS))
     parser.add_argument("--layers", nargs="+", default=["last_block", "last_conv", "layer3", "layer2"])
-    parser.add_argument("--sanity-images", type=int, default=32)
+    parser.add_argument("--sanity-images", type=int, default=32, help="0: skip the sanity check")
+    parser.add_argument("--runs", nargs="*", default=None, help="only these run folder names")
     parser.add_argument("--out", type=Path, default=None, help="CSV of every (run, method, layer) row")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     runs, _ = scan_sweep(args.sweep)
+    runs = [r for r in runs if args.runs is None or r.name in args.runs]
     rows = []
     for run in runs:
         presets = LAYER_PRESETS[run.arch]

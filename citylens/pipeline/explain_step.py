@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,13 @@ from torch import nn
 from citylens.analysis.embedding import embed_masks
 from citylens.explain.explanation import explain
 from citylens.explain.store import MaskStore
+from citylens.faults import kill_point
 from citylens.io import write_csv
 from citylens.pipeline.masks import (
     compute_maps,
+    reusable_store,
     sample_indices,
+    store_provenance,
     write_variant_store,
 )
 from citylens.pipeline.variant import Variant
@@ -71,11 +75,24 @@ def run_explain(
 ) -> ExplainResult:
     """Masks of every test image (unless `maps` are given, e.g. gathered under DDP) into the variant's store,
     then the t-SNE map (tsne.csv) and Figures 3, 4 and 6 under the variant's folder."""
-    if maps is None:
-        maps = compute_maps(network, arch, variant, datamodule, options.batch_size)
-    store = write_variant_store(variant, run_dir, datamodule, maps, arch, run_seed, checkpoint)
     out = variant.dir(run_dir)
-    log.info("mask store: %d masks (%s) -> %s", len(store), store.low_res.shape[1:], store.path)
+    provenance = store_provenance(variant, datamodule, arch, run_seed, checkpoint)
+    store = reusable_store(out, provenance, [r.image_id for r in datamodule.splits["test"]])
+    if store is not None:
+        log.info("mask store of the same checkpoint already written, kept: %s", store.path)
+    else:
+        if maps is None:
+            maps = compute_maps(network, arch, variant, datamodule, options.batch_size)
+        store = write_variant_store(variant, run_dir, datamodule, maps, provenance)
+        log.info("mask store: %d masks (%s) -> %s", len(store), store.low_res.shape[1:], store.path)
+    kill_point("analysis")
+    started = time.monotonic()
+    log.info(
+        "t-SNE of %d masks (PCA to %d dims, perplexity %g)...",
+        len(store),
+        options.pca_dims,
+        options.perplexity,
+    )
     coords = embed_masks(
         (m for _, m in store.chunks(512)),
         options.tsne_side,
@@ -83,6 +100,7 @@ def run_explain(
         options.perplexity,
         options.seed,
     )
+    log.info("t-SNE done in %.1f s", time.monotonic() - started)
     table = pd.DataFrame(
         {
             "image_id": store.image_ids,
