@@ -13,17 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from citylens import figures
 from citylens.analysis.embedding import embed_masks
+from citylens.core.io import write_csv
 from citylens.explain.explanation import explain
 from citylens.explain.store import MaskStore
-from citylens.io import write_csv
 from citylens.pipeline.masks import (
     compute_maps,
     sample_indices,
     write_variant_store,
 )
 from citylens.pipeline.variant import Variant
-from citylens.report import figures
 
 log = logging.getLogger("citylens.analysis")
 

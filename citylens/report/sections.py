@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from citylens.explain.store import data_difference
+from citylens.figures import save
 from citylens.report import markdown as md
 from citylens.report import sweep_figures
 from citylens.report.examples import collect
-from citylens.report.figures import save
 from citylens.report.runs import Run, city_index, planted_objects
 from citylens.report.tables import tsne_purity
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from citylens.core.io import atomic_write_text, file_lock
 from citylens.errors import ConfigError
 from citylens.faults import kill_point
-from citylens.io import atomic_write_text, file_lock
 from citylens.report.examples import view_reader
 from citylens.report.explorer import build_explorer
 from citylens.report.faithfulness import faithfulness_sections
