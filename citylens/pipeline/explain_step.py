@@ -20,7 +20,9 @@ from citylens.explain.explanation import explain
 from citylens.explain.store import MaskStore
 from citylens.pipeline.masks import (
     compute_maps,
+    reusable_store,
     sample_indices,
+    store_provenance,
     write_variant_store,
 )
 from citylens.pipeline.variant import Variant
@@ -70,11 +72,15 @@ def run_explain(
     maps: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ExplainResult:
     """Masks of every test image (unless `maps` are given, e.g. gathered under DDP) into the variant's store,
-    then the t-SNE map (tsne.csv) and Figures 3, 4 and 6 under the variant's folder."""
-    if maps is None:
-        maps = compute_maps(network, arch, variant, datamodule, options.batch_size)
-    store = write_variant_store(variant, run_dir, datamodule, maps, arch, run_seed, checkpoint)
+    reusing a store already there with the same provenance and images; then the t-SNE map (tsne.csv) and
+    Figures 3, 4 and 6 under the variant's folder."""
+    provenance = store_provenance(variant, datamodule, arch, run_seed, checkpoint)
     out = variant.dir(run_dir)
+    store = reusable_store(out, provenance, [r.image_id for r in datamodule.splits["test"]])
+    if store is None:
+        if maps is None:
+            maps = compute_maps(network, arch, variant, datamodule, options.batch_size)
+        store = write_variant_store(variant, run_dir, datamodule, maps, provenance)
     log.info("mask store: %d masks (%s) -> %s", len(store), store.low_res.shape[1:], store.path)
     coords = embed_masks(
         (m for _, m in store.chunks(512)),
