@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from citylens.core.layers import ARCHITECTURES
 from citylens.data import FolderCityData
 from citylens.data.synthetic import generate
-from citylens.models import ARCHITECTURES, build_model
+from citylens.models import build_model
 
 
 def train_step_rate(arch: str, size: int, batch: int, steps: int) -> float:

@@ -32,9 +32,10 @@ import torch
 from citylens.callbacks.explain import ExplainCallback
 from citylens.callbacks.objects import ObjectsCallback
 from citylens.callbacks.residuals import ResidualsCallback
+from citylens.core.layers import ARCHITECTURES
 from citylens.data import SyntheticCityData
 from citylens.explain import GradCAM
-from citylens.models import ARCHITECTURES, CityClassifier, build_model
+from citylens.models import CityClassifier, build_model
 from citylens.pipeline import Variant
 from citylens.segment import GroundTruthSegmenter, Segmenter
 from citylens.segment.csail import CsailSegmenter, build_csail

@@ -22,8 +22,9 @@ from collections.abc import Callable
 import pytorch_grad_cam
 import torch
 
+from citylens.core.layers import ARCHITECTURES
 from citylens.explain import EXPLAINERS, build_explainer
-from citylens.models import ARCHITECTURES, build_model
+from citylens.models import build_model
 
 # pytorch-grad-cam's class of the same name as each of ours.
 REFERENCES = {

@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from citylens.analyze import analyze
+from citylens.core.layers import LAYER_PRESETS
 from citylens.explain.methods import EXPLAINERS
-from citylens.models.build import LAYER_PRESETS
 from citylens.pipeline import Variant
 from citylens.report.runs import scan_sweep
 

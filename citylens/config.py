@@ -17,8 +17,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from citylens.core.layers import ARCHITECTURES, resolve_target_layer
 from citylens.errors import ConfigError
-from citylens.models import ARCHITECTURES, build_model, resolve_target_layer
+from citylens.models import build_model
 from citylens.pipeline.variant import Variant
 
 __all__ = ["CONF_DIR", "ConfigError", "preflight", "run_config", "safe_overrides", "validate"]

@@ -9,7 +9,6 @@ and traceback of a job that raised; a rerun clears it. Checkpoints are checked b
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -21,29 +20,20 @@ from typing import Any
 import torch
 
 import citylens
-from citylens.io import atomic_write_json, read_json
+from citylens.core.io import atomic_write_json, read_json, sha256
 
 log = logging.getLogger("citylens")
 
 COMPLETE = "complete.json"
 FAILED = "failed.json"
 CHECKPOINTS = "checkpoints"
-# Temporaries of atomic writes: .<name>.tmp<pid>[...] (citylens.io, mask store, reports).
+# Temporaries of atomic writes: .<name>.tmp<pid>[...] (citylens.core.io, mask store, reports).
 TEMP = re.compile(r"^\..+\.tmp\d+")
 
 
 def is_temp(path: Path) -> bool:
     """Whether `path` is the temporary of an atomic write (left behind only by a killed process)."""
     return bool(TEMP.match(path.name))
-
-
-def sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def artefacts(run_dir: Path) -> dict[str, dict[str, Any]]:

@@ -26,7 +26,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 import citylens
 from citylens.callbacks.checkpoint import AtomicCheckpointIO, ResumeState
 from citylens.config import CONF_DIR, ConfigError, analysis_variant, preflight, validate
-from citylens.io import atomic_write_json, read_json
+from citylens.core.io import atomic_write_json, read_json
 from citylens.run_state import (
     COMPLETE,
     FAILED,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from citylens.analysis.ratios import RatioAccumulator, object_ratios, planted_recovery, ratio_summary
-from citylens.segment.ade20k import UNLABELLED, class_index
+from citylens.core.ade20k import UNLABELLED, class_index
 
 SKY, BUILDING, TREE, ROAD, CAR = (class_index(n) for n in ("sky", "building", "tree", "road", "car"))
 U = UNLABELLED

@@ -13,11 +13,11 @@ from torch import nn
 from citylens.analysis.causal import Probe, causal_agreement, causal_table, delete_objects, measure
 from citylens.analysis.stats import bootstrap_ci
 from citylens.callbacks.causal import CausalCallback
+from citylens.core.ade20k import class_index
 from citylens.data.datamodule import SyntheticCityData
 from citylens.data.synthetic import SyntheticCities
 from citylens.pipeline.causal_step import as_view, causal_effects, causal_probes
 from citylens.segment import GroundTruthSegmenter
-from citylens.segment.ade20k import class_index
 
 ONE_CUE = {"a": {"planted": {"signboard": 1.0}}, "b": {"planted": {"signboard": 0.0}}}
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from citylens.core.ade20k import class_index
 from citylens.data.synthetic import (
     DEFAULT_CITIES,
     JPEG_QUALITY,
@@ -18,7 +19,6 @@ from citylens.data.synthetic import (
     generate,
     render_scene,
 )
-from citylens.segment.ade20k import class_index
 
 SETTINGS = {"cities": DEFAULT_CITIES, "images_per_city": 6, "size": 48, "seed": 5, "progress": False}
 

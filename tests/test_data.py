@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from citylens.core.records import ImageRecord
+from citylens.core.view import analysis_view, label_view
 from citylens.data import FolderCityData
 from citylens.data.cache import ViewCache
 from citylens.data.folder import scan_folder
-from citylens.data.records import ImageRecord
 from citylens.data.split import balance, split_records
-from citylens.data.view import analysis_view, label_view
 from citylens.errors import ConfigError
 from citylens.pipeline import Variant
 from tests.conftest import write_folder_dataset

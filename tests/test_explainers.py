@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from citylens.core.layers import LAYER_PRESETS, resolve_target_layer
 from citylens.explain import EXPLAINERS, BaseCAM, GradCAM, build_explainer, upsample_masks
-from citylens.models import LAYER_PRESETS, build_model, resolve_target_layer
+from citylens.models import build_model
 
 BATCH = 4
 TARGETS = [2, 0, 1, 0]
@@ -179,7 +180,7 @@ def test_registry_names_the_five_classes_over_one_base(networks) -> None:
 def test_explainer_grid_writes_a_png_of_the_layout_size_and_refuses_mismatches(networks, tmp_path) -> None:
     from PIL import Image
 
-    from citylens.report.figures import GRID_PANEL, GRID_TITLE, explainer_grid, save
+    from citylens.figures import GRID_PANEL, GRID_TITLE, explainer_grid, save
 
     network = networks["simple"]
     torch.manual_seed(3)

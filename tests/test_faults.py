@@ -24,9 +24,11 @@ import yaml
 
 from citylens.analyze import analyze
 from citylens.config import ConfigError, preflight, run_config
+from citylens.pipeline.variant import list_variants
 from citylens.report.examples import load_views
 from citylens.report.runs import open_run
 from citylens.run_state import best_checkpoint, check_complete, read_complete
+from citylens.run_views import view_reader
 from citylens.train import train
 from tests.conftest import compose_cfg, wandb_record, write_folder_dataset
 
@@ -205,7 +207,8 @@ def test_a_planted_target_in_a_run_folder_is_never_executed(ref: SimpleNamespace
     os.environ["CITYLENS_CACHE"] = str(ref.cache)
     try:
         analyze(run)  # composed from citylens' configs and the recorded overrides, not from config.yaml
-        assert load_views(open_run(run), ["pittsburgh/pittsburgh_00000.jpg"]) is not None
+        reopened = open_run(run, list_variants(run)[0])
+        assert load_views(view_reader, reopened, ["pittsburgh/pittsburgh_00000.jpg"]) is not None
     finally:
         del os.environ["CITYLENS_CACHE"]
     assert not marker.exists() and read_complete(run)["written_by"] == "citylens-analyze"

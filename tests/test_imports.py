@@ -29,10 +29,10 @@ def test_library_layers_load_neither_lightning_nor_hydra():
 
 
 def test_lazy_package_names_still_resolve():
-    from citylens.data import ImageRecord, to_input
+    from citylens.data import FolderCityData
     from citylens.models import CityClassifier, build_model
 
-    assert ImageRecord.__module__ == "citylens.data.records" and callable(to_input)
+    assert FolderCityData.__module__ == "citylens.data.datamodule"
     assert CityClassifier.__module__ == "citylens.models.module" and callable(build_model)
 
 
@@ -40,7 +40,7 @@ def test_figures_leave_the_notebook_backend_alone():
     code = (
         "import sys, matplotlib\n"
         "before = matplotlib.get_backend()\n"
-        "import citylens.report.figures, citylens.report.sweep_figures\n"
+        "import citylens.figures, citylens.report.sweep_figures\n"
         "print(before == matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)"
     )
     env = {**__import__("os").environ, "MPLBACKEND": "svg"}

@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from citylens.data.records import ImageRecord
-from citylens.data.view import label_view
+from citylens.core.records import ImageRecord
+from citylens.core.view import label_view
 from citylens.segment import GroundTruthSegmenter, LabelMapCache, Segmenter, ids_digest, label_cache_key
 
 SIZE = 8

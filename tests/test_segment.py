@@ -16,13 +16,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from citylens.data.records import ImageRecord
-from citylens.data.view import label_view
+from citylens.core.ade20k import UNLABELLED
+from citylens.core.records import ImageRecord
+from citylens.core.view import IMAGENET_MEAN, IMAGENET_STD, label_view
 from citylens.segment import (
     CSAIL_ARCHS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    UNLABELLED,
     CsailResNet,
     CsailSegmenter,
     GroundTruthSegmenter,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from citylens.core.ade20k import UNLABELLED, class_index
 from citylens.data.synthetic import (
     ALWAYS_DRAWN,
     DEFAULT_CITIES,
@@ -23,7 +24,6 @@ from citylens.data.synthetic import (
     renderable_classes,
 )
 from citylens.data.synthetic import dataset as synthetic
-from citylens.segment.ade20k import UNLABELLED, class_index
 
 SMALL = {"cities": DEFAULT_CITIES, "images_per_city": 4, "size": 48, "seed": 3, "progress": False}
 

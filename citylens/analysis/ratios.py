@@ -18,7 +18,7 @@ import torch
 from scipy.stats import entropy
 
 from citylens.analysis.stats import ratio_ci
-from citylens.segment.ade20k import ADE20K_CLASSES, UNLABELLED, class_index
+from citylens.core.ade20k import ADE20K_CLASSES, UNLABELLED, class_index
 
 N_CLASSES = len(ADE20K_CLASSES)
 TABLE_COLUMNS = [

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 
 from citylens.analysis.causal import METHODS, causal_agreement, check_fill
 from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
-from citylens.io import write_csv
+from citylens.core.io import write_csv
 from citylens.pipeline.causal_step import causal_effects, causal_probes, is_synthetic
 from citylens.pipeline.masks import sample_indices
 from citylens.pipeline.objects_step import label_maps
@@ -38,7 +38,7 @@ class CausalCallback(AnalysisCallback):
         min_share: float = 0.001,
         batch_size: int = 256,
         bf16: bool = False,
-        workers: int = 1,
+        workers: int = 0,
         label_batch_size: int = 64,
         n_boot: int = 1000,
         seed: int = 0,

@@ -12,7 +12,7 @@ import torch
 
 from citylens.analysis.faithfulness import CAUSAL_FILE, RATIOS_FILE
 from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
-from citylens.models.build import resolve_target_layer
+from citylens.core.layers import resolve_target_layer
 from citylens.pipeline.faithfulness_step import sanity_sample, write_faithfulness, write_sanity
 from citylens.pipeline.variant import Variant
 

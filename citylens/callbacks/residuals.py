@@ -18,8 +18,8 @@ import pandas as pd
 import pytorch_lightning as pl
 
 from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
+from citylens.core.io import write_csv
 from citylens.explain.store import STORE_DIR, StoreError, check_same_images, data_difference, open_store
-from citylens.io import write_csv
 from citylens.pipeline.variant import Variant
 from citylens.report.runs import is_sweep_dir, scan_sweep, stream_residuals
 

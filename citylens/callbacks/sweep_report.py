@@ -46,6 +46,7 @@ class SweepReportCallback(Callback):
         try:
             from citylens.report.cli import report
             from citylens.report.sweep import Options
+            from citylens.run_views import view_reader
 
             options = Options(
                 n_boot=self.n_boot,
@@ -53,7 +54,7 @@ class SweepReportCallback(Callback):
                 examples_per_city=self.examples_per_city,
                 explorer=self.explorer,
             )
-            out = report(sweep_dir, self.wandb, options)
+            out = report(sweep_dir, self.wandb, options, view_reader)
             log.info("sweep report: %s", out / "report.md")
         except Exception:
             log.exception(

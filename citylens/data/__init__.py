@@ -1,7 +1,7 @@
 """Datasets: synthetic cities, folder and NetVLAD readers, the view cache and the data module.
 
-Names are loaded on first use, so `import citylens.data.records` (or the analysis library) does not import
-pytorch_lightning with the data module.
+Names are loaded on first use, so importing a reader or the analysis library does not import pytorch_lightning
+with the data module. Image records and views live in the core layer (citylens.core.records and .view).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ _WHERE = {
     "FolderCityData": "citylens.data.datamodule",
     "SyntheticCityData": "citylens.data.datamodule",
     "PittsTokyoData": "citylens.data.netvlad",
-    "ImageRecord": "citylens.data.records",
-    "to_input": "citylens.data.view",
 }
 __all__ = sorted(_WHERE)
 

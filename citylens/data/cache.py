@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from citylens.data.records import ImageRecord
-from citylens.data.view import analysis_view
-from citylens.io import ResumableArray, atomic_write_json, file_lock, short_hash
+from citylens.core.io import ResumableArray, atomic_write_json, file_lock, short_hash
+from citylens.core.records import ImageRecord
+from citylens.core.view import analysis_view
 
 log = logging.getLogger("citylens.data")
 

@@ -18,13 +18,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from citylens.core.io import atomic_path
+from citylens.core.records import ImageRecord
+from citylens.core.view import to_input
 from citylens.data.cache import ViewCache
 from citylens.data.folder import scan_folder
-from citylens.data.records import ImageRecord
 from citylens.data.split import SPLITS, balance, min_per_city, split_records, subsample
-from citylens.data.view import to_input
 from citylens.errors import ConfigError
-from citylens.io import atomic_path
 
 log = logging.getLogger("citylens.data")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from citylens.data.records import ImageRecord
+from citylens.core.records import ImageRecord
 from citylens.errors import ConfigError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -19,8 +19,8 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
+from citylens.core.records import ImageRecord
 from citylens.data.datamodule import CityDataModule
-from citylens.data.records import ImageRecord
 from citylens.data.split import subsample
 
 log = logging.getLogger("citylens.data")

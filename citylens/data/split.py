@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from citylens.data.records import ImageRecord
+from citylens.core.records import ImageRecord
 
 SPLITS = ("train", "val", "test")
 

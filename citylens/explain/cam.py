@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from citylens.core.layers import resolve_target_layer
+
 # pytorch_grad_cam.utils.image.scale_cam_image: img = img - min(img); img = img / (1e-7 + max(img)).
 EPS = 1e-7
 
@@ -92,7 +94,7 @@ class BaseCAM:
     """A CAM method of `network` at one layer, batched: `cam(images, targets) -> (N, H, W)` masks.
 
     `layer` is the target module itself, or a string: a preset (`last_block`, `last_conv`, ...; needs
-    `arch`) or a dotted path, resolved by `citylens.models.resolve_target_layer` (docs/explainers.md,
+    `arch`) or a dotted path, resolved by `citylens.core.layers.resolve_target_layer` (docs/explainers.md,
     "Layers"). `layer_path` keeps the dotted path (None when a module was given).
     Subclasses override `cam_image` (the map from A and G, before the relu), or `channel_weights`
     when the map is a weighted sum of A's channels.
@@ -110,9 +112,6 @@ class BaseCAM:
         arch: str | None = None,
     ) -> None:
         if isinstance(layer, str):
-            # Imported here: `citylens.models` brings Lightning, which `import citylens.explain` need not.
-            from citylens.models.build import resolve_target_layer
-
             layer, self.layer_path = resolve_target_layer(network, arch, layer)
         else:
             self.layer_path = None

@@ -28,9 +28,9 @@ from citylens.analysis.causal import (
     measure,
     present_objects,
 )
+from citylens.core.ade20k import ADE20K_CLASSES, class_name
+from citylens.core.view import analysis_view, to_input
 from citylens.data.synthetic import JPEG_QUALITY, SyntheticCities
-from citylens.data.view import analysis_view, to_input
-from citylens.segment.ade20k import ADE20K_CLASSES, class_name
 
 __all__ = ["METHODS", "causal_agreement"]
 

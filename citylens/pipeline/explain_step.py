@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from citylens import figures
 from citylens.analysis.embedding import embed_masks
+from citylens.core.io import write_csv
 from citylens.explain.explanation import explain
 from citylens.explain.store import MaskStore
 from citylens.faults import kill_point
-from citylens.io import write_csv
 from citylens.pipeline.masks import (
     compute_maps,
     reusable_store,
@@ -27,7 +28,6 @@ from citylens.pipeline.masks import (
     write_variant_store,
 )
 from citylens.pipeline.variant import Variant
-from citylens.report import figures
 
 log = logging.getLogger("citylens.analysis")
 
@@ -74,25 +74,19 @@ def run_explain(
     maps: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ExplainResult:
     """Masks of every test image (unless `maps` are given, e.g. gathered under DDP) into the variant's store,
-    then the t-SNE map (tsne.csv) and Figures 3, 4 and 6 under the variant's folder."""
-    out = variant.dir(run_dir)
+    reusing a store already there with the same provenance and images; then the t-SNE map (tsne.csv) and
+    Figures 3, 4 and 6 under the variant's folder."""
     provenance = store_provenance(variant, datamodule, arch, run_seed, checkpoint)
+    out = variant.dir(run_dir)
     store = reusable_store(out, provenance, [r.image_id for r in datamodule.splits["test"]])
-    if store is not None:
-        log.info("mask store of the same checkpoint already written, kept: %s", store.path)
-    else:
+    if store is None:
         if maps is None:
             maps = compute_maps(network, arch, variant, datamodule, options.batch_size)
         store = write_variant_store(variant, run_dir, datamodule, maps, provenance)
-        log.info("mask store: %d masks (%s) -> %s", len(store), store.low_res.shape[1:], store.path)
+    log.info("mask store: %d masks (%s) -> %s", len(store), store.low_res.shape[1:], store.path)
     kill_point("analysis")
     started = time.monotonic()
-    log.info(
-        "t-SNE of %d masks (PCA to %d dims, perplexity %g)...",
-        len(store),
-        options.pca_dims,
-        options.perplexity,
-    )
+    log.info("t-SNE of %d masks (PCA to %d dims)...", len(store), options.pca_dims)
     coords = embed_masks(
         (m for _, m in store.chunks(512)),
         options.tsne_side,

@@ -16,9 +16,9 @@ from torch import nn
 
 from citylens.analysis.faithfulness import CAUSAL_FILE, FAITHFULNESS_FILE, RATIOS_FILE, faithfulness
 from citylens.analysis.sanity import FULL, SANITY_FILE, SANITY_FLAG_RHO, ExplainerFactory, sanity_check
-from citylens.data.view import to_input
+from citylens.core.io import write_csv
+from citylens.core.view import to_input
 from citylens.explain.methods import build_explainer, explainer_name
-from citylens.io import write_csv
 from citylens.pipeline.explain_step import test_views
 from citylens.pipeline.masks import sample_indices
 

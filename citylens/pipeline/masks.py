@@ -17,12 +17,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import citylens
-from citylens.data.view import to_input
+from citylens.core.io import sha256
+from citylens.core.layers import LAYER_PRESETS
+from citylens.core.view import to_input
 from citylens.explain.methods import build_explainer
 from citylens.explain.store import STORE_DIR, MaskStore, StoreError, open_store, write_store
-from citylens.models.build import LAYER_PRESETS
 from citylens.pipeline.variant import Variant
-from citylens.run_state import sha256
 
 
 def sample_indices(targets: np.ndarray, per_city: int, seed: int = 0) -> np.ndarray:

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from citylens import figures
 from citylens.analysis.ratios import RatioAccumulator, planted_recovery, ratio_summary
+from citylens.core.io import write_csv
 from citylens.explain.store import MaskStore, check_labels_match
-from citylens.io import write_csv
 from citylens.pipeline.variant import Variant
-from citylens.report import figures
 from citylens.segment import LabelMapCache, Segmenter, label_cache_key
 
 log = logging.getLogger("citylens.analysis")

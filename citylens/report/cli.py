@@ -16,8 +16,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from citylens.report.examples import Views
 from citylens.report.runs import candidate_dirs, is_sweep_dir
 from citylens.report.sweep import Options, build_report
+from citylens.run_views import view_reader
 
 log = logging.getLogger("citylens.report")
 
@@ -66,9 +68,15 @@ def log_to_wandb(report_dir: Path, group: str, mode: str | None = None) -> str:
         run.finish()
 
 
-def report(sweep_dir: Path | str, wandb: bool | None = None, options: Options | None = None) -> Path:
-    """Build the report; log it to W&B when `wandb` is True, or when None and the runs used W&B."""
-    out = build_report(sweep_dir, options)
+def report(
+    sweep_dir: Path | str,
+    wandb: bool | None = None,
+    options: Options | None = None,
+    views: Views | None = None,
+) -> Path:
+    """Build the report (views through `views`, see build_report); log it to W&B when `wandb` is True, or
+    when None and the runs used W&B."""
+    out = build_report(sweep_dir, options, views)
     if wandb or (wandb is None and uses_wandb(sweep_dir)):
         log.info("sweep report: logged to W&B in %s", log_to_wandb(out, Path(sweep_dir).resolve().name))
     return out
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         examples_per_city=args.examples_per_city,
         explorer=args.explorer,
     )
-    out = report(args.sweep_dir, args.wandb, options)
+    out = report(args.sweep_dir, args.wandb, options, view_reader)
     print(out / "report.md")
 
 

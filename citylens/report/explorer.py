@@ -25,9 +25,9 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from citylens.analysis.residuals import PairwiseResiduals
+from citylens.core.io import atomic_path, atomic_write_text
 from citylens.explain.explanation import explain, overlay
 from citylens.explain.store import MaskStore
-from citylens.io import atomic_path, atomic_write_text
 from citylens.report.runs import Run, planted_objects
 from citylens.report.sweep_figures import run_colours
 

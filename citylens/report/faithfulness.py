@@ -16,9 +16,9 @@ import pandas as pd
 
 from citylens.analysis.faithfulness import CAUSAL_FILE, FAITHFULNESS_FILE, RATIOS_FILE
 from citylens.analysis.sanity import FULL, SANITY_FILE, SANITY_FLAG_RHO
+from citylens.figures import save
 from citylens.report import markdown as md
 from citylens.report import sweep_figures
-from citylens.report.figures import save
 from citylens.report.runs import Run
 from citylens.report.sections import Section
 

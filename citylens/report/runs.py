@@ -21,8 +21,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from citylens.analysis.residuals import PairwiseResiduals
+from citylens.core.io import read_json
 from citylens.explain.store import MaskStore, StoreError, check_same_images, data_key, open_store
-from citylens.io import read_json
 from citylens.pipeline.variant import ANALYSIS_DIR, Variant, list_variants
 from citylens.run_state import COMPLETE, FAILED, run_status
 

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from citylens.explain.store import data_difference
+from citylens.figures import save
 from citylens.report import markdown as md
 from citylens.report import sweep_figures
-from citylens.report.examples import collect
-from citylens.report.figures import save
+from citylens.report.examples import Views, collect
 from citylens.report.runs import Run, city_index, planted_objects
 from citylens.report.tables import tsne_purity
 
@@ -237,10 +237,12 @@ def fig6_section(
     seed: int,
     out: Path,
     group: int | None = None,
+    views: Views | None = None,
 ) -> Section:
-    """Figure 6 across the runs of one data group: the same sample test images, one column per run."""
+    """Figure 6 across the runs of one data group: the same sample test images (their views read through
+    `views`; None: masks alone), one column per run."""
     title, suffix = group_tag(group)
-    ex = collect(runs, per_city, seed)
+    ex = collect(runs, per_city, seed, views)
     spread = pair_matrix[:, ex.indices].mean(axis=0) if pair_matrix is not None else []
     fig = sweep_figures.examples_runs(ex.images, ex.masks, [r.label for r in runs], ex.row_titles, ex.notes)
     reading = md.reading_examples(ex.agree, len(ex.indices), list(spread), ex.short_ids)

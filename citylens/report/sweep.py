@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from citylens.core.io import atomic_write_text, file_lock
 from citylens.errors import ConfigError
 from citylens.faults import kill_point
-from citylens.io import atomic_write_text, file_lock
-from citylens.report.examples import view_reader
+from citylens.report.examples import Views
 from citylens.report.explorer import build_explorer
 from citylens.report.faithfulness import faithfulness_sections
 from citylens.report.runs import (
@@ -93,7 +93,7 @@ GROUP_TABLES = ("table2.csv", "table2_grouped.csv", "ratio_distances.csv", "stat
 
 
 def _group_sections(
-    runs: list[Run], group: int | None, options: Options, threshold: float, out: Path
+    runs: list[Run], group: int | None, options: Options, threshold: float, out: Path, views: Views | None
 ) -> tuple[list[Section], Section, dict[str, pd.DataFrame]]:
     """Table 2, its heatmap, the tests and Figure 6 of one data group (runs of the same data)."""
     pairs = (
@@ -107,16 +107,19 @@ def _group_sections(
     sections = table2_sections(runs, per_pair, grouped, tests, out, group)
     sections.append(stats_section(tests, len(runs), group))
     fig6 = fig6_section(
-        runs, pairs.matrix() if pairs else None, options.examples_per_city, options.seed, out, group
+        runs, pairs.matrix() if pairs else None, options.examples_per_city, options.seed, out, group, views
     )
     if options.explorer:
         name = "explorer" if group is None else f"explorer_group{group}"
-        build_explorer(runs, out, pairs, per_pair, threshold, view_reader(runs[0]), name=name)
+        reader = views(runs[0]) if views is not None else None
+        build_explorer(runs, out, pairs, per_pair, threshold, reader, name=name)
     tables = dict(zip(GROUP_TABLES, (per_pair, grouped, distances, tests)))
     return sections, fig6, {k: t.assign(data_group=group or 1) for k, t in tables.items()}
 
 
-def _sections(groups: list[list[Run]], ignored: dict[str, str], options: Options, out: Path) -> list[Section]:
+def _sections(
+    groups: list[list[Run]], ignored: dict[str, str], options: Options, out: Path, views: Views | None
+) -> list[Section]:
     runs = [r for g in groups for r in g]
     sections = [runs_section(runs, ignored)]
     if not runs:
@@ -131,7 +134,7 @@ def _sections(groups: list[list[Run]], ignored: dict[str, str], options: Options
     log.info("sweep report: residuals, Table 2 and statistics of %d runs...", len(runs))
     for k, group in enumerate(groups, 1):
         parts, fig6, group_tables = _group_sections(
-            group, k if len(groups) > 1 else None, options, threshold, out
+            group, k if len(groups) > 1 else None, options, threshold, out, views
         )
         sections += parts
         fig6s.append(fig6)
@@ -157,8 +160,11 @@ def status_of(reason: str) -> str:
     return word if word in ("failed", "unfinished", "refused") else "ignored"
 
 
-def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
-    """Write <sweep>/report/ (tables, figures, report.md) from the sweep's finished runs; return its path."""
+def build_report(sweep_dir: Path | str, options: Options | None = None, views: Views | None = None) -> Path:
+    """Write <sweep>/report/ (tables, figures, report.md) from the sweep's finished runs; return its path.
+
+    `views` gives a run's view reader for Figure 6 and the explorer (the adapters pass
+    citylens.run_views.view_reader); None draws the masks alone."""
     sweep_dir = Path(sweep_dir).resolve()
     if not is_sweep_dir(sweep_dir):
         raise ConfigError(f"{sweep_dir}: not a sweep folder (no multirun.yaml); give outputs/sweeps/<stamp>")
@@ -175,7 +181,7 @@ def build_report(sweep_dir: Path | str, options: Options | None = None) -> Path:
         tmp = sweep_dir / f".{REPORT_DIR}.tmp{os.getpid()}"
         tmp.mkdir()
         try:
-            sections = _sections(groups, ignored, options, tmp)
+            sections = _sections(groups, ignored, options, tmp, views)
             if variants:
                 variant_rows = variant_table(_variant_runs(sweep_dir, variants), options.chunk)
                 _csv(variant_rows, tmp, "variants.csv")

@@ -17,7 +17,7 @@ from matplotlib.patches import Patch
 
 from citylens.analysis.sanity import SANITY_FLAG_RHO
 from citylens.explain.explanation import overlay
-from citylens.report.figures import CITY_COLOURS, subplots, tsne_scatter
+from citylens.figures import CITY_COLOURS, subplots, tsne_scatter
 
 ARCH_COLOURS = colormaps["Set1"].colors
 

@@ -3,10 +3,7 @@
 `SegformerSegmenter` imports transformers only when constructed (the optional `segment` extra).
 """
 
-from citylens.segment.ade20k import ADE20K_CLASSES, UNLABELLED
 from citylens.segment.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     NUM_CLASSES,
     NetworkSegmenter,
     Segmenter,
@@ -20,12 +17,8 @@ from citylens.segment.ground_truth import GroundTruthSegmenter, ade20k_annotatio
 from citylens.segment.segformer import SegformerSegmenter, resolve_model_dir
 
 __all__ = [
-    "ADE20K_CLASSES",
     "CSAIL_ARCHS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "NUM_CLASSES",
-    "UNLABELLED",
     "CsailResNet",
     "CsailSegmenter",
     "GroundTruthSegmenter",

@@ -9,7 +9,6 @@ produce the same label maps.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -19,12 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from citylens.data.records import ImageRecord
-from citylens.segment.ade20k import ADE20K_CLASSES
+from citylens.core.ade20k import ADE20K_CLASSES
+from citylens.core.io import sha256
+from citylens.core.records import ImageRecord
 
 NUM_CLASSES = len(ADE20K_CLASSES)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Segmenter(ABC):
@@ -61,11 +59,8 @@ def default_device(device: str | torch.device | None) -> torch.device:
 
 @lru_cache(maxsize=64)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256(path), memoised on (path, size, mtime_ns) by the cache."""
+    return sha256(path)
 
 
 def file_fingerprint(path: str | Path) -> str:

@@ -6,7 +6,7 @@ data and segmenter) reads the same maps. A cache lives at `root/<hash of key>/`:
 - `progress.json` the finished chunks (start, end, digest of their image ids), rewritten atomically after
   each chunk, so an interrupted build resumes without redoing them;
 - `complete.json` written atomically last (key, image ids, shape): only then is the cache complete;
-- `.lock`        a file lock (citylens.io.file_lock) held while building, so a second process building
+- `.lock`        a file lock (citylens.core.io.file_lock) held while building, so a second process building
   the same cache waits and then finds it complete.
 """
 
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from citylens.data.records import ImageRecord
-from citylens.io import atomic_write_json, file_lock
-from citylens.segment.ade20k import UNLABELLED
+from citylens.core.ade20k import UNLABELLED
+from citylens.core.io import atomic_write_json, file_lock
+from citylens.core.records import ImageRecord
 from citylens.segment.base import NUM_CLASSES, Segmenter
 
 log = logging.getLogger("citylens.segment")

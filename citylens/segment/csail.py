@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from citylens.core.view import IMAGENET_MEAN, IMAGENET_STD
 from citylens.segment.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     NUM_CLASSES,
     NetworkSegmenter,
     file_fingerprint,

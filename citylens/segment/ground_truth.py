@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from citylens.data.records import ImageRecord
-from citylens.data.view import label_view
-from citylens.segment.ade20k import UNLABELLED
+from citylens.core.ade20k import UNLABELLED
+from citylens.core.records import ImageRecord
+from citylens.core.view import label_view
 from citylens.segment.base import NUM_CLASSES, Segmenter
 
 

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 
-from citylens.segment.ade20k import ADE20K_CLASSES
+from citylens.core.ade20k import ADE20K_CLASSES
+from citylens.core.view import IMAGENET_MEAN, IMAGENET_STD
 from citylens.segment.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     NUM_CLASSES,
     NetworkSegmenter,
     file_fingerprint,

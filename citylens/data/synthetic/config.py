@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from citylens.segment.ade20k import class_index
+from citylens.core.ade20k import class_index
 
 # 2: one random stream per object class per image (counterfactual scenes, docs/causal.md).
 GENERATOR_VERSION = 2

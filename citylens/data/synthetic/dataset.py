@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from citylens.core.io import atomic_path, atomic_write_text, file_lock, short_hash
 from citylens.data.synthetic.config import (
     BASE_RATES,
     DEFAULT_CITIES,
@@ -28,7 +29,6 @@ from citylens.data.synthetic.config import (
 )
 from citylens.data.synthetic.scene import render_scene, render_variants
 from citylens.faults import kill_point
-from citylens.io import atomic_path, atomic_write_text, file_lock, short_hash
 
 
 def city_probabilities(

@@ -34,6 +34,15 @@ def short_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def sha256(path: Path | str) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write bytes to `path` through a temporary sibling, fsync and os.replace: readers see the old file or
     the new one, also after a crash."""

@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
+from citylens.core.io import atomic_path  # noqa: E402
 from citylens.explain.explanation import explain, overlay, validate_threshold  # noqa: E402
-from citylens.io import atomic_path  # noqa: E402
 
 CITY_COLOURS = colormaps["tab10"].colors
 

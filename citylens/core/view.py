@@ -12,8 +12,10 @@ import torch
 from PIL import Image
 
 # ImageNet statistics, so optional ImageNet-pretrained torchvision weights see the inputs they expect.
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def to_input(images: torch.Tensor) -> torch.Tensor:

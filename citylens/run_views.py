@@ -1,0 +1,56 @@
+"""A finished run's analysis views, read from its data as its recorded config describes it (adapter level).
+
+The data module is re-created from the run's recorded overrides on citylens' own config files
+(citylens.config.run_config: overrides naming code are refused, nothing saved in the run folder is
+instantiated), so the views are the images the run's explainer saw. The data cache folder is looked up where
+the run had it. The report CLI and the sweep-report callback pass `view_reader` to the report
+(citylens.report.sweep.build_report), which itself stays below the config layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from citylens.config import run_config
+from citylens.report.examples import ViewReader
+from citylens.report.runs import Run
+
+log = logging.getLogger("citylens.report")
+
+
+def _cache_dir(run: Run, configured: str) -> str:
+    """The run's data cache folder: as configured, else relative to the run's working dir, else the synthetic
+    data's parent folder recorded in the store."""
+    candidates = [Path(configured).expanduser()]
+    hydra_yaml = run.path / ".hydra" / "hydra.yaml"
+    if not candidates[0].is_absolute() and hydra_yaml.is_file():
+        cwd = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.cwd", default=None)
+        if cwd:
+            candidates.insert(0, Path(cwd) / configured)
+    root = (run.store.meta.get("dataset") or {}).get("root")
+    if root:
+        candidates.append(Path(root).parent)
+    return str(next((c for c in candidates if c.is_dir()), candidates[0]))
+
+
+def view_reader(run: Run) -> ViewReader | None:
+    """A reader of the run's analysis views by image id (uint8 (n, S, S, 3)), or None (with a warning) if the
+    data is unavailable. The data module is set up once, so a caller reading many chunks pays for it once."""
+    saved = run.path / ".hydra" / "config.yaml"
+    try:
+        recorded = OmegaConf.load(saved) if saved.is_file() else OmegaConf.create()
+        configured = OmegaConf.select(recorded, "data.cache_dir", default="data_cache")
+        cfg = run_config(run.path, [])
+        cfg.data.cache_dir = _cache_dir(run, str(configured))
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("test")
+        views, row = datamodule.cache.images(), datamodule.row
+    except Exception as err:  # any failure costs only the background images, not the report
+        log.warning("no images for %s (%s: %s); drawing the masks alone", run.name, type(err).__name__, err)
+        return None
+    return lambda image_ids: np.stack([np.asarray(views[row[i]]) for i in image_ids])

@@ -1,0 +1,217 @@
+"""The package's imports run one way: down the layer table, never between the level-1 packages, no cycle.
+
+Parsed with ast (every import statement, also those inside functions), so nothing is imported to check.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "citylens"
+
+# Ground up. A key is a dotted module path below `citylens`; the longest matching prefix gives a module's
+# level. Level 1 packages import the core only, never each other; elsewhere a module may import its own
+# level (the adapters call each other: analyze -> train, callbacks -> config, the report CLI -> run_views).
+LAYERS: dict[str, int] = {
+    "": 0,  # citylens/__init__.py: the version
+    "core": 0,
+    "errors": 0,
+    "faults": 0,
+    "lazy": 0,
+    "data": 1,
+    "models": 1,
+    "explain": 1,
+    "segment": 1,
+    "analysis": 2,
+    "figures": 2,
+    "pipeline": 3,
+    "run_state": 3,
+    "report": 4,
+    "report.cli": 5,
+    "run_views": 5,
+    "callbacks": 5,
+    "config": 5,
+    "train": 6,
+    "analyze": 6,
+}
+
+
+def module_names(root: Path) -> dict[str, Path]:
+    """Dotted names below the package (`core.io`, `segment` for segment/__init__.py) -> their files."""
+    names = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names[".".join(parts)] = path
+    return names
+
+
+def imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
+    """The package modules `name` (at `path`) imports. `from citylens.x import y` counts y when it is a
+    module (and x only for names that are not: importing a submodule is no import of its package's names)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".") if package else []
+                base = base[: len(base) - (node.level - 1)]
+                full = ".".join(["citylens", *base, *([node.module] if node.module else [])])
+            else:
+                full = node.module or ""
+            subs = [f"{full}.{a.name}" for a in node.names]
+            inner_subs = [t.removeprefix("citylens.") for t in subs]
+            targets = subs if all(t in modules for t in inner_subs) else [full, *subs]
+        else:
+            continue
+        for target in targets:
+            if target != "citylens" and not target.startswith("citylens."):
+                continue
+            inner = target.removeprefix("citylens").removeprefix(".")
+            if inner in modules and inner != name:
+                out.add(inner)
+    return out
+
+
+def level(name: str) -> int | None:
+    """The level of the longest LAYERS key that is `name` or a dotted prefix of it (None: not placed)."""
+    parts = name.split(".") if name else []
+    for end in range(len(parts), 0, -1):
+        key = ".".join(parts[:end])
+        if key in LAYERS:
+            return LAYERS[key]
+    return LAYERS[""] if not name else None
+
+
+def problems(root: Path) -> list[str]:
+    """Every import that runs up the table or between level-1 packages, every unplaced module, every cycle."""
+    modules = module_names(root)
+    graph = {name: imports(path, name, modules) for name, path in modules.items()}
+    found = []
+    for name, targets in sorted(graph.items()):
+        source = level(name)
+        if source is None:
+            found.append(f"{modules[name]}: module citylens.{name} has no place in the layer table")
+            continue
+        for target in sorted(targets):
+            goal = level(target)
+            if goal is None:
+                continue  # reported as unplaced above
+            if goal > source:
+                found.append(f"{modules[name]}: up from level {source} to citylens.{target} (level {goal})")
+            elif goal == source == 1 and name.split(".")[0] != target.split(".")[0]:
+                found.append(f"{modules[name]}: sideways between level-1 packages to citylens.{target}")
+    found += [f"import cycle: {' -> '.join(cycle)}" for cycle in cycles(graph)]
+    return found
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle through each strongly connected component of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return [[*component, component[0]] for component in components]
+
+
+def test_the_package_imports_run_down_the_layers_without_cycles():
+    assert problems(PACKAGE) == []
+
+
+def test_every_top_level_module_has_a_layer():
+    assert all(level(name) is not None for name in module_names(PACKAGE))
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / "citylens" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root / "citylens"
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            {"core/__init__.py": "", "core/io.py": "from citylens.report.sweep import x\n"},
+            "core/io.py: up from level 0 to citylens.report.sweep (level 4)",
+        ),
+        (
+            {"segment/__init__.py": "", "segment/base.py": "def f():\n    import citylens.data.records\n"},
+            "segment/base.py: sideways between level-1 packages to citylens.data.records",
+        ),
+        (
+            {"report/__init__.py": "", "report/x.py": "from citylens import run_views\n"},
+            "report/x.py: up from level 4 to citylens.run_views (level 5)",
+        ),
+        ({"newthing.py": ""}, "module citylens.newthing has no place in the layer table"),
+        (
+            {
+                "analysis/__init__.py": "",
+                "analysis/a.py": "from citylens.analysis.b import f\n",
+                "analysis/b.py": "from citylens.analysis import a\n",
+            },
+            "import cycle: analysis.a -> analysis.b -> analysis.a",
+        ),
+    ],
+)
+def test_the_check_finds_back_edges_sideways_edges_strays_and_cycles(tmp_path: Path, files, expected):
+    root = _tree(tmp_path, {"__init__.py": "", "data/__init__.py": "", "data/records.py": "", **files})
+    (root / "report").mkdir(exist_ok=True)
+    (root / "report" / "sweep.py").write_text("")
+    (root / "run_views.py").write_text("")
+    found = problems(root)
+    assert len(found) == 1 and found[0].endswith(expected), found
+
+
+def test_allowed_imports_pass(tmp_path: Path):
+    root = _tree(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "core/__init__.py": "",
+            "core/io.py": "import citylens\nfrom citylens.faults import kill_point\n",
+            "segment/__init__.py": "from citylens.segment.base import Segmenter\n",
+            "segment/base.py": "from citylens.core.io import x\n",
+            "report/__init__.py": "",
+            "report/cli.py": "from citylens.run_views import view_reader\n",
+            "run_views.py": "from citylens.report import sweep\n",
+            "report/sweep.py": "from citylens import figures\n",
+            "figures.py": "from citylens.segment import base\n",
+            "faults.py": "",
+        },
+    )
+    assert problems(root) == []
