@@ -24,7 +24,7 @@ import yaml
 
 from citylens.analyze import analyze
 from citylens.config import ConfigError, preflight, run_config
-from citylens.pipeline.variant import list_variants
+from citylens.pipeline.variant import ANALYSIS_DIR, Variant, list_variants
 from citylens.report.examples import load_views
 from citylens.report.runs import open_run
 from citylens.run_state import best_checkpoint, check_complete, read_complete
@@ -106,7 +106,7 @@ def assert_same_run(run: Path, ref: Path) -> None:
         assert (run / rel).read_bytes() == path.read_bytes(), rel
         compared += 1
     assert compared >= 8
-    for name in ("metrics.json", "masks/meta.json"):
+    for name in ("metrics.json", f"{ANALYSIS_DIR}/{Variant().name}/masks/meta.json"):
         got, want = (json.loads((d / name).read_text()) for d in (run, ref))
         assert without_paths(got) == without_paths(want), name
     weights = [
@@ -262,7 +262,13 @@ def test_bad_input_is_one_line_and_exit_2_before_any_data_work(args: list[str], 
 def test_too_few_images_for_the_split_is_refused_before_training(tmp_path: Path):
     # Balanced (data=folder balances), every city keeps 3 images: too few for a test image under 6:2:2.
     write_folder_dataset(tmp_path / "photos", {"lyon": 6, "oslo": 4, "rome": 3})
-    args = ["experiment=smoke", "data=folder", f"data.root={tmp_path / 'photos'}", "data.input_size=32"]
+    args = [
+        "experiment=smoke",
+        "model=simple",
+        "data=folder",
+        f"data.root={tmp_path / 'photos'}",
+        "data.input_size=32",
+    ]
     log = ok(cli([*args, "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path / "cache"), 2)
     assert "city 'lyon': 3 usable image(s) leave its test split empty" in log and "at least 5 images" in log
     assert "Traceback" not in log and not (tmp_path / "run" / "checkpoints").exists()
@@ -305,7 +311,13 @@ def test_failed_job_with_the_parallel_and_slurm_launchers(
 
 def test_a_failed_job_ends_its_wandb_run_with_exit_code_1(tmp_path: Path):
     write_folder_dataset(tmp_path / "photos", {"lyon": 3, "oslo": 3})
-    overrides = ["experiment=smoke", "logger=wandb", "data=folder", f"data.root={tmp_path / 'photos'}"]
+    overrides = [
+        "experiment=smoke",
+        "model=simple",
+        "logger=wandb",
+        "data=folder",
+        f"data.root={tmp_path / 'photos'}",
+    ]
     cfg = compose_cfg([*overrides, "data.input_size=32"], tmp_path / "run", tmp_path / "cache")
     with pytest.raises(ConfigError, match="^city 'lyon': 3 usable image"):
         train(cfg)

@@ -79,7 +79,9 @@ def run_explain(
     provenance = store_provenance(variant, datamodule, arch, run_seed, checkpoint)
     out = variant.dir(run_dir)
     store = reusable_store(out, provenance, [r.image_id for r in datamodule.splits["test"]])
-    if store is None:
+    if store is not None:
+        log.info("mask store of the same checkpoint already written, kept: %s", store.path)
+    else:
         if maps is None:
             maps = compute_maps(network, arch, variant, datamodule, options.batch_size)
         store = write_variant_store(variant, run_dir, datamodule, maps, provenance)
