@@ -106,6 +106,9 @@ def test_two_variants_of_every_run_are_listed_side_by_side(tmp_path: Path):
     assert table.loc[other.name, "target"] == "prediction" and table.loc[other.name, "threshold"] == 0.3
     text = (out / "report.md").read_text()
     assert "2 analysis variants" in text
+    assert "## One image, every explainer" in text and "fig_explainers.png" in text
+    with Image.open(out / "fig_explainers.png") as grid:
+        assert grid.width > 300 and grid.height > 200
 
 
 def test_one_run_and_no_seed_pairs_say_what_is_missing(tmp_path: Path):

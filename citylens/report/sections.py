@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 
 from citylens.explain.store import data_difference
-from citylens.figures import save
+from citylens.figures import explainer_grid, save
+from citylens.pipeline.masks import sample_indices
 from citylens.report import markdown as md
 from citylens.report import sweep_figures
-from citylens.report.examples import Views, collect
+from citylens.report.examples import Views, collect, load_views
 from citylens.report.runs import Run, city_index, planted_objects
 from citylens.report.tables import tsne_purity
 
@@ -309,3 +310,39 @@ def misclassified_section(table: pd.DataFrame) -> Section:
     total, n = int(table["misclassified"].sum()), int(table["n_images"].sum())
     reading = f"{total} of {n} test images (summed over runs) are misclassified"
     return Section("Misclassified test images", reading + ".", body)
+
+
+def explainers_section(
+    variant_runs: dict[str, Sequence[Run]], views: Views | None, per_city: int, seed: int, out: Path
+) -> Section | None:
+    """One image, every explainer: the first run that holds several variants, its sample test images
+    (rows) under each variant's mask (columns). None when no run holds two variants."""
+    by_path: dict[Path, list[Run]] = {}
+    for runs in variant_runs.values():
+        for run in runs:
+            by_path.setdefault(run.path, []).append(run)
+    several = next((rs for rs in by_path.values() if len(rs) > 1), None)
+    if several is None:
+        return None
+    first = several[0]
+    idx = sample_indices(first.store.targets, per_city, seed)
+    thresholds = {r.settings.threshold for r in several}
+    columns = {}
+    for run in several:
+        s = run.settings
+        name = f"{s.explainer} @ {s.layer}" + (f" t{s.threshold:g}" if len(thresholds) > 1 else "")
+        name += "" if s.target == "label" else " (pred)"
+        columns[name] = np.concatenate([run.store.masks(j, j + 1).numpy() for j in idx])
+    size = first.store.size
+    images = load_views(views, first, [first.store.image_ids[j] for j in idx])
+    if images is None:
+        images = np.zeros((len(idx), size, size, 3), np.uint8)
+    titles = [f"{first.store.cities[j]}\n{first.store.image_ids[j].rsplit('/', 1)[-1]}" for j in idx]
+    fig = explainer_grid(images, columns, titles, first.settings.threshold, f"{first.label}: every variant")
+    reading = (
+        f"{first.label}: {len(columns)} variants side by side on {len(idx)} sample test images "
+        f"({', '.join(columns)})"
+    )
+    return Section(
+        "One image, every explainer", reading + ".", figure=save(fig, out / "fig_explainers.png").name
+    )

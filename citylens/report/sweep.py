@@ -38,6 +38,7 @@ from citylens.report.runs import (
 )
 from citylens.report.sections import (
     Section,
+    explainers_section,
     fig3_section,
     fig5_section,
     fig6_section,
@@ -183,9 +184,19 @@ def build_report(sweep_dir: Path | str, options: Options | None = None, views: V
         try:
             sections = _sections(groups, ignored, options, tmp, views)
             if variants:
-                variant_rows = variant_table(_variant_runs(sweep_dir, variants), options.chunk)
+                found = _variant_runs(sweep_dir, variants)
+                variant_rows = variant_table(found, options.chunk)
                 _csv(variant_rows, tmp, "variants.csv")
                 sections.append(variants_section(variant_rows, variants[0]))
+                grid = explainers_section(
+                    {v: groups[0] for v, groups in found.items()},
+                    views,
+                    options.examples_per_city,
+                    options.seed,
+                    tmp,
+                )
+                if grid is not None:
+                    sections.append(grid)
             kill_point("report")
             _csv(
                 pd.DataFrame(
