@@ -17,12 +17,12 @@ import pandas as pd
 from citylens.analysis.faithfulness import CAUSAL_FILE, FAITHFULNESS_FILE, RATIOS_FILE
 from citylens.analysis.sanity import FULL, SANITY_FILE, SANITY_FLAG_RHO
 from citylens.figures import save
+from citylens.pipeline.variant import ANALYSIS_DIR
 from citylens.report import markdown as md
 from citylens.report import sweep_figures
 from citylens.report.runs import Run
 from citylens.report.sections import Section
 
-ANALYSIS_DIR = "analysis"
 DEFAULT_VARIANT = "default"
 # The causal truth a table is scored against, best first: the renderer's counterfactual, else deletion.
 METHODS = ("counterfactual", "deletion")
