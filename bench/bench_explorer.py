@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 from citylens.analysis.residuals import PairwiseResiduals
 from citylens.explain.store import write_store
+from citylens.pipeline.runs import scan_sweep
 from citylens.report.browser import find_chromium, headless_chromium
 from citylens.report.explorer import ASSET_DIR, build_explorer
-from citylens.report.runs import scan_sweep
 
 CITIES = ["pittsburgh", "tokyo"]
 ARCHS = ["vgg11", "resnet18", "simple", "simpler"]

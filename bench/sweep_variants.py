@@ -22,7 +22,7 @@ from citylens.analyze import analyze
 from citylens.core.layers import LAYER_PRESETS
 from citylens.explain.methods import EXPLAINERS
 from citylens.pipeline import Variant
-from citylens.report.runs import scan_sweep
+from citylens.pipeline.runs import scan_sweep
 
 
 def measure(run_dir: Path, arch: str, method: str, layer: str, n_images: int) -> dict:

@@ -17,8 +17,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from citylens.config import run_config
+from citylens.pipeline.runs import Run
 from citylens.report.examples import ViewReader
-from citylens.report.runs import Run
 
 log = logging.getLogger("citylens.report")
 

@@ -126,7 +126,7 @@ def test_view_cache_is_reused_and_resumes(tmp_path: Path):
     np.testing.assert_array_equal(np.array(second.cache.images()), views)
     (first.cache.directory / "complete.json").unlink()
     third = FolderCityData(**kwargs)
-    assert third.cache.array.pending() == []
+    assert third.cache.array.done_ranges() == [[0, 16]]
     third.setup()
     np.testing.assert_array_equal(np.array(third.cache.images()), views)
 

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from citylens.pipeline.runs import scan_sweep, stream_residuals
 from citylens.report.browser import find_chromium, headless_chromium
 from citylens.report.explorer import (
     ASSET_DIR,
@@ -28,7 +29,6 @@ from citylens.report.explorer import (
     causal_top,
     explorer_data,
 )
-from citylens.report.runs import scan_sweep, stream_residuals
 from citylens.report.sweep import Options, build_report
 from tests.test_residuals_callback import DEFAULT, make_run, make_sweep
 

@@ -24,9 +24,9 @@ import yaml
 
 from citylens.analyze import analyze
 from citylens.config import ConfigError, preflight, run_config
+from citylens.pipeline.runs import open_run
 from citylens.pipeline.variant import ANALYSIS_DIR, Variant, list_variants
 from citylens.report.examples import load_views
-from citylens.report.runs import open_run
 from citylens.run_state import best_checkpoint, check_complete, read_complete
 from citylens.run_views import view_reader
 from citylens.train import train

@@ -80,7 +80,7 @@ def test_build_then_reuse(tmp_path: Path, dataset, caplog: pytest.LogCaptureFixt
     assert first.calls == ["c/img0.jpg", "c/img3.jpg", "c/img6.jpg", "c/img9.jpg"]
     assert isinstance(labels, np.memmap) and labels.dtype == np.uint8 and not labels.flags.writeable
     np.testing.assert_array_equal(labels, expected)
-    assert cache.is_complete() and not cache.progress_path.exists()
+    assert cache.is_complete() and cache.done_ranges() == [[0, N_IMAGES]]
     manifest = json.loads(cache.complete_path.read_text())
     assert manifest["image_ids"] == [r.image_id for r in records] and manifest["key"] == cache.key
     assert any("building label-map cache" in m for m in caplog.messages)

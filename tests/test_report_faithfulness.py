@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,8 +43,10 @@ def planted_run(run_dir: Path, arch: str, seed: int) -> Path:
 def analysis_files(
     folder: Path, tokyo: dict[str, float], full_rho: float, explainer: str = "gradcam"
 ) -> None:
-    """object_ratios.csv, faithfulness.csv (computed) and sanity.csv (hand-made) in one analysis folder."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """object_ratios.csv, faithfulness.csv (computed) and sanity.csv (hand-made) in one analysis folder, which
+    holds a mask store (the default variant's) like every variant folder the explain step makes."""
+    if not (folder / "masks").is_dir():
+        shutil.copytree(folder.parent / VARIANT / "masks", folder / "masks")
     ratios = pd.DataFrame(ratio_rows("tokyo", tokyo) + ratio_rows("pittsburgh", PITT_RATIOS))
     ratios.to_csv(folder / "object_ratios.csv", index=False)
     causal = pd.read_csv(folder.parent.parent / "causal.csv")

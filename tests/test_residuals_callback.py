@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from citylens.analysis.residuals import residuals
-from citylens.callbacks.residuals import COLUMNS, ResidualsCallback, run_residuals
+from citylens.callbacks.residuals import ResidualsCallback
 from citylens.explain.store import MaskStore, StoreError, check_same_images, open_store, write_store
 from citylens.pipeline import Variant
-from citylens.report.runs import stream_residuals
+from citylens.pipeline.residuals_step import COLUMNS, run_residuals
+from citylens.pipeline.runs import stream_residuals
 from citylens.run_state import write_complete
 
 DEFAULT = Variant()

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
+from citylens.callbacks.base import AnalysisCallback, log_artifacts
 from citylens.explain import validate_threshold
 from citylens.explain.store import open_store
-from citylens.pipeline.objects_step import label_maps, run_objects
+from citylens.pipeline.objects_step import available_label_maps, run_objects
 from citylens.pipeline.variant import Variant
-from citylens.segment import GroundTruthSegmenter, Segmenter
+from citylens.segment import Segmenter
 
 
 class ObjectsCallback(AnalysisCallback):
@@ -38,16 +38,11 @@ class ObjectsCallback(AnalysisCallback):
     def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
         out = self.variant.dir(run_dir)
         store = open_store(out)
-        unlabelled = [r.image_id for r in datamodule.splits["test"] if r.label_path is None]
-        if isinstance(self.segmenter, GroundTruthSegmenter) and unlabelled:
-            log.warning(
-                "object ratios skipped: %d test images have no stored label map (e.g. %s); choose a network "
-                "segmenter (segmenter=segformer or segmenter=csail) for this dataset",
-                len(unlabelled),
-                unlabelled[0],
-            )
+        labels = available_label_maps(
+            "object ratios", self.segmenter, datamodule, self.cache_dir, self.batch_size, store
+        )
+        if labels is None:
             return
-        labels = label_maps(self.segmenter, datamodule, self.cache_dir, self.batch_size, store)
         result = run_objects(
             store,
             labels,

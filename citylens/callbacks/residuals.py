@@ -1,84 +1,16 @@
-"""After explain: the average residual AR of this run against every run of its sweep that finished before it,
-for the same analysis variant (like with like).
-
-Writes `<run>/analysis/<variant>/residuals.csv` (run_a = this run, run_b = an earlier one). A single run
-(outputs/runs/...) has no siblings and gets a table with the header only. Siblings are read without a lock: a
-run counts as finished once its metrics.json exists, and its mask store was renamed into place whole before
-that, so what is read is complete; a job still running is simply not "already finished" and is compared when
-the later job runs. Siblings of other data (another dataset fingerprint, split seed or settings, or view
-size: a sweep over data settings) are another data group and never compared.
-"""
+"""After explain: the run's AR against the finished runs of its sweep, written to
+<run>/analysis/<variant>/residuals.csv (citylens.pipeline.residuals_step)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytorch_lightning as pl
 
-from citylens.callbacks.base import AnalysisCallback, log, log_artifacts
-from citylens.core.io import write_csv
-from citylens.explain.store import STORE_DIR, StoreError, check_same_images, data_difference, open_store
+from citylens.callbacks.base import AnalysisCallback, log_artifacts
+from citylens.pipeline.residuals_step import write_residuals
 from citylens.pipeline.variant import Variant
-from citylens.report.runs import is_sweep_dir, scan_sweep, stream_residuals
-
-COLUMNS = ["run_a", "run_b", "arch_a", "arch_b", "seed_a", "seed_b", "ar", "n_images"]
-
-
-def run_residuals(
-    run_dir: Path | str,
-    variant: Variant,
-    sweep_dir: Path | str | None = None,
-    chunk: int = 128,
-    strict: bool = True,
-) -> pd.DataFrame:
-    """AR of the run in `run_dir` against every finished sibling run, one row per sibling (COLUMNS).
-
-    `sweep_dir` defaults to the run's parent when that is a Hydra multirun directory. Siblings of other data
-    are skipped (another data group); siblings of the same data whose stores cover other images raise
-    StoreError (naming both runs) when `strict`, else are skipped with a warning.
-    All pairs are streamed in one pass over the stores' chunks.
-    """
-    run_dir = Path(run_dir)
-    store = open_store(variant.dir(run_dir))
-    sweep = Path(sweep_dir) if sweep_dir is not None else run_dir.parent
-    if sweep_dir is None and not is_sweep_dir(sweep):
-        return pd.DataFrame(columns=COLUMNS)
-    siblings, _ = scan_sweep(sweep, variant.name, exclude=[run_dir])
-    usable = []
-    for run in siblings:
-        other_data = data_difference(store, run.store)
-        if other_data is not None:
-            log.info("residuals: %s is of other data (%s); not compared", run.name, other_data)
-            continue
-        try:
-            check_same_images([store, run.store])
-        except StoreError as err:
-            if strict:
-                raise
-            log.warning("residuals: skipping %s: %s", run.name, err)
-            continue
-        usable.append(run)
-    if not usable:
-        return pd.DataFrame(columns=COLUMNS)
-    names = [run_dir.name, *(r.name for r in usable)]
-    pairs = stream_residuals([store, *(r.store for r in usable)], names, chunk)
-    averages = pairs.average()
-    rows = [
-        {
-            "run_a": run_dir.name,
-            "run_b": r.name,
-            "arch_a": store.meta.get("arch"),
-            "arch_b": r.arch,
-            "seed_a": store.meta.get("seed"),
-            "seed_b": r.seed,
-            "ar": averages[(run_dir.name, r.name)],
-            "n_images": pairs.n_images,
-        }
-        for r in usable
-    ]
-    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 class ResidualsCallback(AnalysisCallback):
@@ -92,14 +24,6 @@ class ResidualsCallback(AnalysisCallback):
         self.variant, self.chunk, self.strict, self.sweep_dir = variant, chunk, strict, sweep_dir
 
     def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
-        out = self.variant.dir(run_dir)
-        if not (out / STORE_DIR / "meta.json").is_file():
-            log.warning("residuals skipped: %s has no mask store (is callbacks.explain off?)", out)
-            return
-        table = run_residuals(run_dir, self.variant, self.sweep_dir, self.chunk, self.strict)
-        write_csv(table, out / "residuals.csv")
-        if len(table):
-            log.info("residuals: %s", ", ".join(f"{r.run_b} {r.ar:.4f}" for r in table.itertuples()))
-        else:
-            log.info("residuals: no earlier finished run in this sweep; wrote the header only")
-        log_artifacts(loggers, tables={"residuals": table})
+        table = write_residuals(run_dir, self.variant, self.sweep_dir, self.chunk, self.strict)
+        if table is not None:
+            log_artifacts(loggers, tables={"residuals": table})

@@ -66,7 +66,7 @@ class SweepReportCallback(Callback):
 
 def exit_on_failed_jobs(sweep_dir: Path) -> None:
     """Log every failed or unfinished job of the sweep with its error line; exit with status 1 if any."""
-    from citylens.report.runs import candidate_dirs
+    from citylens.pipeline.runs import candidate_dirs
     from citylens.run_state import run_status
 
     bad = {}

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,57 +137,107 @@ def file_lock(path: Path | str) -> Iterator[None]:
         lock.release()
 
 
-class ResumableArray:
-    """A (N, ...) array on disk filled chunk by chunk; finished chunks survive an interruption.
+def merge_ranges(ranges: Iterable[Sequence[int]]) -> list[list[int]]:
+    """Sorted, merged [start, stop) ranges."""
+    merged: list[list[int]] = []
+    for start, stop in sorted((int(a), int(b)) for a, b in ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    return merged
 
-    Layout in `directory`: data.npy (a memory map), progress.json (finished chunk starts, rewritten
-    atomically after each chunk) and complete.json (written last, with the caller's metadata).
+
+class ResumableArray:
+    """A (N, ...) array on disk written range by range; finished ranges survive an interruption.
+
+    Layout in `directory`: `name` (a .npy memory map), progress.json ({"shape", "chunks": [[start, stop,
+    tag]]}, rewritten atomically after each range) and complete.json (written last, with the caller's
+    metadata). A range's `tag` (e.g. a digest of the ids its rows were computed for) lets a resumed build
+    skip a range only when it is the same work. Used by the view cache and the label-map cache.
     """
 
-    def __init__(self, directory: Path | str, shape: tuple[int, ...], dtype: str, chunk: int) -> None:
+    def __init__(
+        self, directory: Path | str, shape: tuple[int, ...], dtype: str | np.dtype, name: str = "data.npy"
+    ) -> None:
         self.directory = Path(directory)
-        self.shape, self.dtype, self.chunk = tuple(shape), np.dtype(dtype), chunk
-        self.data_path = self.directory / "data.npy"
+        self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+        self.data_path = self.directory / name
         self.progress_path = self.directory / "progress.json"
         self.complete_path = self.directory / "complete.json"
+        self._chunks: list[list[Any]] = []
+        self._array: np.memmap | None = None
 
     def is_complete(self) -> bool:
         return self.complete_path.is_file()
 
-    def _open_for_write(self) -> np.memmap:
+    def recorded(self) -> list[list[Any]]:
+        """The [start, stop, tag] ranges an earlier build of this shape finished (none without its data)."""
+        if not (self.progress_path.is_file() and self.data_path.is_file()):
+            return []
+        state = json.loads(self.progress_path.read_text())
+        if not isinstance(state, dict) or state.get("shape") != list(self.shape):
+            return []
+        return [[int(a), int(b), tag] for a, b, tag in state["chunks"]]
+
+    def done_ranges(self) -> list[list[int]]:
+        """The merged [start, stop) ranges already written."""
+        return merge_ranges((a, b) for a, b, _ in self.recorded())
+
+    def begin(self) -> None:
+        """Open the array for writing: resume an earlier build of this shape and dtype, else start afresh."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        if self.data_path.is_file() and self.progress_path.is_file():
+        self._chunks = self.recorded()
+        if self._chunks:
             array = np.load(self.data_path, mmap_mode="r+")
             if array.shape == self.shape and array.dtype == self.dtype:
-                return array
+                self._array = array
+                return
+            del array
+            self._chunks = []
         self.progress_path.unlink(missing_ok=True)
-        return np.lib.format.open_memmap(self.data_path, mode="w+", dtype=self.dtype, shape=self.shape)
+        self._array = np.lib.format.open_memmap(self.data_path, mode="w+", dtype=self.dtype, shape=self.shape)
 
-    def pending(self) -> list[int]:
-        """Starts of the chunks still to compute (all of them for a fresh array)."""
-        done = set(json.loads(self.progress_path.read_text())) if self.progress_path.is_file() else set()
-        if not (self.data_path.is_file() and done):
-            done = set()
-        return [s for s in range(0, self.shape[0], self.chunk) if s not in done]
+    def is_done(self, start: int, stop: int, tag: Any = None) -> bool:
+        """Whether this build (after `begin`) already holds exactly this range with this tag."""
+        return [int(start), int(stop), tag] in self._chunks
 
-    def fill(self, compute: Any, metadata: Any, progress: Any = None) -> None:
-        """Fill every pending chunk with compute(start, stop) -> array, then mark the array complete.
+    def write(self, start: int, stop: int, values: Any, tag: Any = None) -> None:
+        """Write rows [start, stop) and record the range (replacing any recorded range it overlaps)."""
+        if self._array is None:
+            raise RuntimeError(f"{self.directory}: begin() the build before writing")
+        if start < 0 or stop > self.shape[0] or start >= stop:
+            raise ValueError(f"range [{start}, {stop}) lies outside 0..{self.shape[0]}")
+        self._array[start:stop] = values
+        self._array.flush()
+        kept = [c for c in self._chunks if c[1] <= start or c[0] >= stop]
+        self._chunks = sorted([*kept, [int(start), int(stop), tag]], key=lambda c: (c[0], c[1]))
+        atomic_write_json(self.progress_path, {"shape": list(self.shape), "chunks": self._chunks})
+        kill_point("cache_chunk")
+
+    def finish(self, metadata: dict[str, Any]) -> None:
+        """Mark the array complete (complete.json = `metadata`); refuses while rows are missing."""
+        self._array = None
+        done = merge_ranges((a, b) for a, b, _ in self._chunks)
+        if done != [[0, self.shape[0]]]:
+            raise RuntimeError(
+                f"{self.directory}: rows {done} of [0, {self.shape[0]}) written; the array stays incomplete"
+            )
+        atomic_write_json(self.complete_path, metadata)
+
+    def fill(self, compute: Any, metadata: Any, chunk: int, progress: Any = None) -> None:
+        """Fill every missing chunk of `chunk` rows with compute(start, stop) -> array, then finish.
 
         `metadata` (a dict, or a callable returning one once all chunks are done) goes to complete.json.
         """
-        array = self._open_for_write()
-        done = [s for s in range(0, self.shape[0], self.chunk) if s not in set(self.pending())]
-        for start in self.pending():
-            stop = min(start + self.chunk, self.shape[0])
-            array[start:stop] = compute(start, stop)
-            array.flush()
-            done.append(start)
-            atomic_write_json(self.progress_path, sorted(done))
-            kill_point("cache_chunk")
+        self.begin()
+        for start in range(0, self.shape[0], chunk):
+            stop = min(start + chunk, self.shape[0])
+            if not self.is_done(start, stop):
+                self.write(start, stop, compute(start, stop))
             if progress is not None:
                 progress.update(stop - start)
-        del array
-        atomic_write_json(self.complete_path, metadata() if callable(metadata) else metadata)
+        self.finish(metadata() if callable(metadata) else metadata)
 
     def open(self) -> np.ndarray:
         """The finished array, memory-mapped read-only; refuses an incomplete one."""

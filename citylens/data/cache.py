@@ -55,7 +55,7 @@ class ViewCache:
         self.records, self.size = list(records), size
         self.key = {"fingerprint": fingerprint(self.records), "size": size, "n": len(self.records)}
         self.directory = Path(cache_dir) / f"views-{short_hash(self.key)}"
-        self.array = ResumableArray(self.directory, (len(self.records), size, size, 3), "uint8", CHUNK)
+        self.array = ResumableArray(self.directory, (len(self.records), size, size, 3), "uint8")
 
     def build(self, workers: int = 1, progress: bool = True) -> None:
         """Decode every image not yet cached (in `workers` processes); other processes wait on a lock."""
@@ -65,12 +65,9 @@ class ViewCache:
                 return
             log.info("building view cache %s (%d images, %dpx)", self.directory, len(self.records), self.size)
             bar = tqdm(total=len(self.records), desc="decoding images", unit="img", disable=not progress)
-            bar.update(
-                len(self.records) - sum(min(CHUNK, len(self.records) - s) for s in self.array.pending())
-            )
             pool = ProcessPoolExecutor(workers) if workers > 1 else None
             try:
-                self.array.fill(lambda a, b: self._chunk(a, b, pool, workers), self._metadata, bar)
+                self.array.fill(lambda a, b: self._chunk(a, b, pool, workers), self._metadata, CHUNK, bar)
             finally:
                 bar.close()
                 if pool is not None:

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from citylens.core.layout import ANALYSIS_DIR, STORE_DIR, variant_dirs
 from citylens.explain.cam import upsample_masks
 
 FORMAT_VERSION = 2
 # What makes two runs' test images the same pictures, in the order they are checked (docs/statistics.md).
 DATA_FIELDS = ("dataset_fingerprint", "split_seed", "split_settings", "input_size")
-STORE_DIR = "masks"
 
 
 class StoreError(RuntimeError):
@@ -126,19 +126,14 @@ class MaskStore:
         return f"{self.meta.get('arch')}-s{self.meta.get('seed')} ({self.path.parent})"
 
 
-def _variant_dirs(run_dir: Path) -> list[Path]:
-    root = run_dir / "analysis"
-    return sorted(p for p in root.iterdir() if (p / STORE_DIR).is_dir()) if root.is_dir() else []
-
-
 def open_store(path: Path | str, variant: str | None = None) -> MaskStore:
     """Open a mask store given its folder, a variant folder, or a run dir (with the `variant` name, or the
     run's only variant); fail clearly if missing, ambiguous, partial or foreign."""
     path = Path(path)
     if variant is not None:
-        path = path / "analysis" / variant
+        path = path / ANALYSIS_DIR / variant
     elif not (path / STORE_DIR).is_dir() and not (path / "meta.json").is_file():
-        variants = _variant_dirs(path)
+        variants = variant_dirs(path)
         if len(variants) > 1:
             names = ", ".join(p.name for p in variants)
             raise StoreError(f"{path}: holds several analysis variants ({names}); name one")

@@ -8,8 +8,11 @@ a network and a data module, for the callback, `citylens-analyze` and notebooks 
 from __future__ import annotations
 
 import io
+import logging
 import multiprocessing
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,15 +27,22 @@ from citylens.analysis.causal import (
     Probe,
     causal_agreement,
     causal_table,
+    check_fill,
     delete_objects,
     measure,
     present_objects,
 )
 from citylens.core.ade20k import ADE20K_CLASSES, class_name
+from citylens.core.io import write_csv
 from citylens.core.view import analysis_view, to_input
 from citylens.data.synthetic import JPEG_QUALITY, SyntheticCities
+from citylens.pipeline.masks import sample_indices
+from citylens.pipeline.objects_step import available_label_maps
+from citylens.segment import Segmenter
 
-__all__ = ["METHODS", "causal_agreement"]
+__all__ = ["METHODS", "CausalOptions", "causal_agreement", "run_causal"]
+
+log = logging.getLogger("citylens.analysis")
 
 
 def network_predictor(module: torch.nn.Module, bf16: bool = False) -> Predict:
@@ -169,3 +179,102 @@ def causal_effects(
 def is_synthetic(datamodule: Any) -> bool:
     """Whether the data module's test images come from the synthetic generator (counterfactuals possible)."""
     return datamodule.describe().get("kind") == "synthetic"
+
+
+@dataclass(frozen=True)
+class CausalOptions:
+    """Settings of the causal step (conf/callbacks/causal.yaml says what each does); checked when made.
+
+    enabled: None = on for synthetic data, off for real data. methods: None = both on synthetic data,
+    deletion on real data. max_images: test images used (None = all), a per-city sample fixed by the split.
+    """
+
+    enabled: bool | None = None
+    methods: tuple[str, ...] | None = None
+    max_images: int | None = None
+    fill: str = "mean"
+    blur_sigma: float = 0.1
+    min_share: float = 0.001
+    batch_size: int = 256
+    bf16: bool = False
+    workers: int = 0
+    label_batch_size: int = 64
+    n_boot: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.methods or ()) - set(METHODS)
+        if unknown:
+            raise ValueError(
+                f"callbacks.causal.methods: {sorted(unknown)} unknown; choose from {list(METHODS)}"
+            )
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"callbacks.causal.max_images: must be positive or null, got {self.max_images}")
+        check_fill(self.fill)
+
+
+def causal_indices(datamodule: Any, max_images: int | None, seed: int) -> np.ndarray:
+    """Test images analysed: all, or `max_images` split evenly over the cities (fixed by the split)."""
+    targets = datamodule.targets("test")
+    if max_images is None or max_images >= len(targets):
+        return np.arange(len(targets))
+    return sample_indices(targets, max(1, max_images // datamodule.num_classes), seed)
+
+
+def run_causal(
+    module: torch.nn.Module,
+    datamodule: Any,
+    run_dir: Path,
+    options: CausalOptions = CausalOptions(),
+    segmenter: Segmenter | None = None,
+    cache_dir: Path | str = "data_cache",
+) -> dict[str, pd.DataFrame]:
+    """Write <run>/causal.csv and, when both methods ran, causal_agreement.csv; return the tables by name
+    (empty when the step is off for this data). Deletion needs `segmenter` for the test label maps."""
+    synthetic = is_synthetic(datamodule)
+    if not (synthetic if options.enabled is None else options.enabled):
+        return {}
+    methods = list(options.methods or (METHODS if synthetic else ["deletion"]))
+    if "counterfactual" in methods and not synthetic:
+        raise ValueError("callbacks.causal.methods: counterfactual needs synthetic data; use deletion")
+    labels = None
+    if "deletion" in methods:
+        if segmenter is None:
+            raise ValueError("callbacks.causal.segmenter: deletion needs a segmenter (e.g. ${segmenter})")
+        labels = available_label_maps(
+            "causal deletion", segmenter, datamodule, Path(cache_dir), options.label_batch_size
+        )
+        if labels is None:
+            methods.remove("deletion")
+    if not methods:
+        return {}
+    indices = causal_indices(datamodule, options.max_images, options.seed)
+    probes = causal_probes(
+        datamodule,
+        indices,
+        methods,
+        labels,
+        options.fill,
+        options.blur_sigma,
+        options.min_share,
+        options.workers,
+    )
+    table, _ = causal_effects(
+        module, probes, options.batch_size, options.n_boot, options.seed, len(indices), options.bf16
+    )
+    write_csv(table, Path(run_dir) / "causal.csv")
+    tables = {"causal": table}
+    if set(methods) == set(METHODS):
+        of = {m: table[table["method"] == m] for m in METHODS}
+        agreement = causal_agreement(of["counterfactual"], of["deletion"])
+        write_csv(agreement, Path(run_dir) / "causal_agreement.csv")
+        tables["causal_agreement"] = agreement
+        log.info(
+            "deletion vs counterfactual: Spearman %.3f over %d (city, object)",
+            agreement["spearman"][0],
+            agreement["n_pairs"][0],
+        )
+    for city, rows in table[table["method"] == methods[0]].groupby("city"):
+        top = ", ".join(f"{r.object} {r.effect:+.3f}" for r in rows.head(3).itertuples())
+        log.info("causal (%s) %s: %s", methods[0], city, top)
+    return tables

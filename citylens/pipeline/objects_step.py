@@ -16,7 +16,7 @@ from citylens.analysis.ratios import RatioAccumulator, planted_recovery, ratio_s
 from citylens.core.io import write_csv
 from citylens.explain.store import MaskStore, check_labels_match
 from citylens.pipeline.variant import Variant
-from citylens.segment import LabelMapCache, Segmenter, label_cache_key
+from citylens.segment import GroundTruthSegmenter, LabelMapCache, Segmenter, label_cache_key
 
 log = logging.getLogger("citylens.analysis")
 
@@ -80,6 +80,29 @@ def object_ratios(
                 list(places[start:stop][rows]),
             )
     return acc.table(n_boot, seed)
+
+
+def available_label_maps(
+    step: str,
+    segmenter: Segmenter,
+    datamodule: Any,
+    cache_dir: Path,
+    batch_size: int,
+    store: MaskStore | None = None,
+) -> Any:
+    """label_maps, or None with a warning naming `step` when the segmenter reads stored label maps (the
+    ground truth) and some test image has none: that data needs a network segmenter."""
+    unlabelled = [r.image_id for r in datamodule.splits["test"] if r.label_path is None]
+    if isinstance(segmenter, GroundTruthSegmenter) and unlabelled:
+        log.warning(
+            "%s skipped: %d test images have no stored label map (e.g. %s); choose a network segmenter "
+            "(segmenter=segformer or segmenter=csail) for this dataset",
+            step,
+            len(unlabelled),
+            unlabelled[0],
+        )
+        return None
+    return label_maps(segmenter, datamodule, cache_dir, batch_size, store)
 
 
 def run_objects(

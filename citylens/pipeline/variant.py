@@ -13,9 +13,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ANALYSIS_DIR = "analysis"
+from citylens.core.layout import ANALYSIS_DIR, variant_dirs
+
 TARGETS = ("label", "prediction")
 IMAGE_SETS = ("all", "correct")
+__all__ = ["ANALYSIS_DIR", "IMAGE_SETS", "TARGETS", "Variant", "list_variants"]
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -75,7 +78,4 @@ class Variant:
 
 def list_variants(run_dir: Path | str) -> list[str]:
     """Names of the variants a run holds (folders under `<run>/analysis/` with a mask store), sorted."""
-    root = Path(run_dir) / ANALYSIS_DIR
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "masks" / "meta.json").is_file())
+    return [p.name for p in variant_dirs(run_dir)]

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from citylens.pipeline.runs import candidate_dirs, is_sweep_dir
 from citylens.report.examples import Views
-from citylens.report.runs import candidate_dirs, is_sweep_dir
 from citylens.report.sweep import Options, build_report
 from citylens.run_views import view_reader
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from citylens.pipeline.masks import sample_indices
-from citylens.report.runs import Run
+from citylens.pipeline.runs import Run
 
 log = logging.getLogger("citylens.report")
 

@@ -28,7 +28,7 @@ from citylens.analysis.residuals import PairwiseResiduals
 from citylens.core.io import atomic_path, atomic_write_text
 from citylens.explain.explanation import explain, overlay
 from citylens.explain.store import MaskStore
-from citylens.report.runs import Run, planted_objects
+from citylens.pipeline.runs import Run, planted_objects
 from citylens.report.sweep_figures import run_colours
 
 EXPLORER_FILE = "explorer.html"

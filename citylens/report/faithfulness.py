@@ -16,11 +16,11 @@ import pandas as pd
 
 from citylens.analysis.faithfulness import CAUSAL_FILE, FAITHFULNESS_FILE, RATIOS_FILE
 from citylens.analysis.sanity import FULL, SANITY_FILE, SANITY_FLAG_RHO
+from citylens.core import layout
 from citylens.figures import save
-from citylens.pipeline.variant import ANALYSIS_DIR
+from citylens.pipeline.runs import Run
 from citylens.report import markdown as md
 from citylens.report import sweep_figures
-from citylens.report.runs import Run
 from citylens.report.sections import Section
 
 DEFAULT_VARIANT = "default"
@@ -31,14 +31,9 @@ SANITY_TITLE = "Sanity check: do the masks depend on what the networks learned?"
 
 
 def variant_dirs(run: Run) -> dict[str, Path]:
-    """A run's analysis folders by variant name: each `<run>/analysis/<variant>/`, else the run folder."""
-    root = run.path / ANALYSIS_DIR
-    found = (
-        {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
-        if root.is_dir()
-        else {}
-    )
-    return found or {DEFAULT_VARIANT: run.path}
+    """A run's analysis folders by variant name: each `<run>/analysis/<variant>/` with a mask store, else
+    (a run of the layout before variants) the run folder."""
+    return {p.name: p for p in layout.variant_dirs(run.path)} or {DEFAULT_VARIANT: run.path}
 
 
 def causal_path(run: Run) -> Path:

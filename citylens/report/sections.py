@@ -12,10 +12,10 @@ import pandas as pd
 from citylens.explain.store import data_difference
 from citylens.figures import explainer_grid, save
 from citylens.pipeline.masks import sample_indices
+from citylens.pipeline.runs import Run, city_index, planted_objects
 from citylens.report import markdown as md
 from citylens.report import sweep_figures
 from citylens.report.examples import Views, collect, load_views
-from citylens.report.runs import Run, city_index, planted_objects
 from citylens.report.tables import tsne_purity
 
 

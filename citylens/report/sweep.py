@@ -23,10 +23,7 @@ import pandas as pd
 from citylens.core.io import atomic_write_text, file_lock
 from citylens.errors import ConfigError
 from citylens.faults import kill_point
-from citylens.report.examples import Views
-from citylens.report.explorer import build_explorer
-from citylens.report.faithfulness import faithfulness_sections
-from citylens.report.runs import (
+from citylens.pipeline.runs import (
     REPORT_DIR,
     Run,
     data_groups,
@@ -36,6 +33,9 @@ from citylens.report.runs import (
     stream_residuals,
     sweep_variants,
 )
+from citylens.report.examples import Views
+from citylens.report.explorer import build_explorer
+from citylens.report.faithfulness import faithfulness_sections
 from citylens.report.sections import (
     Section,
     explainers_section,

@@ -15,7 +15,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from citylens.analysis.residuals import PairwiseResiduals
 from citylens.analysis.stats import bootstrap_ci, holm, ratio_profile_distance, relabel_test
-from citylens.report.runs import Run, pair_group, stream_residuals
+from citylens.pipeline.runs import Run, pair_group, stream_residuals
 
 # Table 2 of the paper (docs/paper.md): AR between architectures, and between an architecture and its
 # retrained twin.

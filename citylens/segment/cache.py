@@ -5,7 +5,8 @@ data and segmenter) reads the same maps. A cache lives at `root/<hash of key>/`:
 - `labels.npy`   uint8 (N, S, S) ADE20K indices (255 = unlabelled), written chunk by chunk via a memmap;
 - `progress.json` the finished chunks (start, end, digest of their image ids), rewritten atomically after
   each chunk, so an interrupted build resumes without redoing them;
-- `complete.json` written atomically last (key, image ids, shape): only then is the cache complete;
+- `complete.json` written atomically last (key, image ids, shape): only then is the cache complete.
+The three are one citylens.core.io.ResumableArray (as the view cache's), plus
 - `.lock`        a file lock (citylens.core.io.file_lock) held while building, so a second process building
   the same cache waits and then finds it complete.
 """
@@ -24,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from citylens.core.ade20k import UNLABELLED
-from citylens.core.io import atomic_write_json, file_lock
+from citylens.core.io import ResumableArray, file_lock
 from citylens.core.records import ImageRecord
 from citylens.segment.base import NUM_CLASSES, Segmenter
 
@@ -54,17 +55,6 @@ def label_cache_key(
         "n_images": len(image_ids),
         "image_ids": ids_digest(image_ids),
     }
-
-
-def _merge(ranges: Iterable[Sequence[int]]) -> list[list[int]]:
-    """Sorted, merged [start, end) ranges."""
-    merged: list[list[int]] = []
-    for start, end in sorted((int(a), int(b)) for a, b in ranges):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return merged
 
 
 class LabelMapCache:
@@ -115,24 +105,16 @@ class LabelMapCache:
         for start in range(0, labels.shape[0], size):
             yield start, np.array(labels[start : start + size])
 
+    def array(self, shape: Sequence[int] = ()) -> ResumableArray:
+        """The resumable uint8 array of label maps; `shape` (N, S, S) is needed to write it."""
+        return ResumableArray(self.dir, tuple(shape), np.uint8, name=self.labels_path.name)
+
     def done_ranges(self) -> list[list[int]]:
         """The merged [start, end) ranges an interrupted build has already finished."""
         if not self.progress_path.is_file():
             return []
-        return _merge((a, b) for a, b, _ in json.loads(self.progress_path.read_text())["chunks"])
-
-    def _recorded_chunks(self, shape: list[int]) -> list[list]:
-        """Finished [start, end, ids digest] chunks of an earlier build of the same shape, else none.
-
-        A later build skips a batch only when it is exactly such a chunk (same range, same image ids), so
-        labels are never attributed to images they were not computed for.
-        """
-        if not (self.progress_path.is_file() and self.labels_path.is_file()):
-            return []
-        state = json.loads(self.progress_path.read_text())
-        if state.get("shape") != shape:
-            return []
-        return [[int(a), int(b), str(d)] for a, b, d in state["chunks"]]
+        shape = json.loads(self.progress_path.read_text()).get("shape", ())
+        return self.array(shape).done_ranges()
 
     def build(
         self, segmenter: Segmenter, batches: Iterable[Batch], n_images: int, progress: bool = True
@@ -178,17 +160,14 @@ class LabelMapCache:
             raise ValueError(
                 f"segmenter size {segmenter.size} differs from the cache key's size {self.key['size']}"
             )
-        chunks = self._recorded_chunks(shape)
-        n_done = sum(b - a for a, b, _ in chunks)
-        labels = np.lib.format.open_memmap(
-            self.labels_path, mode="r+" if chunks else "w+", dtype=np.uint8, shape=tuple(shape)
-        )
+        array = self.array(shape)
+        array.begin()
         log.info(
             "%s label-map cache %s (%d images, %d already done, segmenter %s)",
-            "resuming" if chunks else "building",
+            "resuming" if array.recorded() else "building",
             self.dir,
             n_images,
-            n_done,
+            sum(b - a for a, b in array.done_ranges()),
             segmenter.identity(),
         )
         image_ids: list[str | None] = [None] * n_images
@@ -201,18 +180,14 @@ class LabelMapCache:
                 ids = [r.image_id for r in records]
                 image_ids[start:end] = ids
                 digest = ids_digest(ids)
-                if [start, end, digest] not in chunks:
+                if not array.is_done(start, end, digest):
                     chunk = segmenter(images, records)
                     self._check_chunk(chunk, end - start)
-                    labels[start:end] = chunk.numpy()
-                    labels.flush()
-                    chunks = [c for c in chunks if c[1] <= start or c[0] >= end] + [[start, end, digest]]
-                    atomic_write_json(self.progress_path, {"shape": shape, "chunks": sorted(chunks)})
+                    array.write(start, end, chunk.numpy(), digest)
                 bar.update(end - start)
         finally:
             bar.close()
-            del labels
-        done = _merge((a, b) for a, b, _ in chunks)
+        done = array.done_ranges()
         if done != [[0, n_images]]:
             raise RuntimeError(
                 f"batches covered {done} of [0, {n_images}): the label-map cache stays incomplete"
@@ -229,8 +204,7 @@ class LabelMapCache:
             "segmenter": segmenter.identity(),
             "image_ids": image_ids,
         }
-        atomic_write_json(self.complete_path, manifest)
-        self.progress_path.unlink(missing_ok=True)
+        array.finish(manifest)
         log.info("label-map cache complete: %s (%d images)", self.dir, n_images)
 
     @staticmethod
