@@ -47,7 +47,7 @@ def bench_generate(images: int) -> float:
     """Images per second for `generate` writing files at 224x224 with one worker (wall clock)."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        generate(Path(tmp), DEFAULT_CITIES, images // 2, size=224, progress=False)
+        generate(Path(tmp), cities=DEFAULT_CITIES, images_per_city=images // 2, size=224, progress=False)
         return 2 * (images // 2) / (time.perf_counter() - start)
 
 

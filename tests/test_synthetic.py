@@ -119,7 +119,7 @@ def test_written_files_decode(tmp_path: Path) -> None:
 
 def test_label_maps_agree_with_planted_frequencies(tmp_path: Path) -> None:
     n = 400
-    manifest = generate(tmp_path, DEFAULT_CITIES, n, size=48, seed=11, progress=False)
+    manifest = generate(tmp_path, cities=DEFAULT_CITIES, images_per_city=n, size=48, seed=11, progress=False)
     expected = manifest["probabilities"]
     for city, records in manifest["images"].items():
         contains = {name: 0 for name in OPTIONAL}
@@ -206,7 +206,7 @@ def test_loser_of_the_rename_race_uses_the_winner(tmp_path: Path, monkeypatch: p
 
     def generate_while_another_process_finishes(root, *args, **kwargs):
         manifest = real(root, *args, **kwargs)
-        final = tmp_path / f"synthetic-{synthetic.settings_hash(synthetic._settings(*args[:6]))}"
+        final = tmp_path / f"synthetic-{synthetic.settings_hash(synthetic.generation_settings(**kwargs))}"
         shutil.copytree(winner, final)
         (final / "winner.txt").write_text("first")
         return manifest

@@ -24,6 +24,8 @@ class ResidualsCallback(AnalysisCallback):
         self.variant, self.chunk, self.strict, self.sweep_dir = variant, chunk, strict, sweep_dir
 
     def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:
-        table = write_residuals(run_dir, self.variant, self.sweep_dir, self.chunk, self.strict)
+        table = write_residuals(
+            run_dir, self.variant, sweep_dir=self.sweep_dir, chunk=self.chunk, strict=self.strict
+        )
         if table is not None:
             log_artifacts(loggers, tables={"residuals": table})

@@ -242,13 +242,13 @@ class SyntheticCityData(CityDataModule):
 
             self._root = ensure_synthetic(
                 self.cache_dir,
-                self.planted,
+                max(1, self.num_workers),
+                cities=self.planted,
                 images_per_city=self.images_per_city,
                 size=self.image_size,
                 seed=self.seed,
                 other_city_rate=self.other_city_rate,
                 night_rate=self.night_rate,
-                workers=max(1, self.num_workers),
             )
         return self._root
 

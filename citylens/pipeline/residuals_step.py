@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -81,20 +82,14 @@ def run_residuals(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_residuals(
-    run_dir: Path | str,
-    variant: Variant,
-    sweep_dir: Path | str | None = None,
-    chunk: int = 128,
-    strict: bool = True,
-) -> pd.DataFrame | None:
-    """Write `<run>/analysis/<variant>/residuals.csv` (run_residuals) and return it; None, with a warning,
-    when the variant has no mask store (the explain step did not run)."""
+def write_residuals(run_dir: Path | str, variant: Variant, **options: Any) -> pd.DataFrame | None:
+    """Write `<run>/analysis/<variant>/residuals.csv` (run_residuals, with its keyword `options`) and return
+    it; None, with a warning, when the variant has no mask store (the explain step did not run)."""
     out = variant.dir(Path(run_dir))
     if not (out / STORE_DIR / "meta.json").is_file():
         log.warning("residuals skipped: %s has no mask store (is callbacks.explain off?)", out)
         return None
-    table = run_residuals(run_dir, variant, sweep_dir, chunk, strict)
+    table = run_residuals(run_dir, variant, **options)
     write_csv(table, out / "residuals.csv")
     if len(table):
         log.info("residuals: %s", ", ".join(f"{r.run_b} {r.ar:.4f}" for r in table.itertuples()))

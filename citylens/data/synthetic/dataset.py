@@ -113,15 +113,16 @@ def _render_job(job: _Job) -> dict[str, Any]:
     }
 
 
-def _settings(
-    cities: Mapping[str, Any],
-    images_per_city: int,
-    size: int,
-    seed: int,
-    other_city_rate: float,
-    night_rate: float,
+def generation_settings(
+    cities: Mapping[str, Any] = DEFAULT_CITIES,
+    images_per_city: int = 100,
+    size: int = 224,
+    seed: int = 0,
+    other_city_rate: float = 0.1,
+    night_rate: float = 0.3,
 ) -> dict[str, Any]:
-    """The validated settings that determine the generated files (workers and progress do not).
+    """The validated settings that determine the generated files (workers and progress do not); the keywords
+    `generate` and `ensure_synthetic` take.
 
     The city order is part of them: a city's index seeds its images.
     """
@@ -144,25 +145,16 @@ def _settings(
     }
 
 
-def generate(
-    root: Path,
-    cities: Mapping[str, Any] = DEFAULT_CITIES,
-    images_per_city: int = 100,
-    size: int = 224,
-    seed: int = 0,
-    other_city_rate: float = 0.1,
-    night_rate: float = 0.3,
-    workers: int = 1,
-    progress: bool = True,
-) -> dict[str, Any]:
+def generate(root: Path, workers: int = 1, progress: bool = True, **settings: Any) -> dict[str, Any]:
     """Write a synthetic dataset: root/<city>/<city>_<NNNNN>.jpg, a .labels.png beside each, manifest.json.
 
-    The files depend only on the settings and seed (not on `workers`). Images already in `root` (of an
-    interrupted generation with the same settings) are kept, so generation resumes file by file; the
-    temporaries a kill left are removed first. Returns the manifest.
+    `settings` are generation_settings' keywords; the files depend only on them (not on `workers`). Images
+    already in `root` (of an interrupted generation with the same settings) are kept, so generation resumes
+    file by file; the temporaries a kill left are removed first. Returns the manifest.
     """
-    settings = _settings(cities, images_per_city, size, seed, other_city_rate, night_rate)
-    probabilities = city_probabilities(settings["cities"], other_city_rate)
+    settings = generation_settings(**settings)
+    images_per_city, size, seed = settings["images_per_city"], settings["size"], settings["seed"]
+    probabilities = city_probabilities(settings["cities"], settings["other_city_rate"])
     root = Path(root)
     for stale in root.glob("*/.*.tmp*"):
         stale.unlink()
@@ -172,7 +164,7 @@ def generate(
         (root / city).mkdir(parents=True, exist_ok=True)
         probs = tuple(probabilities[city][name] for name in OPTIONAL)
         jobs += [
-            _Job(str(root), city, ci, i, digits, size, seed, probs, night_rate)
+            _Job(str(root), city, ci, i, digits, size, seed, probs, settings["night_rate"])
             for i in range(images_per_city)
         ]
     records = _run_jobs(jobs, workers, progress)
@@ -222,26 +214,16 @@ def _complete(path: Path, settings: Mapping[str, Any]) -> bool:
     return all(manifest.get(k) == v for k, v in settings.items())
 
 
-def ensure_synthetic(
-    cache_dir: Path,
-    cities: Mapping[str, Any] = DEFAULT_CITIES,
-    images_per_city: int = 100,
-    size: int = 224,
-    seed: int = 0,
-    other_city_rate: float = 0.1,
-    night_rate: float = 0.3,
-    workers: int = 1,
-    progress: bool = True,
-) -> Path:
+def ensure_synthetic(cache_dir: Path, workers: int = 1, progress: bool = True, **given: Any) -> Path:
     """Return cache_dir/synthetic-<hash of the settings>, generating it on first use.
 
     Generation goes to cache_dir/.synthetic-<hash>.partial, renamed into place only when complete, so an
     interrupted run never leaves a directory that looks finished; the next run resumes that folder file by
     file (and removes the randomly named partial folders older versions left). Processes generating the same
     settings take turns on a lock (cache_dir/.locks/), so the second finds the first's result; on a file
-    system without working locks the loser of the rename uses the winner's folder.
+    system without working locks the loser of the rename uses the winner's folder. `given`: as generate's.
     """
-    settings = _settings(cities, images_per_city, size, seed, other_city_rate, night_rate)
+    settings = generation_settings(**given)
     cache_dir = Path(cache_dir)
     final = cache_dir / f"synthetic-{settings_hash(settings)}"
     if _complete(final, settings):
@@ -257,8 +239,7 @@ def ensure_synthetic(
         for stale in cache_dir.glob(f".{final.name}.*.partial"):
             shutil.rmtree(stale, ignore_errors=True)
         partial = cache_dir / f".{final.name}.partial"
-        args = (settings["cities"], images_per_city, size, seed, other_city_rate, night_rate)
-        generate(partial, *args, workers, progress)
+        generate(partial, workers, progress, **given)
         try:
             os.rename(partial, final)
         except OSError:
