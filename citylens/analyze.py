@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from citylens.callbacks.base import AnalysisCallback
 from citylens.config import ConfigError, run_config, validate
 from citylens.run_state import best_checkpoint, clean_temps, write_complete
-from citylens.train import build_loggers, finish_loggers
+from citylens.train import build_callbacks, build_loggers, finish_loggers
 
 log = logging.getLogger("citylens")
 
@@ -44,12 +44,9 @@ def analyze(run_dir: Path | str, overrides: list[str] | None = None) -> dict[str
     loggers = build_loggers(cfg, run_dir, job_type="analyze")
     failed = True
     try:
-        for name, conf in (cfg.get("callbacks") or {}).items():
-            if conf is None or not str(conf.get("_target_", "")).startswith("citylens.callbacks"):
-                continue
-            callback = instantiate(conf)
+        for callback in build_callbacks(cfg, run_dir):
             if isinstance(callback, AnalysisCallback):
-                log.info("analysis: %s on %s", name, checkpoint)
+                log.info("analysis: %s on %s", type(callback).__name__, checkpoint)
                 callback.analyse(module, datamodule, run_dir, loggers)
         failed = False
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -12,8 +13,8 @@ from citylens.core.layers import ARCHITECTURES, DEFAULT_TARGET_LAYERS, resolve_l
 from citylens.models.networks import simple, simpler
 
 
-def _torchvision(name: str, num_classes: int, weights: str | None) -> nn.Module:
-    """A torchvision VGG11/ResNet18 with its last linear layer resized; ImageNet weights from a local file."""
+def _torchvision(name: str, weights: str | None) -> nn.Module:
+    """A torchvision VGG11/ResNet18; ImageNet weights from a local file."""
     network = getattr(torchvision.models, name)(weights=None)
     if weights:
         path = Path(weights)
@@ -23,15 +24,43 @@ def _torchvision(name: str, num_classes: int, weights: str | None) -> nn.Module:
                 f"for {name} yourself and give its local path (citylens never downloads weights)"
             )
         network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    if name == "vgg11":
-        network.classifier[-1] = nn.Linear(network.classifier[-1].in_features, num_classes)
-        # In-place ReLUs would overwrite the activation saved at the target layer (facts.md pitfalls).
-        for module in network.modules():
-            if isinstance(module, nn.ReLU):
-                module.inplace = False
-    else:
-        network.fc = nn.Linear(network.fc.in_features, num_classes)
     return network
+
+
+def _vgg11(num_classes: int, input_size: int, weights: str | None) -> nn.Module:
+    network = _torchvision("vgg11", weights)
+    network.classifier[-1] = nn.Linear(network.classifier[-1].in_features, num_classes)
+    # In-place ReLUs would overwrite the activation saved at the target layer (docs/gradcam.md, pitfalls).
+    for module in network.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    return network
+
+
+def _resnet18(num_classes: int, input_size: int, weights: str | None) -> nn.Module:
+    network = _torchvision("resnet18", weights)
+    network.fc = nn.Linear(network.fc.in_features, num_classes)
+    return network
+
+
+def _from_scratch(make: Callable[[int, int], nn.Module]) -> Callable[[int, int, str | None], nn.Module]:
+    """A builder for a network that has no pretrained weights (refuses `weights`)."""
+
+    def build(num_classes: int, input_size: int, weights: str | None) -> nn.Module:
+        if weights:
+            raise ValueError(f"model.weights: {make.__name__} has no pretrained weights; leave it null")
+        return make(num_classes, input_size)
+
+    return build
+
+
+# Architecture name -> (num_classes, input_size, weights) -> network with a num_classes-way head.
+BUILDERS: dict[str, Callable[[int, int, str | None], nn.Module]] = {
+    "vgg11": _vgg11,
+    "resnet18": _resnet18,
+    "simple": _from_scratch(simple),
+    "simpler": _from_scratch(simpler),
+}
 
 
 def build_model(
@@ -50,10 +79,5 @@ def build_model(
         raise ValueError(f"model.name: unknown architecture {name!r}; choose one of {list(ARCHITECTURES)}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if name in ("simple", "simpler"):
-        if weights:
-            raise ValueError(f"model.weights: {name} has no pretrained weights; leave it null")
-        network = simple(num_classes, input_size) if name == "simple" else simpler(num_classes, input_size)
-    else:
-        network = _torchvision(name, num_classes, weights)
+    network = BUILDERS[name](num_classes, input_size, weights)
     return network, resolve_layer(network, target_layer or DEFAULT_TARGET_LAYERS[name])
