@@ -12,8 +12,8 @@ import pytest
 from citylens.pipeline.faithfulness_step import write_faithfulness
 from citylens.report.faithfulness import variant_dirs
 from citylens.report.sweep import Options, build_report
-from tests.test_faithfulness import PLANTED, causal_rows, ratio_rows
-from tests.test_residuals_callback import MASKS, make_run, make_sweep
+from tests.test_analysis_faithfulness import PLANTED, causal_rows, ratio_rows
+from tests.test_callbacks_residuals import MASKS, make_run, make_sweep
 
 FAST = Options(n_boot=50, n_perm=100, examples_per_city=1)
 # The default analysis variant's folder name (<run>/analysis/<variant>/).

@@ -18,7 +18,7 @@ from citylens.models.build import build_model
 from citylens.pipeline import Variant
 from citylens.pipeline.faithfulness_step import explainer_factory, sanity_sample
 from tests.conftest import compose_cfg
-from tests.test_faithfulness import CAUSAL, PLANTED, RATIOS
+from tests.test_analysis_faithfulness import CAUSAL, PLANTED, RATIOS
 
 
 class SplitData:

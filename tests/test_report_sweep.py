@@ -26,7 +26,7 @@ from citylens.report import cli
 from citylens.report.sweep import Options, build_report
 from citylens.run_state import write_failed
 from tests.conftest import run_cli, wandb_record, wandb_records
-from tests.test_residuals_callback import DEFAULT, EXPECTED, MASKS, make_run, make_sweep
+from tests.test_callbacks_residuals import DEFAULT, EXPECTED, MASKS, make_run, make_sweep
 
 FAST = Options(n_boot=200, n_perm=1000, examples_per_city=1)
 

@@ -30,7 +30,7 @@ from citylens.report.explorer import (
 )
 from citylens.report.runs import scan_sweep, stream_residuals
 from citylens.report.sweep import Options, build_report
-from tests.test_residuals_callback import DEFAULT, make_run, make_sweep
+from tests.test_callbacks_residuals import DEFAULT, make_run, make_sweep
 
 FAST = Options(n_boot=50, n_perm=100, examples_per_city=1)
 N_PER_CITY = 7
