@@ -22,13 +22,12 @@ from citylens.models import CityClassifier
 from citylens.pipeline import Variant, list_variants
 from citylens.segment import GroundTruthSegmenter
 from citylens.train import train
-from tests.conftest import compose_cfg
 
 DEFAULT = Variant()
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def run(compose_cfg, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("explain_run")
     cfg = compose_cfg(
         [

@@ -17,30 +17,6 @@ from citylens.callbacks.faithfulness import FaithfulnessCallback
 from citylens.models.build import build_model
 from citylens.pipeline import Variant
 from citylens.pipeline.faithfulness_step import explainer_factory, sanity_sample
-from tests.conftest import compose_cfg
-from tests.test_analysis_faithfulness import CAUSAL, PLANTED, RATIOS
-
-
-class SplitData:
-    """What the callback reads of a data module: the test split's views, cities and planted objects."""
-
-    cities = ["pittsburgh", "tokyo"]
-
-    def __init__(self, n: int = 12, size: int = 32) -> None:
-        rng = np.random.default_rng(0)
-        self.views = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-        names = [self.cities[i % 2] for i in range(n)]
-        self.splits = {"test": [SimpleNamespace(image_id=f"{c}/{i}", city=c) for i, c in enumerate(names)]}
-        # Rows of the view cache in reverse order, so a wrong row lookup shows.
-        self.row = {r.image_id: n - 1 - i for i, r in enumerate(self.splits["test"])}
-        self.views = self.views[::-1].copy()
-        self.cache = SimpleNamespace(images=lambda: self.views)
-
-    def targets(self, split: str = "test") -> np.ndarray:
-        return np.array([self.cities.index(r.city) for r in self.splits[split]])
-
-    def describe(self) -> dict:
-        return {"kind": "synthetic", "planted": PLANTED}
 
 
 @pytest.fixture
@@ -50,14 +26,16 @@ def module() -> SimpleNamespace:
     return SimpleNamespace(network=network, target_layer=layer, hparams=SimpleNamespace(arch="simple"))
 
 
-def test_writes_faithfulness_and_sanity(tmp_path: Path, module: SimpleNamespace):
+def test_writes_faithfulness_and_sanity(
+    split_data, hand_causal, hand_ratios, planted, tmp_path: Path, module: SimpleNamespace
+):
     out = Variant().dir(tmp_path)
     out.mkdir(parents=True)
-    RATIOS.to_csv(out / "object_ratios.csv", index=False)
-    CAUSAL.to_csv(tmp_path / "causal.csv", index=False)
-    FaithfulnessCallback(Variant(), n_images=8, batch_size=4).analyse(module, SplitData(), tmp_path, [])
+    hand_ratios.to_csv(out / "object_ratios.csv", index=False)
+    hand_causal.to_csv(tmp_path / "causal.csv", index=False)
+    FaithfulnessCallback(Variant(), n_images=8, batch_size=4).analyse(module, split_data(), tmp_path, [])
     written = pd.read_csv(out / "faithfulness.csv", keep_default_na=False)
-    expected = faithfulness(RATIOS, CAUSAL, 0.5, PLANTED)
+    expected = faithfulness(hand_ratios, hand_causal, 0.5, planted)
     assert written["city"].tolist() == expected["city"].tolist() == ["pittsburgh", "tokyo"]
     assert written["spearman"].astype(float).tolist() == pytest.approx([-1.0, 1.0])
     assert written["causal_top"].tolist() == ["skyscraper; earth", "signboard; fence"]
@@ -68,19 +46,19 @@ def test_writes_faithfulness_and_sanity(tmp_path: Path, module: SimpleNamespace)
 
 
 def test_without_causal_table_only_sanity_is_written(
-    tmp_path: Path, module: SimpleNamespace, caplog: pytest.LogCaptureFixture
+    split_data, hand_ratios, tmp_path: Path, module: SimpleNamespace, caplog: pytest.LogCaptureFixture
 ):
     variant = Variant(target="prediction")
     out = variant.dir(tmp_path)
     out.mkdir(parents=True)
-    RATIOS.to_csv(out / "object_ratios.csv", index=False)
-    FaithfulnessCallback(variant, n_images=4).analyse(module, SplitData(), tmp_path, [])
+    hand_ratios.to_csv(out / "object_ratios.csv", index=False)
+    FaithfulnessCallback(variant, n_images=4).analyse(module, split_data(), tmp_path, [])
     assert "faithfulness skipped" in caplog.text and "causal.csv" in caplog.text
     assert not (out / "faithfulness.csv").exists() and (out / "sanity.csv").is_file()
 
 
-def test_sample_is_balanced_and_reads_the_right_rows():
-    data = SplitData()
+def test_sample_is_balanced_and_reads_the_right_rows(split_data):
+    data = split_data()
     images, labels, idx = sanity_sample(data, 6)
     assert len(idx) == 6 and np.bincount(labels).tolist() == [3, 3]
     expected = torch.from_numpy(data.views[[data.row[data.splits["test"][i].image_id] for i in idx]])
@@ -102,7 +80,7 @@ def test_unknown_explainer_refused_by_key():
         explainer_factory("occlusion")
 
 
-def test_config_entry_instantiates(tmp_path: Path):
+def test_config_entry_instantiates(compose_cfg, tmp_path: Path):
     cfg = compose_cfg(["analysis.threshold=0.3"], tmp_path, tmp_path)
     callback = instantiate(cfg.callbacks.faithfulness)
     assert isinstance(callback, FaithfulnessCallback)

@@ -16,7 +16,6 @@ from citylens.data.folder import scan_folder
 from citylens.data.split import balance, split_records
 from citylens.errors import ConfigError
 from citylens.pipeline import Variant
-from tests.conftest import write_folder_dataset
 
 VARIANT = f"analysis/{Variant().name}"
 
@@ -82,7 +81,7 @@ def test_scan_folder_errors_name_key_and_layout(tmp_path: Path):
         scan_folder(tmp_path)
 
 
-def test_broken_files_are_skipped_and_listed(tmp_path: Path):
+def test_broken_files_are_skipped_and_listed(write_folder_dataset, tmp_path: Path):
     root = tmp_path / "data"
     write_folder_dataset(root, {"paris": 12, "oxford": 12})
     (root / "paris" / "zero.jpg").write_bytes(b"")
@@ -101,7 +100,7 @@ def test_broken_files_are_skipped_and_listed(tmp_path: Path):
     assert x.shape[1:] == (3, 32, 32) and x.dtype.is_floating_point
 
 
-def test_city_with_no_readable_image_is_an_error(tmp_path: Path):
+def test_city_with_no_readable_image_is_an_error(write_folder_dataset, tmp_path: Path):
     root = tmp_path / "data"
     write_folder_dataset(root, {"paris": 6})
     (root / "rome").mkdir()
@@ -111,7 +110,7 @@ def test_city_with_no_readable_image_is_an_error(tmp_path: Path):
         dm.setup()
 
 
-def test_view_cache_is_reused_and_resumes(tmp_path: Path):
+def test_view_cache_is_reused_and_resumes(write_folder_dataset, tmp_path: Path):
     root = tmp_path / "data"
     write_folder_dataset(root, {"paris": 8, "oxford": 8})
     kwargs = dict(root=str(root), input_size=32, cache_dir=str(tmp_path / "cache"))
@@ -131,12 +130,11 @@ def test_view_cache_is_reused_and_resumes(tmp_path: Path):
     np.testing.assert_array_equal(np.array(third.cache.images()), views)
 
 
-def test_real_photos_decode_through_the_folder_reader(tmp_path: Path):
-    from tests.conftest import REAL
+def test_real_photos_decode_through_the_folder_reader(real_photos, tmp_path: Path):
 
     root = tmp_path / "real"
     for city in ("oxford", "paris_sacre_coeur", "tokyo247", "san_francisco"):
-        files = [p for p in (REAL / city).rglob("*") if p.suffix.lower() in (".jpg", ".png")]
+        files = [p for p in (real_photos / city).rglob("*") if p.suffix.lower() in (".jpg", ".png")]
         for p in files[:4]:
             (root / city).mkdir(parents=True, exist_ok=True)
             (root / city / p.name).write_bytes(p.read_bytes())
@@ -149,9 +147,8 @@ def test_real_photos_decode_through_the_folder_reader(tmp_path: Path):
     assert views.shape == (len(records), 48, 48, 3) and views.std() > 10
 
 
-def test_smoke_training_on_a_folder_dataset(tmp_path: Path):
+def test_smoke_training_on_a_folder_dataset(compose_cfg, write_folder_dataset, tmp_path: Path):
     from citylens.train import train
-    from tests.conftest import compose_cfg
 
     root = tmp_path / "photos"
     write_folder_dataset(root, {"paris": 15, "oxford": 15})

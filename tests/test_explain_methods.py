@@ -11,7 +11,6 @@ from torch import nn
 
 from citylens.core.layers import LAYER_PRESETS, resolve_target_layer
 from citylens.explain import EXPLAINERS, BaseCAM, GradCAM, build_explainer, upsample_masks
-from citylens.models import build_model
 
 BATCH = 4
 TARGETS = [2, 0, 1, 0]
@@ -38,16 +37,6 @@ def _reference(
     with _reference_class(name)(network, [layer]) as reference:
         wanted = None if targets is None else [ClassifierOutputTarget(t) for t in targets]
         return torch.from_numpy(reference(images, wanted))
-
-
-@pytest.fixture(scope="module")
-def networks() -> dict[str, nn.Module]:
-    """One seeded random-weight network per architecture at 64 px (3 classes), built once for the module."""
-    built = {}
-    for arch in LAYER_PRESETS:
-        torch.manual_seed(0)
-        built[arch] = build_model(arch, 3, input_size=64)[0]
-    return built
 
 
 # VGG11's 64 px forward/backward with its 25088x4096 classifier takes ~0.6 s per method: its last_conv

@@ -25,18 +25,18 @@ from citylens.pipeline import Variant
 from citylens.report import cli
 from citylens.report.sweep import Options, build_report
 from citylens.run_state import write_failed
-from tests.conftest import run_cli, wandb_record, wandb_records
-from tests.test_callbacks_residuals import DEFAULT, EXPECTED, MASKS, make_run, make_sweep
 
 FAST = Options(n_boot=200, n_perm=1000, examples_per_city=1)
 
 
-def test_table2_grouping_and_readings_on_hand_made_runs(tmp_path: Path):
+def test_table2_grouping_and_readings_on_hand_made_runs(
+    hand_ar, hand_masks, make_run, make_sweep, tmp_path: Path
+):
     sweep = make_sweep(tmp_path)
-    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"])
-    make_run(sweep / "1_simpler-s0", "simpler", 0, MASKS["B"])
-    make_run(sweep / "2_simple-s1", "simple", 1, MASKS["C"])
-    make_run(sweep / "3_simpler-s1", "simpler", 1, MASKS["B"], finished=False)
+    make_run(sweep / "0_simple-s0", "simple", 0, hand_masks["A"])
+    make_run(sweep / "1_simpler-s0", "simpler", 0, hand_masks["B"])
+    make_run(sweep / "2_simple-s1", "simple", 1, hand_masks["C"])
+    make_run(sweep / "3_simpler-s1", "simpler", 1, hand_masks["B"], finished=False)
     out = build_report(sweep, FAST)
     pairs = pd.read_csv(out / "table2.csv")
     assert list(zip(pairs["label_a"], pairs["label_b"])) == [
@@ -45,7 +45,7 @@ def test_table2_grouping_and_readings_on_hand_made_runs(tmp_path: Path):
         ("simple-s1", "simpler-s0"),
     ]
     assert pairs["group"].tolist() == ["seed", "architecture", "architecture"]
-    expected = [EXPECTED[("A", "C")], EXPECTED[("B", "A")], EXPECTED[("B", "C")]]
+    expected = [hand_ar[("A", "C")], hand_ar[("B", "A")], hand_ar[("B", "C")]]
     assert pairs["ar"].tolist() == pytest.approx(expected, rel=1e-5)
     assert ((pairs["ci_low"] <= pairs["ar"] + 1e-9) & (pairs["ar"] <= pairs["ci_high"] + 1e-9)).all()
     grouped = pd.read_csv(out / "table2_grouped.csv")
@@ -70,20 +70,22 @@ def test_table2_grouping_and_readings_on_hand_made_runs(tmp_path: Path):
     assert ar["test"] == "runs relabelled, every relabelling" and not tests["primary"].iloc[1:].any()
 
 
-def test_sweep_over_a_data_setting_compares_within_data_groups(tmp_path: Path):
+def test_sweep_over_a_data_setting_compares_within_data_groups(
+    hand_ar, hand_masks, make_run, make_sweep, tmp_path: Path
+):
     """data.seed=0,1: the same image ids, other pictures; runs are compared only within each data's group."""
     sweep = make_sweep(tmp_path)
-    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"], fingerprint="data-0")
-    make_run(sweep / "1_simple-s0", "simple", 0, MASKS["B"], fingerprint="data-1")
-    make_run(sweep / "2_simple-s1", "simple", 1, MASKS["C"], fingerprint="data-0")
-    make_run(sweep / "3_simple-s1", "simple", 1, MASKS["A"], fingerprint="data-1")
+    make_run(sweep / "0_simple-s0", "simple", 0, hand_masks["A"], fingerprint="data-0")
+    make_run(sweep / "1_simple-s0", "simple", 0, hand_masks["B"], fingerprint="data-1")
+    make_run(sweep / "2_simple-s1", "simple", 1, hand_masks["C"], fingerprint="data-0")
+    make_run(sweep / "3_simple-s1", "simple", 1, hand_masks["A"], fingerprint="data-1")
     out = build_report(sweep, FAST)
     pairs = pd.read_csv(out / "table2.csv")
     assert sorted(zip(pairs["data_group"], pairs["run_a"], pairs["run_b"])) == [
         (1, "0_simple-s0", "2_simple-s1"),
         (2, "1_simple-s0", "3_simple-s1"),
     ]
-    assert pairs["ar"].tolist() == pytest.approx([EXPECTED[("A", "C")], EXPECTED[("B", "A")]], rel=1e-5)
+    assert pairs["ar"].tolist() == pytest.approx([hand_ar[("A", "C")], hand_ar[("B", "A")]], rel=1e-5)
     text = (out / "report.md").read_text()
     assert "form 2 data groups" in text
     assert "data group 2 (dataset_fingerprint 'data-0' vs 'data-1' against group 1)" in text
@@ -92,17 +94,19 @@ def test_sweep_over_a_data_setting_compares_within_data_groups(tmp_path: Path):
     assert pd.read_csv(out / "runs.csv")["data_group"].tolist() == [1, 1, 2, 2]
 
 
-def test_two_variants_of_every_run_are_listed_side_by_side(tmp_path: Path):
+def test_two_variants_of_every_run_are_listed_side_by_side(
+    default_variant, hand_ar, hand_masks, make_run, make_sweep, tmp_path: Path
+):
     sweep = make_sweep(tmp_path)
     other = Variant(threshold=0.3, target="prediction")
     for name, arch, seed, masks in (("0_simple-s0", "simple", 0, "A"), ("1_simple-s1", "simple", 1, "C")):
-        make_run(sweep / name, arch, seed, MASKS[masks])
-        make_run(sweep / name, arch, seed, MASKS["B" if seed else "A"], variant=other)
+        make_run(sweep / name, arch, seed, hand_masks[masks])
+        make_run(sweep / name, arch, seed, hand_masks["B" if seed else "A"], variant=other)
     out = build_report(sweep, FAST)
     table = pd.read_csv(out / "variants.csv").set_index("variant")
-    assert sorted(table.index) == sorted([DEFAULT.name, other.name])
-    assert table.loc[DEFAULT.name, "ar_seeds"] == pytest.approx(EXPECTED[("A", "C")], rel=1e-5)
-    assert table.loc[other.name, "ar_seeds"] == pytest.approx(EXPECTED[("B", "A")], rel=1e-5)
+    assert sorted(table.index) == sorted([default_variant.name, other.name])
+    assert table.loc[default_variant.name, "ar_seeds"] == pytest.approx(hand_ar[("A", "C")], rel=1e-5)
+    assert table.loc[other.name, "ar_seeds"] == pytest.approx(hand_ar[("B", "A")], rel=1e-5)
     assert table.loc[other.name, "target"] == "prediction" and table.loc[other.name, "threshold"] == 0.3
     text = (out / "report.md").read_text()
     assert "2 analysis variants" in text
@@ -111,24 +115,26 @@ def test_two_variants_of_every_run_are_listed_side_by_side(tmp_path: Path):
         assert grid.width > 300 and grid.height > 200
 
 
-def test_one_run_and_no_seed_pairs_say_what_is_missing(tmp_path: Path):
+def test_one_run_and_no_seed_pairs_say_what_is_missing(hand_masks, make_run, make_sweep, tmp_path: Path):
     sweep = make_sweep(tmp_path)
-    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"])
+    make_run(sweep / "0_simple-s0", "simple", 0, hand_masks["A"])
     text = (build_report(sweep, FAST) / "report.md").read_text()
     assert "Table 2 needs two finished runs of the same data; this sweep has 1" in text
-    make_run(sweep / "1_vgg11-s0", "vgg11", 0, MASKS["B"])
+    make_run(sweep / "1_vgg11-s0", "vgg11", 0, hand_masks["B"])
     out = build_report(sweep, FAST)
     text = (out / "report.md").read_text()
     assert "needs two seeds of one architecture" in text
     assert pd.read_csv(out / "statistics.csv")["p_value"].isna().all()
 
 
-def test_wandb_report_run_is_in_the_sweeps_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_wandb_report_run_is_in_the_sweeps_group(
+    hand_masks, make_run, make_sweep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     import wandb
 
     sweep = make_sweep(tmp_path)
-    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"])
-    make_run(sweep / "1_simple-s1", "simple", 1, MASKS["C"])
+    make_run(sweep / "0_simple-s0", "simple", 0, hand_masks["A"])
+    make_run(sweep / "1_simple-s1", "simple", 1, hand_masks["C"])
     calls = {}
 
     class FakeRun(SimpleNamespace):
@@ -157,13 +163,13 @@ def test_wandb_report_run_is_in_the_sweeps_group(tmp_path: Path, monkeypatch: py
 
 
 def test_hydra_callback_logs_a_failing_report_without_raising(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    hand_masks, make_run, make_sweep, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "missing")}}})
     SweepReportCallback().on_multirun_end(config)
     assert "sweep report for" in caplog.text and "citylens-report" in caplog.text
     sweep = make_sweep(tmp_path)
-    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"])
+    make_run(sweep / "0_simple-s0", "simple", 0, hand_masks["A"])
     SweepReportCallback(wandb=False, n_boot=50, n_perm=100).on_multirun_end(
         OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
     )
@@ -171,12 +177,14 @@ def test_hydra_callback_logs_a_failing_report_without_raising(
     SweepReportCallback(enabled=False).on_multirun_end(config)
 
 
-def test_a_failed_job_is_listed_with_its_error_and_the_sweep_exits_1(tmp_path: Path):
+def test_a_failed_job_is_listed_with_its_error_and_the_sweep_exits_1(
+    hand_masks, make_run, make_sweep, tmp_path: Path
+):
     sweep = make_sweep(tmp_path)
-    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"])
-    make_run(sweep / "1_simpler-s0", "simpler", 0, MASKS["B"])
+    make_run(sweep / "0_simple-s0", "simple", 0, hand_masks["A"])
+    make_run(sweep / "1_simpler-s0", "simpler", 0, hand_masks["B"])
     write_failed(sweep / "2_simple-s1", ConfigError("model.lr: learning rate must be positive, got -1"))
-    make_run(sweep / "3_simpler-s1", "simpler", 1, MASKS["B"], finished=False)
+    make_run(sweep / "3_simpler-s1", "simpler", 1, hand_masks["B"], finished=False)
     with pytest.raises(SystemExit) as exit_info:
         SweepReportCallback(wandb=False, n_boot=50, n_perm=100).on_multirun_end(
             OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
@@ -197,8 +205,8 @@ def test_a_failed_job_is_listed_with_its_error_and_the_sweep_exits_1(tmp_path: P
     assert len(pd.read_csv(sweep / "report" / "table2.csv")) == 1
 
 
-def test_citylens_report_refuses_a_folder_that_is_not_a_sweep(tmp_path: Path):
-    run = make_run(tmp_path / "runs" / "x", "simple", 0, MASKS["A"])
+def test_citylens_report_refuses_a_folder_that_is_not_a_sweep(hand_masks, make_run, tmp_path: Path):
+    run = make_run(tmp_path / "runs" / "x", "simple", 0, hand_masks["A"])
     for folder in (run, tmp_path / "runs", tmp_path / "empty"):
         folder.mkdir(exist_ok=True)
         with pytest.raises(SystemExit) as exit_info:
@@ -209,10 +217,10 @@ def test_citylens_report_refuses_a_folder_that_is_not_a_sweep(tmp_path: Path):
         build_report(run, FAST)
 
 
-def test_symlinked_run_leaving_the_sweep_is_refused(tmp_path: Path):
+def test_symlinked_run_leaving_the_sweep_is_refused(hand_masks, make_run, make_sweep, tmp_path: Path):
     sweep = make_sweep(tmp_path)
-    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"])
-    outside = make_run(tmp_path / "elsewhere" / "1_simpler-s0", "simpler", 0, MASKS["B"])
+    make_run(sweep / "0_simple-s0", "simple", 0, hand_masks["A"])
+    outside = make_run(tmp_path / "elsewhere" / "1_simpler-s0", "simpler", 0, hand_masks["B"])
     (sweep / "1_simpler-s0").symlink_to(outside, target_is_directory=True)
     out = build_report(sweep, FAST)
     runs = pd.read_csv(out / "runs.csv").set_index("run")
@@ -221,7 +229,7 @@ def test_symlinked_run_leaving_the_sweep_is_refused(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+def sweep(run_cli, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """One small real sweep: simple, simpler x seeds 0, 1 (its report built by the Hydra callback)."""
     root = tmp_path_factory.mktemp("report_sweep")
     # 3 epochs at lr 3e-4: at the smoke defaults (1 epoch, lr 1e-3) a network's masks can be all zero.
@@ -247,8 +255,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     return SimpleNamespace(dir=sweep_dir, env=env, log=proc.stdout + proc.stderr)
 
 
-def test_last_run_residuals_against_the_three_earlier_runs(sweep: SimpleNamespace):
-    table = pd.read_csv(DEFAULT.dir(sweep.dir / "3_simpler-s1") / "residuals.csv")
+def test_last_run_residuals_against_the_three_earlier_runs(default_variant, sweep: SimpleNamespace):
+    table = pd.read_csv(default_variant.dir(sweep.dir / "3_simpler-s1") / "residuals.csv")
     assert table["run_b"].tolist() == ["0_simple-s0", "1_simple-s1", "2_simpler-s0"]
     assert (table["run_a"] == "3_simpler-s1").all() and table["arch_b"].tolist() == [
         "simple",
@@ -256,11 +264,11 @@ def test_last_run_residuals_against_the_three_earlier_runs(sweep: SimpleNamespac
         "simpler",
     ]
     assert ((table["ar"] > 0) & (table["ar"] < 1)).all() and (table["n_images"] == 12).all()
-    first = pd.read_csv(DEFAULT.dir(sweep.dir / "0_simple-s0") / "residuals.csv")
+    first = pd.read_csv(default_variant.dir(sweep.dir / "0_simple-s0") / "residuals.csv")
     assert first.empty and "ar" in first.columns
 
 
-def test_hydra_callback_built_the_report_at_multirun_end(sweep: SimpleNamespace):
+def test_hydra_callback_built_the_report_at_multirun_end(default_variant, sweep: SimpleNamespace):
     report = sweep.dir / "report"
     assert (report / "report.md").is_file(), sweep.log[-3000:]
     text = (report / "report.md").read_text()
@@ -270,7 +278,9 @@ def test_hydra_callback_built_the_report_at_multirun_end(sweep: SimpleNamespace)
     assert len(pairs) == 6 and pairs["group"].value_counts().to_dict() == {"architecture": 4, "seed": 2}
     seed_pairs = pairs[pairs["group"] == "seed"]
     assert (seed_pairs["arch_a"] == seed_pairs["arch_b"]).all()
-    last = pd.read_csv(DEFAULT.dir(sweep.dir / "3_simpler-s1") / "residuals.csv").set_index("run_b")["ar"]
+    last = pd.read_csv(default_variant.dir(sweep.dir / "3_simpler-s1") / "residuals.csv").set_index("run_b")[
+        "ar"
+    ]
     for run_b, ar in last.items():
         row = pairs[(pairs["run_a"] == run_b) & (pairs["run_b"] == "3_simpler-s1")]
         assert row["ar"].iloc[0] == pytest.approx(ar, rel=1e-9)
@@ -290,7 +300,9 @@ def test_hydra_callback_built_the_report_at_multirun_end(sweep: SimpleNamespace)
     assert len(list((report / "explorer").glob("r*_*.jpg"))) == 8
 
 
-def test_citylens_report_lists_an_unfinished_run_and_logs_to_wandb(sweep: SimpleNamespace):
+def test_citylens_report_lists_an_unfinished_run_and_logs_to_wandb(
+    wandb_record, wandb_records, sweep: SimpleNamespace
+):
     copy = sweep.dir / "4_simple-s2"
     shutil.copytree(sweep.dir / "0_simple-s0", copy)
     (copy / "complete.json").unlink()

@@ -7,7 +7,6 @@ exactly as released checkpoints are laid out, then loaded through the segmenters
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from citylens.core.ade20k import UNLABELLED
-from citylens.core.records import ImageRecord
 from citylens.core.view import IMAGENET_MEAN, IMAGENET_STD, label_view
 from citylens.segment import (
     CSAIL_ARCHS,
@@ -28,59 +26,37 @@ from citylens.segment import (
     ade20k_annotation_to_labels,
     build_csail,
 )
-from tests.conftest import REAL
 
-ADE20K_DIR = REAL / "ade20k" / "sceneparsing150"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine, OpenMP spinning makes 2 threads ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _records(n: int, label_paths: list[Path] | None = None) -> list[ImageRecord]:
-    paths = label_paths or [None] * n
-    return [
-        ImageRecord(f"city/img{i}.jpg", Path(f"/nonexistent/img{i}.jpg"), "city", f"p{i}", paths[i])
-        for i in range(n)
-    ]
-
-
-def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator)
+# One intra-op thread for the whole module (the fixture says why).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- ground truth
 
 
-def test_ground_truth_nearest_resampling_and_crop(tmp_path: Path) -> None:
+def test_ground_truth_nearest_resampling_and_crop(image_records, tmp_path: Path) -> None:
     """A 4x8 label map to a 2x2 view: rows 1, 3 and (after the centre crop) columns 3, 5 survive."""
     label = np.arange(32, dtype=np.uint8).reshape(4, 8)
     label[3, 5] = UNLABELLED
     path = tmp_path / "label.png"
     Image.fromarray(label).save(path)
     segmenter = GroundTruthSegmenter(size=2)
-    out = segmenter(torch.zeros((1, 3, 2, 2), dtype=torch.uint8), _records(1, [path]))
+    out = segmenter(torch.zeros((1, 3, 2, 2), dtype=torch.uint8), image_records(1, [path]))
     assert out.dtype == torch.uint8 and out.shape == (1, 2, 2)
     assert out[0].tolist() == [[11, 13], [27, UNLABELLED]]
 
 
-def test_ground_truth_errors(tmp_path: Path) -> None:
+def test_ground_truth_errors(image_records, tmp_path: Path) -> None:
     segmenter = GroundTruthSegmenter(size=4)
     images = torch.zeros((1, 3, 4, 4), dtype=torch.uint8)
     with pytest.raises(ValueError, match="city/img0.jpg"):
-        segmenter(images, _records(1))
+        segmenter(images, image_records(1))
     path = tmp_path / "ade_style.png"
     Image.fromarray(np.full((4, 4), 150, dtype=np.uint8)).save(path)
     with pytest.raises(ValueError, match="ade20k_annotation=True"):
-        segmenter(images, _records(1, [path]))
+        segmenter(images, image_records(1, [path]))
     with pytest.raises(ValueError, match="uint8 images"):
-        segmenter(torch.zeros((1, 3, 5, 5), dtype=torch.uint8), _records(1, [path]))
+        segmenter(torch.zeros((1, 3, 5, 5), dtype=torch.uint8), image_records(1, [path]))
 
 
 def test_ade20k_annotation_conversion() -> None:
@@ -90,12 +66,15 @@ def test_ade20k_annotation_conversion() -> None:
         ade20k_annotation_to_labels(np.array([[151]], dtype=np.uint8))
 
 
-def test_ground_truth_on_real_ade20k_annotations() -> None:
-    paths = sorted((ADE20K_DIR / "annotations").glob("*.png"))
+def test_ground_truth_on_real_ade20k_annotations(image_records, real_photos: Path) -> None:
+    ade20k_dir = real_photos / "ade20k" / "sceneparsing150"
+    paths = sorted((ade20k_dir / "annotations").glob("*.png"))
     assert paths
     size = 96
     segmenter = GroundTruthSegmenter(size=size, ade20k_annotation=True)
-    out = segmenter(torch.zeros((len(paths), 3, size, size), dtype=torch.uint8), _records(len(paths), paths))
+    out = segmenter(
+        torch.zeros((len(paths), 3, size, size), dtype=torch.uint8), image_records(len(paths), paths)
+    )
     assert out.shape == (len(paths), size, size)
     for i, path in enumerate(paths):
         raw = np.asarray(Image.open(path))
@@ -104,7 +83,7 @@ def test_ground_truth_on_real_ade20k_annotations() -> None:
         labels = set(np.unique(out[i].numpy()).tolist())
         assert labels <= {v - 1 for v in np.unique(raw).tolist() if v > 0} | {UNLABELLED}
         assert max(labels - {UNLABELLED}) < 150
-        image = Image.open(ADE20K_DIR / "images" / path.with_suffix(".jpg").name)
+        image = Image.open(ade20k_dir / "images" / path.with_suffix(".jpg").name)
         assert image.size == Image.open(path).size
 
 
@@ -137,7 +116,9 @@ def tiny_segformer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _save_tiny_segformer(tmp_path_factory.mktemp("segformer"))
 
 
-def test_segformer_preprocessing_resizing_and_output(tiny_segformer: Path) -> None:
+def test_segformer_preprocessing_resizing_and_output(
+    image_records, random_images, tiny_segformer: Path
+) -> None:
     size = 40
     segmenter = SegformerSegmenter(str(tiny_segformer), size=size, device="cpu", batch_size=3)
     assert segmenter.input_size == 64
@@ -146,8 +127,8 @@ def test_segformer_preprocessing_resizing_and_output(tiny_segformer: Path) -> No
     segmenter.network.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["pixel_values"].clone()), with_kwargs=True
     )
-    images = _images(5, size)
-    out = segmenter(images, _records(5))
+    images = random_images(5, size)
+    out = segmenter(images, image_records(5))
     assert out.dtype == torch.uint8 and out.shape == (5, size, size)
     assert int(out.max()) < 150
     assert [tuple(x.shape) for x in seen] == [(3, 3, 64, 64), (2, 3, 64, 64)]
@@ -167,14 +148,16 @@ def test_segformer_preprocessing_resizing_and_output(tiny_segformer: Path) -> No
 
 
 @pytest.mark.parametrize("winner", [0, 43, 149])
-def test_segformer_channel_k_is_ade20k_class_k(tiny_segformer: Path, winner: int) -> None:
+def test_segformer_channel_k_is_ade20k_class_k(
+    image_records, random_images, tiny_segformer: Path, winner: int
+) -> None:
     segmenter = SegformerSegmenter(tiny_segformer, size=24, device="cpu")
     classifier = segmenter.network.decode_head.classifier
     with torch.no_grad():
         classifier.weight.zero_()
         classifier.bias.zero_()
         classifier.bias[winner] = 10.0
-    out = segmenter(_images(2, 24), _records(2))
+    out = segmenter(random_images(2, 24), image_records(2))
     assert (out == winner).all()
 
 
@@ -231,7 +214,9 @@ def csail_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tup
 
 
 @pytest.mark.parametrize("arch", CSAIL_ARCHS)
-def test_csail_loads_normalises_resizes_and_indexes(csail_checkpoints: dict, arch: str) -> None:
+def test_csail_loads_normalises_resizes_and_indexes(
+    image_records, random_images, csail_checkpoints: dict, arch: str
+) -> None:
     encoder_path, decoder_path = csail_checkpoints[arch]
     size = 24
     segmenter = CsailSegmenter(
@@ -240,8 +225,8 @@ def test_csail_loads_normalises_resizes_and_indexes(csail_checkpoints: dict, arc
     assert segmenter.scales == (32,)
     seen: list[torch.Tensor] = []
     segmenter.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
-    images = _images(3, size)
-    out = segmenter(images, _records(3))
+    images = random_images(3, size)
+    out = segmenter(images, image_records(3))
     assert out.dtype == torch.uint8 and out.shape == (3, size, size)
     assert int(out.max()) < 150
     assert [tuple(x.shape) for x in seen] == [(2, 3, 32, 32), (1, 3, 32, 32)]
@@ -257,16 +242,18 @@ def test_csail_loads_normalises_resizes_and_indexes(csail_checkpoints: dict, arc
         last.weight.zero_()
         last.bias.zero_()
         last.bias[43] = 10.0
-    assert (segmenter(images[:2], _records(2)) == 43).all()
+    assert (segmenter(images[:2], image_records(2)) == 43).all()
     identity = segmenter.identity()
     assert identity.startswith(f"csail(arch={arch},") and str(encoder_path.resolve()) in identity
 
 
-def test_csail_multi_scale_and_strict_loading(csail_checkpoints: dict, tmp_path: Path) -> None:
+def test_csail_multi_scale_and_strict_loading(
+    image_records, random_images, csail_checkpoints: dict, tmp_path: Path
+) -> None:
     arch = "resnet50dilated+ppm_deepsup"
     encoder_path, decoder_path = csail_checkpoints[arch]
     segmenter = CsailSegmenter(encoder_path, decoder_path, arch=arch, size=16, device="cpu", scales=(16, 24))
-    out = segmenter(_images(1, 16), _records(1))
+    out = segmenter(random_images(1, 16), image_records(1))
     assert out.shape == (1, 16, 16) and int(out.max()) < 150
     with pytest.raises(ValueError, match="segmenter.arch"):
         CsailSegmenter(encoder_path, decoder_path, arch="resnet50+upernet", device="cpu")
