@@ -32,8 +32,10 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
+from citylens.core.ade20k import class_index
 from citylens.core.layers import LAYER_PRESETS
 from citylens.core.records import ImageRecord
+from citylens.data.synthetic import renderable_classes
 from citylens.explain.store import write_store
 from citylens.models import build_model
 from citylens.pipeline import Variant
@@ -160,6 +162,16 @@ def _write_folder_dataset(root: Path, cities: dict[str, int], size: tuple[int, i
 def write_folder_dataset() -> Callable[..., None]:
     """`write_folder_dataset(root, {city: count}, size=(80, 60))`: a tiny folder dataset of random images."""
     return _write_folder_dataset
+
+
+def _label_classes(label: np.ndarray) -> set[str]:
+    return {name for name in renderable_classes() if (label == class_index(name)).any()}
+
+
+@pytest.fixture(scope="session")
+def label_classes() -> Callable[[np.ndarray], set[str]]:
+    """`label_classes(label_map)`: the names of the renderable classes a label map holds."""
+    return _label_classes
 
 
 # ---------------------------------------------------------------- hand-made runs and sweeps (mask stores)

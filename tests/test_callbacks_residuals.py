@@ -1,18 +1,14 @@
-"""ResidualsCallback on hand-made mask stores: AR by hand, one pass for all pairs, mismatches refused."""
+"""ResidualsCallback on hand-made mask stores: AR by hand against finished siblings, mismatches refused."""
 
 from __future__ import annotations
 
-from itertools import combinations
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from citylens.analysis.residuals import residuals
 from citylens.callbacks.residuals import COLUMNS, ResidualsCallback, run_residuals
-from citylens.explain.store import MaskStore, StoreError, check_same_images, open_store
-from citylens.report.runs import stream_residuals
+from citylens.explain.store import StoreError
 
 
 def test_callback_writes_hand_computed_ar_against_finished_siblings(
@@ -41,34 +37,6 @@ def test_single_run_gets_the_header_only(default_variant, hand_masks, make_run, 
     assert text.strip() == ",".join(COLUMNS)
 
 
-def test_all_pairs_streaming_equals_pairwise(
-    default_variant, make_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    rng = np.random.default_rng(0)
-    ids = [f"tokyo/{i}" for i in range(7)]
-    stores = [
-        open_store(
-            default_variant.dir(
-                make_run(tmp_path / f"r{k}", "simple", k, rng.random((7, 3, 3), np.float32), ids, size=16)
-            )
-        )
-        for k in range(4)
-    ]
-    reads = []
-    original = MaskStore.masks
-    monkeypatch.setattr(
-        MaskStore, "masks", lambda self, *a, **kw: reads.append(self.path) or original(self, *a, **kw)
-    )
-    streamed = stream_residuals(stores, ["r0", "r1", "r2", "r3"], chunk=3)
-    assert len(reads) == 4 * 3 and all(reads.count(s.path) == 3 for s in stores)
-    monkeypatch.undo()
-    per_image = streamed.per_image()
-    for (i, a), (j, b) in combinations(enumerate(stores), 2):
-        expected = residuals(a.masks(), b.masks())
-        np.testing.assert_allclose(per_image[(f"r{i}", f"r{j}")], expected, rtol=1e-6)
-        assert streamed.average()[(f"r{i}", f"r{j}")] == pytest.approx(expected.mean(), rel=1e-6)
-
-
 def test_mismatched_store_refused_naming_both_runs(
     default_variant, hand_masks, make_run, make_sweep, tmp_path: Path
 ):
@@ -83,45 +51,6 @@ def test_mismatched_store_refused_naming_both_runs(
     assert not (default_variant.dir(current) / "residuals.csv").exists()
     lenient = run_residuals(current, default_variant, strict=False)
     assert lenient["run_b"].tolist() == ["0_simple-s0"]
-
-
-def test_different_analysis_views_refused(default_variant, hand_masks, make_run, make_sweep, tmp_path: Path):
-    sweep = make_sweep(tmp_path)
-    other = make_run(sweep / "0_simple-s0", "simple", 0, hand_masks["A"], size=8)
-    current = make_run(sweep / "1_simple-s1", "simple", 1, hand_masks["B"], finished=False)
-    with pytest.raises(StoreError, match=r"different analysis views \(input_size: 4 vs 8 px\)"):
-        check_same_images([open_store(current), open_store(other)])
-    assert run_residuals(
-        current, default_variant
-    ).empty  # another view size is another data group: not compared
-
-
-def test_stores_differing_only_in_fingerprint_are_refused_naming_the_field(
-    hand_masks, make_run, tmp_path: Path
-):
-    a = open_store(make_run(tmp_path / "a", "simple", 0, hand_masks["A"], fingerprint="f00d"))
-    b = open_store(make_run(tmp_path / "b", "simple", 1, hand_masks["A"], fingerprint="beef"))
-    with pytest.raises(StoreError, match="different data; dataset_fingerprint: 'f00d' vs 'beef'"):
-        check_same_images([a, b])
-    b.meta.update(dataset_fingerprint="f00d", split_seed=1)
-    with pytest.raises(StoreError, match="split_seed: 0 vs 1"):
-        check_same_images([a, b])
-
-
-def test_residuals_only_within_the_same_data(
-    default_variant, hand_ar, hand_masks, make_run, make_sweep, tmp_path: Path
-):
-    """A sweep over data.seed: the same image ids, other pictures (fingerprint): no residual across data."""
-    sweep = make_sweep(tmp_path)
-    make_run(sweep / "0_simple-s0", "simple", 0, hand_masks["A"], fingerprint="data-seed-0")
-    make_run(sweep / "1_simple-s0", "simple", 0, hand_masks["C"], fingerprint="data-seed-1")
-    make_run(sweep / "2_vgg11-s0", "vgg11", 0, hand_masks["B"], fingerprint="data-seed-0")
-    current = make_run(
-        sweep / "3_vgg11-s0", "vgg11", 0, hand_masks["B"], fingerprint="data-seed-1", finished=False
-    )
-    table = run_residuals(current, default_variant)
-    assert table["run_b"].tolist() == ["1_simple-s0"]
-    assert table["ar"].tolist() == pytest.approx([hand_ar[("B", "C")]], rel=1e-5)
 
 
 def test_run_without_a_store_is_skipped(default_variant, tmp_path: Path):
