@@ -1,4 +1,5 @@
 """The package's imports run one way: down the layer table, never between the level-1 packages, no cycle.
+And no test file imports another test file or conftest: shared helpers are fixtures of tests/conftest.py.
 
 Parsed with ast (every import statement, also those inside functions), so nothing is imported to check.
 """
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "citylens"
+TESTS = Path(__file__).resolve().parent
+PACKAGE = TESTS.parent / "citylens"
 
 # Ground up. A key is a dotted module path below `citylens`; the longest matching prefix gives a module's
 # level. Level 1 packages import the core only, never each other; elsewhere a module may import its own
@@ -215,3 +217,56 @@ def test_allowed_imports_pass(tmp_path: Path):
         },
     )
     assert problems(root) == []
+
+
+# ---- Test files import the package and libraries, never each other.
+
+
+def cross_test_imports(path: Path) -> list[str]:
+    """The imports in `path` of a test file or conftest (`tests...`, `conftest`, `test_...`, relative ones),
+    as "file:line: module"."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = ["." * node.level + (node.module or "")]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if name.startswith(".") or top in ("tests", "conftest") or top.startswith("test_"):
+                found.append(f"{path.name}:{node.lineno}: {name}")
+    return found
+
+
+def test_no_test_file_imports_another_or_conftest():
+    found = [line for path in sorted(TESTS.rglob("*.py")) for line in cross_test_imports(path)]
+    assert not found, "make these helpers fixtures in tests/conftest.py:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from tests.conftest import compose_cfg",
+        "from tests.test_analysis_faithfulness import ratio_rows",
+        "import tests.conftest",
+        "import tests",
+        "from tests import conftest",
+        "from .conftest import REAL",
+        "from . import conftest",
+        "from conftest import REAL",
+        "import test_train",
+        "def f():\n    from tests.conftest import REAL",
+    ],
+)
+def test_the_check_finds_every_form_of_a_test_file_import(tmp_path: Path, source: str):
+    path = tmp_path / "test_x.py"
+    path.write_text(source + "\n")
+    assert len(cross_test_imports(path)) == 1
+
+
+def test_the_check_allows_the_package_and_libraries(tmp_path: Path):
+    path = tmp_path / "test_x.py"
+    path.write_text("import pytest\nimport testfixtures\nfrom citylens.pipeline import Variant\n")
+    assert cross_test_imports(path) == []
