@@ -182,3 +182,23 @@ def test_ratio_profile_distance():
     assert 0 < ratio_profile_distance(a, b, metric="js") <= 1
     with pytest.raises(ValueError):
         ratio_profile_distance(a, b.assign(threshold=0.7))
+
+
+def test_place_bootstrap_equals_image_bootstrap_when_every_image_is_its_place() -> None:
+    x = np.random.default_rng(0).normal(size=50)
+    assert bootstrap_ci(x, 300, seed=2) == bootstrap_ci(
+        x, 300, seed=2, groups=np.arange(50)[::-1].astype(str)
+    )
+
+
+def test_place_bootstrap_resamples_places() -> None:
+    # 10 places, 20 identical views each: the place bootstrap sees 10 values, not 200 independent ones.
+    values = np.repeat(np.random.default_rng(1).normal(size=10), 20)
+    places = np.repeat(np.arange(10), 20)
+    lo_img, hi_img = bootstrap_ci(values, 2000)
+    lo_pl, hi_pl = bootstrap_ci(values, 2000, groups=places)
+    lo_ten, hi_ten = bootstrap_ci(values[::20], 2000)
+    assert hi_pl - lo_pl > 3 * (hi_img - lo_img)
+    assert hi_pl - lo_pl == pytest.approx(hi_ten - lo_ten, rel=0.15)
+    with pytest.raises(ValueError, match="one place per value"):
+        bootstrap_ci(values, 10, groups=places[:5])

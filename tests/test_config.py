@@ -12,8 +12,9 @@ import torch
 from hydra.utils import instantiate
 
 from citylens.config import ConfigError, validate
-from tests.conftest import CONF, compose_cfg
 
+# conf/, read at collection time for the parametrisations below (a fixture cannot feed parametrize).
+CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = {
     group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
     for group in (
@@ -40,7 +41,7 @@ def test_every_group_has_the_required_options():
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
-def test_every_option_composes(group: str, option: str, tmp_path: Path):
+def test_every_option_composes(compose_cfg, group: str, option: str, tmp_path: Path):
     overrides = [f"{group}={option}"]
     if option == "folder":
         overrides.append(f"data.root={tmp_path}")
@@ -59,7 +60,7 @@ def test_every_option_composes(group: str, option: str, tmp_path: Path):
 
 
 @pytest.mark.parametrize("arch", ["vgg11", "resnet18", "simple", "simpler"])
-def test_model_configs_instantiate_the_named_architecture(arch: str, tmp_path: Path):
+def test_model_configs_instantiate_the_named_architecture(compose_cfg, arch: str, tmp_path: Path):
     cfg = compose_cfg([f"model={arch}", "data.input_size=64"], tmp_path, tmp_path)
     model = instantiate(cfg.model, num_classes=3)
     assert model.hparams.arch == arch and model.hparams.lr == 1e-4
@@ -67,7 +68,7 @@ def test_model_configs_instantiate_the_named_architecture(arch: str, tmp_path: P
 
 
 @pytest.mark.parametrize("name", ["gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"])
-def test_explainer_configs_instantiate_the_named_method_at_the_layer(name: str, tmp_path: Path):
+def test_explainer_configs_instantiate_the_named_method_at_the_layer(compose_cfg, name: str, tmp_path: Path):
     from citylens.explain import EXPLAINERS
 
     cfg = compose_cfg(
@@ -94,7 +95,9 @@ def test_explainer_configs_instantiate_the_named_method_at_the_layer(name: str, 
         (["model=resnet18", "explainer.layer=fc"], "must run once and give an \\(N, K, h, w\\) map"),
     ],
 )
-def test_bad_explainer_layers_are_refused_before_training(overrides: list[str], message: str, tmp_path: Path):
+def test_bad_explainer_layers_are_refused_before_training(
+    compose_cfg, overrides: list[str], message: str, tmp_path: Path
+):
     cfg = compose_cfg(["data.input_size=64", *overrides], tmp_path, tmp_path)
     with pytest.raises(ConfigError, match=f"^explainer.layer: .*{message}"):
         validate(cfg)
@@ -114,13 +117,13 @@ def test_bad_explainer_layers_are_refused_before_training(overrides: list[str], 
         ("trainer.max_epochs=0", "trainer.max_epochs"),
     ],
 )
-def test_bad_values_are_refused_naming_the_key(override: str, key: str, tmp_path: Path):
+def test_bad_values_are_refused_naming_the_key(compose_cfg, override: str, key: str, tmp_path: Path):
     cfg = compose_cfg([override], tmp_path, tmp_path)
     with pytest.raises(ConfigError, match=f"^{key}:"):
         validate(cfg)
 
 
-def test_missing_data_path_is_refused(tmp_path: Path):
+def test_missing_data_path_is_refused(compose_cfg, tmp_path: Path):
     cfg = compose_cfg(["data=folder", f"data.root={tmp_path / 'nowhere'}"], tmp_path, tmp_path)
     with pytest.raises(ConfigError, match="^data.root: .*nowhere"):
         validate(cfg)

@@ -30,7 +30,6 @@ from citylens.report.examples import load_views
 from citylens.run_state import best_checkpoint, check_complete, read_complete
 from citylens.run_views import view_reader
 from citylens.train import train
-from tests.conftest import compose_cfg, wandb_record, write_folder_dataset
 
 TINY = [
     "experiment=smoke",
@@ -259,7 +258,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_data_work(args: list[str], 
     assert not (tmp_path / "cache").exists()
 
 
-def test_too_few_images_for_the_split_is_refused_before_training(tmp_path: Path):
+def test_too_few_images_for_the_split_is_refused_before_training(write_folder_dataset, tmp_path: Path):
     # Balanced (data=folder balances), every city keeps 3 images: too few for a test image under 6:2:2.
     write_folder_dataset(tmp_path / "photos", {"lyon": 6, "oslo": 4, "rome": 3})
     args = [
@@ -309,7 +308,9 @@ def test_failed_job_with_the_parallel_and_slurm_launchers(
     assert_same_run(sweep / "0_simpler-s0", ref.run)
 
 
-def test_a_failed_job_ends_its_wandb_run_with_exit_code_1(tmp_path: Path):
+def test_a_failed_job_ends_its_wandb_run_with_exit_code_1(
+    compose_cfg, wandb_record, write_folder_dataset, tmp_path: Path
+):
     write_folder_dataset(tmp_path / "photos", {"lyon": 3, "oslo": 3})
     overrides = [
         "experiment=smoke",

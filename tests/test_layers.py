@@ -1,4 +1,5 @@
 """The package's imports run one way: down the layer table, never between the level-1 packages, no cycle.
+And no test file imports another test file or conftest: shared helpers are fixtures of tests/conftest.py.
 
 Parsed with ast (every import statement, also those inside functions), so nothing is imported to check.
 """
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "citylens"
+TESTS = Path(__file__).resolve().parent
+PACKAGE = TESTS.parent / "citylens"
 
 # Ground up. A key is a dotted module path below `citylens`; the longest matching prefix gives a module's
 # level. Level 1 packages import the core only, never each other; elsewhere a module may import its own
@@ -215,3 +217,87 @@ def test_allowed_imports_pass(tmp_path: Path):
         },
     )
     assert problems(root) == []
+
+
+# ---- Test files import the package and libraries, never each other.
+
+
+def cross_test_imports(path: Path) -> list[str]:
+    """The imports in `path` of a test file or conftest (`tests...`, `conftest`, `test_...`, relative ones),
+    as "file:line: module"."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = ["." * node.level + (node.module or "")]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if name.startswith(".") or top in ("tests", "conftest") or top.startswith("test_"):
+                found.append(f"{path.name}:{node.lineno}: {name}")
+    return found
+
+
+def test_no_test_file_imports_another_or_conftest():
+    found = [line for path in sorted(TESTS.rglob("*.py")) for line in cross_test_imports(path)]
+    assert not found, "make these helpers fixtures in tests/conftest.py:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from tests.conftest import compose_cfg",
+        "from tests.test_analysis_faithfulness import ratio_rows",
+        "import tests.conftest",
+        "import tests",
+        "from tests import conftest",
+        "from .conftest import REAL",
+        "from . import conftest",
+        "from conftest import REAL",
+        "import test_train",
+        "def f():\n    from tests.conftest import REAL",
+    ],
+)
+def test_the_check_finds_every_form_of_a_test_file_import(tmp_path: Path, source: str):
+    path = tmp_path / "test_x.py"
+    path.write_text(source + "\n")
+    assert len(cross_test_imports(path)) == 1
+
+
+def test_the_check_allows_the_package_and_libraries(tmp_path: Path):
+    path = tmp_path / "test_x.py"
+    path.write_text("import pytest\nimport testfixtures\nfrom citylens.pipeline import Variant\n")
+    assert cross_test_imports(path) == []
+
+
+# Tests that run the whole program rather than one module keep a descriptive name (tests/conftest.py).
+SUITE_WIDE = {
+    "test_faults",
+    "test_scale",
+    "test_packaging",
+    "test_layers",
+    "test_imports",
+    "test_same_outputs",
+}
+
+
+def unnamed_test_files(tests: Path, package: Path) -> list[str]:
+    """Test files whose name is no module's: test_<dotted path below citylens, dots as underscores>.py."""
+    modules = {name.replace(".", "_") for name in module_names(package) if name}
+    return sorted(
+        path.name
+        for path in tests.glob("test_*.py")
+        if path.stem not in SUITE_WIDE and path.stem.removeprefix("test_") not in modules
+    )
+
+
+def test_every_test_file_is_named_after_its_module():
+    assert unnamed_test_files(TESTS, PACKAGE) == []
+
+
+def test_the_naming_check_finds_a_stray_file(tmp_path: Path):
+    for name in ("test_pipeline_runs.py", "test_faults.py", "test_misc.py", "test_pipeline.py"):
+        (tmp_path / name).write_text("")
+    assert unnamed_test_files(tmp_path, PACKAGE) == ["test_misc.py"]

@@ -13,8 +13,6 @@ import pytest
 from citylens.pipeline.faithfulness_step import write_faithfulness
 from citylens.report.faithfulness import variant_dirs
 from citylens.report.sweep import Options, build_report
-from tests.test_faithfulness import PLANTED, causal_rows, ratio_rows
-from tests.test_residuals_callback import MASKS, make_run, make_sweep
 
 FAST = Options(n_boot=50, n_perm=100, examples_per_city=1)
 # The default analysis variant's folder name (<run>/analysis/<variant>/).
@@ -28,49 +26,57 @@ TOKYO_SAME = {"signboard": 0.9, "fence": 0.7, "car": 0.5, "road": 0.3, "building
 TOKYO_SWAPPED = {"signboard": 0.9, "car": 0.7, "fence": 0.5, "road": 0.3, "building": 0.1}
 
 
-def planted_run(run_dir: Path, arch: str, seed: int) -> Path:
-    """A finished fake run on 'synthetic' data with the planted objects in its store's provenance."""
-    make_run(run_dir, arch, seed, MASKS["A"])
-    for meta_path in run_dir.glob("**/masks/meta.json"):
-        meta = json.loads(meta_path.read_text())
-        meta["dataset"] = {"kind": "synthetic", "planted": PLANTED}
-        meta_path.write_text(json.dumps(meta))
-    causal = pd.DataFrame(causal_rows("tokyo", TOKYO_EFFECTS) + causal_rows("pittsburgh", PITT_EFFECTS))
-    causal.to_csv(run_dir / "causal.csv", index=False)
-    return run_dir
+@pytest.fixture(scope="session")
+def planted_run(causal_rows, hand_masks, make_run, planted):
+    def planted_run(run_dir: Path, arch: str, seed: int) -> Path:
+        """A finished fake run on 'synthetic' data with the planted objects in its store's provenance."""
+        make_run(run_dir, arch, seed, hand_masks["A"])
+        for meta_path in run_dir.glob("**/masks/meta.json"):
+            meta = json.loads(meta_path.read_text())
+            meta["dataset"] = {"kind": "synthetic", "planted": planted}
+            meta_path.write_text(json.dumps(meta))
+        causal = pd.DataFrame(causal_rows("tokyo", TOKYO_EFFECTS) + causal_rows("pittsburgh", PITT_EFFECTS))
+        causal.to_csv(run_dir / "causal.csv", index=False)
+        return run_dir
+
+    return planted_run
 
 
-def analysis_files(
-    folder: Path, tokyo: dict[str, float], full_rho: float, explainer: str = "gradcam"
-) -> None:
-    """object_ratios.csv, faithfulness.csv (computed) and sanity.csv (hand-made) in one analysis folder, which
-    holds a mask store (the default variant's) like every variant folder the explain step makes."""
-    if not (folder / "masks").is_dir():
-        shutil.copytree(folder.parent / VARIANT / "masks", folder / "masks")
-    ratios = pd.DataFrame(ratio_rows("tokyo", tokyo) + ratio_rows("pittsburgh", PITT_RATIOS))
-    ratios.to_csv(folder / "object_ratios.csv", index=False)
-    causal = pd.read_csv(folder.parent.parent / "causal.csv")
-    write_faithfulness(ratios, causal, folder, 0.5, PLANTED)
-    steps = [(0, "none", 1.0), (1, "fc", 0.6), (2, "features.0", full_rho + 0.05), (3, "full", full_rho)]
-    pd.DataFrame(
-        [
-            {
-                "step": i,
-                "step_name": n,
-                "modules": "",
-                "explainer": explainer,
-                "mean_spearman": r,
-                "ci_low": r,
-                "ci_high": r,
-                "n_images": 60,
-                "n_undefined": 4,
-            }
-            for i, n, r in steps
-        ]
-    ).to_csv(folder / "sanity.csv", index=False)
+@pytest.fixture(scope="session")
+def analysis_files(planted, ratio_rows):
+    def analysis_files(
+        folder: Path, tokyo: dict[str, float], full_rho: float, explainer: str = "gradcam"
+    ) -> None:
+        """object_ratios.csv, faithfulness.csv (computed) and sanity.csv (hand-made) in one analysis
+        folder, which holds a mask store (the default variant's) like every variant folder explain makes."""
+        if not (folder / "masks").is_dir():
+            shutil.copytree(folder.parent / VARIANT / "masks", folder / "masks")
+        ratios = pd.DataFrame(ratio_rows("tokyo", tokyo) + ratio_rows("pittsburgh", PITT_RATIOS))
+        ratios.to_csv(folder / "object_ratios.csv", index=False)
+        causal = pd.read_csv(folder.parent.parent / "causal.csv")
+        write_faithfulness(ratios, causal, folder, 0.5, planted)
+        steps = [(0, "none", 1.0), (1, "fc", 0.6), (2, "features.0", full_rho + 0.05), (3, "full", full_rho)]
+        pd.DataFrame(
+            [
+                {
+                    "step": i,
+                    "step_name": n,
+                    "modules": "",
+                    "explainer": explainer,
+                    "mean_spearman": r,
+                    "ci_low": r,
+                    "ci_high": r,
+                    "n_images": 60,
+                    "n_undefined": 4,
+                }
+                for i, n, r in steps
+            ]
+        ).to_csv(folder / "sanity.csv", index=False)
+
+    return analysis_files
 
 
-def test_section_tables_and_flag(tmp_path: Path):
+def test_section_tables_and_flag(analysis_files, planted_run, make_sweep, tmp_path: Path):
     sweep = make_sweep(tmp_path)
     for name, arch, seed, tokyo, full in (
         ("0_simple-s0", "simple", 0, TOKYO_SAME, 0.1),
@@ -108,7 +114,7 @@ def test_section_tables_and_flag(tmp_path: Path):
         assert (out / name).stat().st_size > 10_000
 
 
-def test_variant_folders_are_found_and_listed(tmp_path: Path):
+def test_variant_folders_are_found_and_listed(analysis_files, planted_run, make_sweep, tmp_path: Path):
     sweep = make_sweep(tmp_path)
     run = planted_run(sweep / "0_simple-s0", "simple", 0)
     analysis_files(run / "analysis" / "gradcam-last_block", TOKYO_SAME, 0.1)
@@ -127,9 +133,9 @@ def test_variant_folders_are_found_and_listed(tmp_path: Path):
     assert "layercam on simple (rho 0.70)" in text
 
 
-def test_no_files_no_sections(tmp_path: Path):
+def test_no_files_no_sections(hand_masks, make_run, make_sweep, tmp_path: Path):
     sweep = make_sweep(tmp_path)
-    make_run(sweep / "0_simple-s0", "simple", 0, MASKS["A"])
+    make_run(sweep / "0_simple-s0", "simple", 0, hand_masks["A"])
     assert variant_dirs(SimpleNamespace(path=tmp_path)) == {"default": tmp_path}
     text = (build_report(sweep, FAST) / "report.md").read_text()
     assert "Do the explanations point" not in text and "Sanity check" not in text

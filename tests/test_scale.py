@@ -23,7 +23,6 @@ from citylens.models import CityClassifier
 from citylens.pipeline import Variant
 from citylens.pipeline.masks import compute_maps, shard_bounds
 from citylens.train import train
-from tests.conftest import CONF, compose_cfg, run_cli
 
 VARIANT = f"analysis/{Variant().name}"
 
@@ -46,7 +45,7 @@ def test_test_split_shares_are_whole_batches_covering_every_image():
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+def ddp_run(compose_cfg, run_cli, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The smoke experiment on 2 DDP processes (gloo) and on one process, on the same data."""
     root = tmp_path_factory.mktemp("ddp")
     # One thread per rank on any machine: CPU float results depend on the thread count, not on DDP.
@@ -109,7 +108,7 @@ def test_ddp_store_equals_grad_cam_of_its_checkpoint_on_one_process(ddp_run: Sim
     assert np.array_equal(np.asarray(store.probs), probs)
 
 
-def test_ddp_jobs_of_a_multirun_each_launch_their_ranks_in_their_own_dir(tmp_path: Path):
+def test_ddp_jobs_of_a_multirun_each_launch_their_ranks_in_their_own_dir(run_cli, tmp_path: Path):
     args = ["-m", *SMOKE, "trainer=ddp_cpu", "seed=0,1"]
     log = run_cli(args, tmp_path, timeout=600, OMP_NUM_THREADS="1").stdout
     assert not (tmp_path / "out" / "runs").exists(), "a rank started a run of its own"
@@ -159,7 +158,7 @@ def test_slurm_tasks_share_one_run_dir(tmp_path: Path):
     assert (run_dir / "metrics.json").is_file() and len(open_store(run_dir)) == 12
 
 
-def test_parallel_sweep_with_the_joblib_launcher(tmp_path: Path):
+def test_parallel_sweep_with_the_joblib_launcher(run_cli, tmp_path: Path):
     proc = run_cli(
         [
             "-m",
@@ -200,24 +199,26 @@ def test_parallel_sweep_with_the_joblib_launcher(tmp_path: Path):
     assert len(list((tmp_path / "cache" / "labels").iterdir())) == 1
 
 
-def compose_hydra(overrides: list[str]):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+def compose_hydra(conf_dir, overrides: list[str]):
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=True)
 
 
-def test_launcher_configs_extend_the_plugins_configs():
-    launcher = compose_hydra(["hydra/launcher=parallel"]).hydra.launcher
+def test_launcher_configs_extend_the_plugins_configs(conf_dir):
+    launcher = compose_hydra(conf_dir, ["hydra/launcher=parallel"]).hydra.launcher
     assert launcher._target_.endswith("JoblibLauncher") and launcher.n_jobs == 2
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    cfg = compose_hydra(["hydra/launcher=slurm", "trainer=slurm", "trainer.num_nodes=2", "trainer.devices=4"])
+    cfg = compose_hydra(
+        conf_dir, ["hydra/launcher=slurm", "trainer=slurm", "trainer.num_nodes=2", "trainer.devices=4"]
+    )
     slurm = cfg.hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher")
     assert (slurm.nodes, slurm.tasks_per_node, slurm.gpus_per_node) == (2, 4, 4)
-    local = compose_hydra(["hydra/launcher=slurm_local"]).hydra.launcher
+    local = compose_hydra(conf_dir, ["hydra/launcher=slurm_local"]).hydra.launcher
     assert local._target_.endswith("LocalLauncher") and local.tasks_per_node == 1
 
 
-def test_trainer_configs_for_ddp_and_slurm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+def test_trainer_configs_for_ddp_and_slurm(compose_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     for module in (rank_zero, utils_rank_zero):
         monkeypatch.setattr(module.rank_zero_only, "rank", module.rank_zero_only.rank)
     cpu_only = ["trainer.accelerator=cpu", "trainer.precision=32-true"]

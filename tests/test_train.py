@@ -14,13 +14,12 @@ from PIL import Image
 from citylens.explain.store import open_store
 from citylens.pipeline import Variant
 from citylens.train import build_loggers, finish_loggers, train
-from tests.conftest import compose_cfg, run_cli, wandb_record, wandb_records
 
 FAST = ["experiment=smoke", "logger=none", "callbacks.progress_bar=null"]
 
 
 @pytest.mark.parametrize("arch", ["vgg11", "resnet18", "simple", "simpler"])
-def test_fast_dev_run_each_architecture(arch: str, tmp_path: Path, cache_dir: Path):
+def test_fast_dev_run_each_architecture(compose_cfg, arch: str, tmp_path: Path, cache_dir: Path):
     cfg = compose_cfg([*FAST, f"model={arch}", "+trainer.fast_dev_run=true"], tmp_path, cache_dir)
     result = train(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -31,7 +30,7 @@ def test_fast_dev_run_each_architecture(arch: str, tmp_path: Path, cache_dir: Pa
     assert {r["split"] for r in rows} == {"train", "val", "test"} and len(rows) == 60
 
 
-def test_same_seed_gives_same_weights(tmp_path: Path, cache_dir: Path):
+def test_same_seed_gives_same_weights(compose_cfg, tmp_path: Path, cache_dir: Path):
     weights = []
     for i, seed in enumerate((3, 3, 4)):
         cfg = compose_cfg([*FAST, "model=simple", f"seed={seed}", "test=false"], tmp_path / str(i), cache_dir)
@@ -42,7 +41,7 @@ def test_same_seed_gives_same_weights(tmp_path: Path, cache_dir: Path):
 
 
 def test_wandb_offline_run_holds_the_logged_metrics_tables_and_checkpoint(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+    compose_cfg, wandb_record, wandb_records, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
     # Offline artifacts are staged under WANDB_DATA_DIR until `wandb sync`: keep them in the test's folder.
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))
@@ -105,7 +104,7 @@ def test_wandb_offline_run_holds_the_logged_metrics_tables_and_checkpoint(
     assert run["job_type"] == "analyze" and run["display_name"] == "simple-s0"
 
 
-def test_multirun_gives_one_dir_per_job_with_identical_test_ids(tmp_path: Path):
+def test_multirun_gives_one_dir_per_job_with_identical_test_ids(run_cli, tmp_path: Path):
     run_cli(
         ["-m", "experiment=smoke", "model=simple,resnet18", "seed=0,1", "callbacks.progress_bar=null"],
         tmp_path,

@@ -1,9 +1,10 @@
-"""Tests of the synthetic city generator: drawing, config semantics, determinism and the cache."""
+"""The synthetic dataset: planted rates, deterministic generation, the cache, counterfactual re-rendering."""
 
 from __future__ import annotations
 
+import io
+import json
 import math
-import re
 import shutil
 from pathlib import Path
 
@@ -11,60 +12,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from citylens.core.ade20k import UNLABELLED, class_index
+from citylens.core.ade20k import class_index
 from citylens.data.synthetic import (
     ALWAYS_DRAWN,
     DEFAULT_CITIES,
+    JPEG_QUALITY,
     OPTIONAL,
+    SyntheticCities,
     city_probabilities,
     ensure_synthetic,
     generate,
     normalize_cities,
-    render_scene,
-    renderable_classes,
 )
 from citylens.data.synthetic import dataset as synthetic
 
 SMALL = {"cities": DEFAULT_CITIES, "images_per_city": 4, "size": 48, "seed": 3, "progress": False}
 
 
-def _classes(label: np.ndarray) -> set[str]:
-    return {name for name in renderable_classes() if (label == class_index(name)).any()}
-
-
 def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.mark.parametrize("size", [48, 224])
-def test_scene_shapes_dtypes_and_labels(size: int) -> None:
-    image, label = render_scene(0, size, {"car": True, "tree": True, "bus": False}, night=True)
-    assert image.shape == (size, size, 3) and image.dtype == np.uint8
-    assert label.shape == (size, size) and label.dtype == np.uint8
-    assert not (label == UNLABELLED).any()
-    assert _classes(label) >= {"car", "tree", *ALWAYS_DRAWN}
-    assert "bus" not in _classes(label)
-    assert set(np.unique(label)) <= {class_index(n) for n in renderable_classes()}
-
-
-@pytest.mark.parametrize("name", renderable_classes())
-def test_every_renderable_class_is_drawn_when_present(name: str) -> None:
-    objects = set() if name in ALWAYS_DRAWN else {name}
-    for seed in range(3):
-        for size in (48, 96):
-            _, label = render_scene(seed, size, objects, night=seed == 1)
-            assert _classes(label) == set(ALWAYS_DRAWN) | objects
-
-
-def test_all_classes_together_stay_visible() -> None:
-    for seed in range(10):
-        _, label = render_scene(seed, 64, set(OPTIONAL))
-        assert _classes(label) == set(renderable_classes())
-
-
-def test_unknown_object_is_rejected() -> None:
-    with pytest.raises(ValueError, match="spaceship"):
-        render_scene(0, 64, {"spaceship"})
 
 
 def test_planted_classes_leave_the_shared_grammar() -> None:
@@ -72,28 +38,6 @@ def test_planted_classes_leave_the_shared_grammar() -> None:
     assert probs["tokyo"]["signboard"] == 0.9 and probs["pittsburgh"]["signboard"] == 0.1
     assert probs["pittsburgh"]["earth"] == 0.9 and probs["tokyo"]["earth"] == 0.1
     assert probs["tokyo"]["tree"] == probs["pittsburgh"]["tree"] == synthetic.BASE_RATES["tree"]
-
-
-@pytest.mark.parametrize(
-    ("cities", "key"),
-    [
-        ({"tokyo": {"planted": {"spaceship": 0.5}}, "pgh": {}}, "data.cities.tokyo.planted.spaceship"),
-        ({"tokyo": {"spaceship": 0.5}, "pgh": {}}, "data.cities.tokyo.spaceship"),
-        ({"tokyo": {"sky": 0.5}, "pgh": {}}, "data.cities.tokyo.sky"),
-        ({"tokyo": {"fence": 1.5}, "pgh": {}}, "data.cities.tokyo.fence"),
-        ({"tokyo": {"fence": "often"}, "pgh": {}}, "data.cities.tokyo.fence"),
-        ({"tokyo": {"fence": 0.9}}, "data.cities"),
-        ({"to/kyo": {}, "pgh": {}}, "data.cities.to/kyo"),
-    ],
-)
-def test_bad_config_names_the_key(cities: dict, key: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(key)):
-        normalize_cities(cities)
-
-
-def test_unknown_class_error_lists_renderable() -> None:
-    with pytest.raises(ValueError, match=r"not a renderable class; renderable: \[.*'signboard'"):
-        normalize_cities({"tokyo": {"planted": {"spaceship": 0.5}}, "pgh": {}})
 
 
 def test_generation_is_deterministic_and_worker_independent(tmp_path: Path) -> None:
@@ -117,14 +61,14 @@ def test_written_files_decode(tmp_path: Path) -> None:
     assert label.format == "PNG" and label.mode == "L" and label.size == (48, 48)
 
 
-def test_label_maps_agree_with_planted_frequencies(tmp_path: Path) -> None:
+def test_label_maps_agree_with_planted_frequencies(label_classes, tmp_path: Path) -> None:
     n = 400
     manifest = generate(tmp_path, cities=DEFAULT_CITIES, images_per_city=n, size=48, seed=11, progress=False)
     expected = manifest["probabilities"]
     for city, records in manifest["images"].items():
         contains = {name: 0 for name in OPTIONAL}
         for record in records:
-            found = _classes(np.asarray(Image.open(tmp_path / record["labels"])))
+            found = label_classes(np.asarray(Image.open(tmp_path / record["labels"])))
             assert found - set(ALWAYS_DRAWN) == set(record["objects"]), record["labels"]
             for name in found - set(ALWAYS_DRAWN):
                 contains[name] += 1
@@ -215,3 +159,86 @@ def test_loser_of_the_rename_race_uses_the_winner(tmp_path: Path, monkeypatch: p
     root = ensure_synthetic(tmp_path, **SMALL)
     assert (root / "winner.txt").read_text() == "first"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, ".locks", "winner"])
+
+
+# ---- Counterfactual scenes: SyntheticCities renders any image of a dataset again, with classes removed.
+
+SETTINGS = {"cities": DEFAULT_CITIES, "images_per_city": 6, "size": 48, "seed": 5, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCities:
+    root = tmp_path_factory.mktemp("cf")
+    generate(root, **SETTINGS)
+    return SyntheticCities(root)
+
+
+def test_removing_nothing_reproduces_the_files(dataset: SyntheticCities) -> None:
+    for image_id in dataset.index:
+        rgb, labels = dataset.render(image_id)
+        stem = dataset.root / image_id[: -len(".jpg")]
+        assert np.array_equal(labels, np.asarray(Image.open(f"{stem}.labels.png")))
+        encoded = io.BytesIO()
+        Image.fromarray(rgb).save(encoded, "JPEG", quality=JPEG_QUALITY)
+        assert encoded.getvalue() == Path(f"{stem}.jpg").read_bytes(), image_id
+
+
+def test_removing_an_object_changes_only_its_pixels(dataset: SyntheticCities) -> None:
+    checked = 0
+    for image_id in dataset.index:
+        rgb, labels = dataset.render(image_id)
+        objects, _ = dataset.contents(image_id)
+        for name in objects:
+            region = labels == class_index(name)
+            cf_rgb, cf_labels = dataset.render(image_id, remove={name})
+            assert np.array_equal(cf_rgb[~region], rgb[~region]), (image_id, name)
+            assert np.array_equal(cf_labels[~region], labels[~region]), (image_id, name)
+            assert not (cf_labels == class_index(name)).any(), (image_id, name)
+            assert (cf_rgb[region] != rgb[region]).any(), (image_id, name)  # what lies behind shows
+            checked += 1
+    assert checked >= 10
+
+
+def test_removing_several_objects_changes_only_their_pixels(dataset: SyntheticCities) -> None:
+    image_id = max(dataset.index, key=lambda i: len(dataset.contents(i)[0]))
+    objects, _ = dataset.contents(image_id)
+    assert len(objects) >= 3
+    rgb, labels = dataset.render(image_id)
+    remove = set(objects[:3])
+    region = np.isin(labels, [class_index(n) for n in remove])
+    cf_rgb, cf_labels = dataset.render(image_id, remove=remove)
+    assert np.array_equal(cf_rgb[~region], rgb[~region])
+    assert not np.isin(cf_labels, [class_index(n) for n in remove]).any()
+
+
+def test_removing_an_absent_class_is_a_no_op(dataset: SyntheticCities) -> None:
+    for image_id in list(dataset.index)[:6]:
+        objects, _ = dataset.contents(image_id)
+        absent = set(OPTIONAL) - set(objects)
+        rgb, labels = dataset.render(image_id)
+        cf_rgb, cf_labels = dataset.render(image_id, remove=absent)
+        assert np.array_equal(rgb, cf_rgb) and np.array_equal(labels, cf_labels)
+
+
+def test_a_dataset_of_another_generator_version_is_refused(tmp_path: Path) -> None:
+    generate(tmp_path, **{**SETTINGS, "images_per_city": 1})
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "generator_version": 1}))
+    with pytest.raises(ValueError, match="generator_version 1"):
+        SyntheticCities(tmp_path)
+
+
+def test_unknown_image_id_names_it(dataset: SyntheticCities) -> None:
+    with pytest.raises(KeyError, match="tokyo/nowhere.jpg"):
+        dataset.render("tokyo/nowhere.jpg")
+
+
+def test_variants_drawn_together_equal_separate_renderings(dataset: SyntheticCities) -> None:
+    image_id = max(dataset.index, key=lambda i: len(dataset.contents(i)[0]))
+    objects, _ = dataset.contents(image_id)
+    removes = [set(), *({p} for p in objects), set(objects[:2]), {"bus", "car"}]
+    images, labels = dataset.render_variants(image_id, removes)
+    assert images.shape == (len(removes), 48, 48, 3) and labels.shape == (len(removes), 48, 48)
+    for k, remove in enumerate(removes):
+        rgb, label = dataset.render(image_id, remove)
+        assert np.array_equal(images[k], rgb) and np.array_equal(labels[k], label), remove

@@ -17,7 +17,6 @@ from PIL import Image
 from citylens.data.cache import decode
 from citylens.data.netvlad import PittsTokyoData, read_db_struct, read_pittsburgh, read_tokyo
 from citylens.pipeline import Variant
-from tests.conftest import REAL, compose_cfg
 
 VARIANT = f"analysis/{Variant().name}"
 
@@ -273,7 +272,7 @@ def test_view_cache_is_reused_by_a_second_data_module(fake: Fake, tmp_path: Path
     assert second.splits == first.splits
 
 
-def test_config_mirrors_the_class_and_takes_mat_lists(fake: Fake, tmp_path: Path):
+def test_config_mirrors_the_class_and_takes_mat_lists(compose_cfg, fake: Fake, tmp_path: Path):
     from hydra.utils import instantiate
 
     from citylens.config import ConfigError, validate
@@ -290,7 +289,7 @@ def test_config_mirrors_the_class_and_takes_mat_lists(fake: Fake, tmp_path: Path
         validate(compose_cfg(["data=pitts_tokyo", roots[0]], tmp_path, tmp_path))
 
 
-def test_smoke_training_run_end_to_end(fake: Fake, tmp_path: Path, cache_dir: Path):
+def test_smoke_training_run_end_to_end(compose_cfg, fake: Fake, tmp_path: Path, cache_dir: Path):
     from citylens.train import train
 
     run_dir = tmp_path / "run"
@@ -321,8 +320,8 @@ def test_smoke_training_run_end_to_end(fake: Fake, tmp_path: Path, cache_dir: Pa
     assert not (out / "object_ratios.csv").exists()
 
 
-def test_real_tokyo_image_reads_from_the_layout(tmp_path: Path):
-    real = REAL / "tokyo247" / "patchnetvlad_tokyo_db.png"
+def test_real_tokyo_image_reads_from_the_layout(real_photos, tmp_path: Path):
+    real = real_photos / "tokyo247" / "patchnetvlad_tokyo_db.png"
     target = tmp_path / "03814" / "381426.780_3946120.387" / "AbCdEfGhIjKlMnOpQrStUv_012_000.png"
     target.parent.mkdir(parents=True)
     shutil.copyfile(real, target)

@@ -10,34 +10,8 @@ from scipy import stats
 from citylens.analysis.faithfulness import FAITHFULNESS_COLUMNS, faithfulness, precision_at_k
 
 
-def ratio_rows(city: str, ratios: dict[str, float], threshold: float = 0.5, kept: bool = True) -> list[dict]:
-    return [
-        {"threshold": threshold, "city": city, "object": o, "ratio": r, "kept": kept}
-        for o, r in ratios.items()
-    ]
-
-
-def causal_rows(city: str, effects: dict[str, float], method: str = "counterfactual") -> list[dict]:
-    return [{"city": city, "object": o, "effect": e, "method": method} for o, e in effects.items()]
-
-
-# Tokyo: R and effect in the same order; Pittsburgh: in opposite orders.
-RATIOS = pd.DataFrame(
-    ratio_rows("tokyo", {"signboard": 0.9, "fence": 0.7, "car": 0.5, "road": 0.3, "building": 0.1})
-    + ratio_rows("tokyo", {"sky": 0.99}, kept=False)
-    + ratio_rows("tokyo", {"signboard": 0.1, "fence": 0.2, "car": 0.3, "road": 0.4}, threshold=0.3)
-    + ratio_rows("pittsburgh", {"skyscraper": 0.1, "earth": 0.2, "car": 0.3, "road": 0.4})
-)
-CAUSAL = pd.DataFrame(
-    causal_rows("tokyo", {"signboard": 0.3, "fence": 0.2, "car": 0.1, "road": 0.0, "building": -0.1})
-    + causal_rows("tokyo", {"tree": 0.5, "sky": 0.9})
-    + causal_rows("pittsburgh", {"skyscraper": 0.4, "earth": 0.3, "car": 0.2, "road": 0.1})
-)
-PLANTED = {"tokyo": ["signboard", "fence"], "pittsburgh": ["skyscraper", "earth"]}
-
-
-def test_agreeing_and_opposite_rankings_on_synthetic_data():
-    table = faithfulness(RATIOS, CAUSAL, threshold=0.5, planted=PLANTED)
+def test_agreeing_and_opposite_rankings_on_synthetic_data(hand_causal, hand_ratios, planted):
+    table = faithfulness(hand_ratios, hand_causal, threshold=0.5, planted=planted)
     assert list(table.columns) == FAITHFULNESS_COLUMNS
     tokyo, pitt = (table[table["city"] == c].iloc[0] for c in ("tokyo", "pittsburgh"))
     # Only kept objects at 0.5 that have an effect: sky (not kept) and tree (no ratio) are left out.
@@ -51,7 +25,7 @@ def test_agreeing_and_opposite_rankings_on_synthetic_data():
     assert (table["method"] == "counterfactual").all()
 
 
-def test_real_data_uses_k3_and_partial_agreement():
+def test_real_data_uses_k3_and_partial_agreement(causal_rows, ratio_rows):
     # R order a b c d e; effect order a c d b e: top 3 share {a, c}; rank differences 0 2 1 1 0 -> rho 0.7.
     names = ["car", "road", "building", "tree", "sky"]
     ratios = pd.DataFrame(ratio_rows("tokyo", dict(zip(names, [0.5, 0.4, 0.3, 0.2, 0.1]))))
@@ -64,7 +38,7 @@ def test_real_data_uses_k3_and_partial_agreement():
     assert np.isnan(row["causal_planted_p_at_k"]) and np.isnan(row["explained_planted_p_at_k"])
 
 
-def test_ties_match_scipy_and_methods_are_scored_apart():
+def test_ties_match_scipy_and_methods_are_scored_apart(causal_rows, ratio_rows):
     rng = np.random.default_rng(0)
     names = ["car", "road", "building", "tree", "sky", "person", "fence", "signboard"]
     r = np.round(rng.random(len(names)), 1)
@@ -80,7 +54,7 @@ def test_ties_match_scipy_and_methods_are_scored_apart():
     assert table.loc["deletion", "p_at_k"] == 1.0
 
 
-def test_too_few_objects_give_nan_and_k_is_capped():
+def test_too_few_objects_give_nan_and_k_is_capped(causal_rows, ratio_rows):
     ratios = pd.DataFrame(ratio_rows("tokyo", {"signboard": 0.9, "car": 0.1}))
     causal = pd.DataFrame(causal_rows("tokyo", {"signboard": 0.0, "car": 0.2}))
     row = faithfulness(ratios, causal, planted={"tokyo": ["signboard", "fence", "car"]}).iloc[0]
@@ -95,15 +69,18 @@ def test_too_few_objects_give_nan_and_k_is_capped():
     )
 
 
-def test_bad_tables_are_refused_by_name():
+def test_bad_tables_are_refused_by_name(hand_causal, hand_ratios):
     with pytest.raises(ValueError, match=r"run/causal.csv: missing column\(s\) \['effect'\]"):
         faithfulness(
-            RATIOS, CAUSAL.drop(columns="effect"), 0.5, names=("run/object_ratios.csv", "run/causal.csv")
+            hand_ratios,
+            hand_causal.drop(columns="effect"),
+            0.5,
+            names=("run/object_ratios.csv", "run/causal.csv"),
         )
     with pytest.raises(ValueError, match="no rows at threshold 0.7"):
-        faithfulness(RATIOS, CAUSAL, threshold=0.7)
+        faithfulness(hand_ratios, hand_causal, threshold=0.7)
     with pytest.raises(ValueError, match="pass threshold="):
-        faithfulness(RATIOS, CAUSAL)
+        faithfulness(hand_ratios, hand_causal)
 
 
 def test_precision_at_k():

@@ -1,12 +1,11 @@
-"""The after-fit analysis of one real run: mask store, t-SNE, figures, label maps, ratios, re-analysis."""
+"""The after-fit analysis of one real run (mask store, t-SNE, figures, label maps, ratios) and its re-analysis
+by citylens-analyze."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,18 +16,17 @@ from citylens.analysis.ratios import object_ratios
 from citylens.analyze import analyze
 from citylens.data.datamodule import to_input
 from citylens.explain import GradCAM
-from citylens.explain.store import FORMAT_VERSION, StoreError, check_same_images, open_store, write_store
+from citylens.explain.store import StoreError, open_store
 from citylens.models import CityClassifier
 from citylens.pipeline import Variant, list_variants
 from citylens.segment import GroundTruthSegmenter
 from citylens.train import train
-from tests.conftest import compose_cfg
 
 DEFAULT = Variant()
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def run(compose_cfg, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("explain_run")
     cfg = compose_cfg(
         [
@@ -174,40 +172,3 @@ def test_analyze_refuses_a_bad_threshold(run: dict):
 
     with pytest.raises(ConfigError, match="analysis.threshold"):
         analyze(run["run_dir"], ["analysis.threshold=-0.1"])
-
-
-def _fake_store(path: Path, ids: list[str], arch: str = "simple") -> Path:
-    n = len(ids)
-    write_store(
-        path / "masks",
-        np.random.rand(n, 2, 2).astype(np.float32),
-        np.full((n, 2), 0.5),
-        np.zeros(n),
-        ids,
-        ["a"] * n,
-        {"arch": arch, "seed": 0, "input_size": 8},
-    )
-    return path
-
-
-def test_store_errors_are_clear(tmp_path: Path):
-    with pytest.raises(StoreError, match="no mask store"):
-        open_store(tmp_path)
-    run = _fake_store(tmp_path / "r1", ["a/1.jpg", "a/2.jpg"])
-    assert open_store(run).masks().shape == (2, 8, 8)
-    meta = json.loads((run / "masks" / "meta.json").read_text())
-    (run / "masks" / "meta.json").write_text(json.dumps({**meta, "format_version": FORMAT_VERSION + 1}))
-    with pytest.raises(StoreError, match="format"):
-        open_store(run)
-    broken = _fake_store(tmp_path / "r2", ["a/1.jpg"])
-    (broken / "masks" / "probs.npy").unlink()
-    with pytest.raises(StoreError, match="incomplete"):
-        open_store(broken)
-
-
-def test_mismatched_stores_are_refused_naming_both_runs(tmp_path: Path):
-    a = open_store(_fake_store(tmp_path / "run_a", ["a/1.jpg", "a/2.jpg", "a/3.jpg"]))
-    b = open_store(_fake_store(tmp_path / "run_b", ["a/1.jpg", "a/9.jpg", "a/3.jpg"], arch="vgg11"))
-    check_same_images([a, open_store(shutil.copytree(tmp_path / "run_a", tmp_path / "run_c"))])
-    with pytest.raises(StoreError, match=r"run_a.*run_b.*image 1: a/2.jpg vs a/9.jpg"):
-        check_same_images([a, b])

@@ -30,7 +30,6 @@ from citylens.report.explorer import (
     explorer_data,
 )
 from citylens.report.sweep import Options, build_report
-from tests.test_residuals_callback import DEFAULT, make_run, make_sweep
 
 FAST = Options(n_boot=50, n_perm=100, examples_per_city=1)
 N_PER_CITY = 7
@@ -61,9 +60,10 @@ def _ratios(rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def make_explorer_sweep(root: Path) -> SimpleNamespace:
+@pytest.fixture
+def explorer_sweep(tmp_path: Path, default_variant, make_run, make_sweep) -> SimpleNamespace:
     """Three hand-made runs over 14 test images: stores, tsne.csv, object_ratios.csv, one causal.csv."""
-    sweep = make_sweep(root)
+    sweep = make_sweep(tmp_path)
     ids = [f"{c}/{c[0]}{i}" for c in ("pittsburgh", "tokyo") for i in range(N_PER_CITY)]
     targets = np.array([0] * N_PER_CITY + [1] * N_PER_CITY)
     rng = np.random.default_rng(0)
@@ -80,7 +80,7 @@ def make_explorer_sweep(root: Path) -> SimpleNamespace:
         preds = targets.copy()
         preds[k] = 1  # image k (a pittsburgh image) is misclassified by run k
         probs = np.eye(2, dtype=np.float32)[preds] * 0.6 + 0.2
-        out = DEFAULT.dir(run)
+        out = default_variant.dir(run)
         np.save(out / "masks" / "probs.npy", probs)
         pd.DataFrame(
             {
@@ -134,8 +134,8 @@ def test_causal_top_ranks_by_effect_per_city():
     assert causal_top(None) == {}
 
 
-def test_explorer_data_and_thumbnails_from_hand_made_runs(tmp_path: Path):
-    made = make_explorer_sweep(tmp_path)
+def test_explorer_data_and_thumbnails_from_hand_made_runs(explorer_sweep, tmp_path: Path):
+    made = explorer_sweep
     runs, _ = scan_sweep(made.dir)
     pairs = stream_residuals([r.store for r in runs], [r.name for r in runs])
     out = tmp_path / "report"
@@ -172,8 +172,8 @@ def test_explorer_data_and_thumbnails_from_hand_made_runs(tmp_path: Path):
     assert len(list((out / ASSET_DIR).glob("*.jpg"))) == 1 + 2 * len(runs)
 
 
-def test_explorer_without_views_or_pairs_shows_masks_alone(tmp_path: Path):
-    made = make_explorer_sweep(tmp_path)
+def test_explorer_without_views_or_pairs_shows_masks_alone(explorer_sweep, tmp_path: Path):
+    made = explorer_sweep
     runs, _ = scan_sweep(made.dir)
     data = explorer_data(runs[:1], None, pd.DataFrame(), 0.5, {"image": None})
     assert data["pairs"] == [] and data["thumbs"]["image"] is None
@@ -186,8 +186,8 @@ def test_explorer_without_views_or_pairs_shows_masks_alone(tmp_path: Path):
         build_explorer([], tmp_path / "none", None, pd.DataFrame(), 0.5)
 
 
-def test_sweep_report_writes_the_explorer_and_links_it(tmp_path: Path):
-    made = make_explorer_sweep(tmp_path)
+def test_sweep_report_writes_the_explorer_and_links_it(explorer_sweep, tmp_path: Path):
+    made = explorer_sweep
     out = build_report(made.dir, FAST)
     assert (out / EXPLORER_FILE).stat().st_size > 1_000_000  # plotly.js is inline
     assert f"]({EXPLORER_FILE})" in (out / "report.md").read_text()
@@ -220,12 +220,12 @@ def test_missing_chromium_skips_off_ci_and_fails_in_ci(tmp_path: Path, monkeypat
         chromium_driver(tmp_path)
 
 
-def test_explorer_in_headless_chromium(tmp_path: Path):
+def test_explorer_in_headless_chromium(explorer_sweep, tmp_path: Path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    made = make_explorer_sweep(tmp_path)
+    made = explorer_sweep
     page = build_report(made.dir, FAST) / EXPLORER_FILE
     screens = tmp_path / "screens"
     screens.mkdir()
