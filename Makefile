@@ -4,9 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SWEEP ?=
+BASE ?=
+HEAD ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo smoke test test-all lint bench report clean
+.PHONY: help install demo smoke test test-all lint bench report same-outputs clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +45,10 @@ bench: $(STAMP) ## the benchmarks (speed and memory ratios, measured in one run 
 report: $(STAMP) ## the sweep report on demand: make report SWEEP=outputs/sweeps/<name>
 	@test -n "$(SWEEP)" || (echo "usage: make report SWEEP=outputs/sweeps/<name>"; exit 2)
 	$(BIN)/citylens-report $(SWEEP)
+
+same-outputs: $(STAMP) ## a smoke sweep at BASE=<rev> and at the working tree (or HEAD=<rev>): identical artefacts?
+	@test -n "$(BASE)" || (echo "usage: make same-outputs BASE=<rev> [HEAD=<rev>]"; exit 2)
+	$(BIN)/python tools/same_outputs.py --base $(BASE) $(if $(HEAD),--head $(HEAD))
 
 clean: ## remove caches and build litter (keeps .venv and outputs/)
 	rm -rf data_cache .pytest_cache .ruff_cache *.egg-info
