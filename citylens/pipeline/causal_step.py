@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import multiprocessing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from citylens.analysis.causal import (
 from citylens.core.ade20k import ADE20K_CLASSES, class_name
 from citylens.core.io import write_csv
 from citylens.core.view import analysis_view, to_input
+from citylens.core.workers import worker_pool
 from citylens.data.synthetic import JPEG_QUALITY, SyntheticCities
 from citylens.pipeline.masks import sample_indices
 from citylens.pipeline.objects_step import available_label_maps
@@ -104,9 +104,7 @@ def _rendered(
     if workers <= 0:
         yield from map(_worker_views, jobs)
         return
-    # Forked workers need only NumPy and Pillow; a spawned one would re-import torch (seconds).
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers) as pool:
+    with worker_pool(workers) as pool:
         yield from pool.imap(_worker_views, jobs, chunksize=4)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import multiprocessing
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from citylens.core.io import atomic_path, atomic_write_text, file_lock, short_hash
+from citylens.core.workers import worker_pool
 from citylens.data.synthetic.config import (
     BASE_RATES,
     DEFAULT_CITIES,
@@ -179,16 +179,12 @@ def generate(root: Path, workers: int = 1, progress: bool = True, **settings: An
 
 
 def _run_jobs(jobs: list[_Job], workers: int, progress: bool) -> list[dict[str, Any]]:
-    """Render all jobs, in order, in this process or a pool of `workers` processes, with a progress bar.
-
-    Workers are forked where the OS allows: a spawned worker re-imports the citylens package (torch and
-    Lightning, many seconds), while the rendering itself needs only NumPy and Pillow.
-    """
+    """Render all jobs, in order, in this process or a pool of `workers` processes (core.workers.worker_pool),
+    with a progress bar."""
     bar = functools.partial(tqdm, total=len(jobs), desc="synthetic cities", unit="img", disable=not progress)
     if workers <= 1:
         return list(_passing(bar(map(_render_job, jobs))))
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers) as pool:
+    with worker_pool(workers) as pool:
         chunksize = max(1, min(64, len(jobs) // (8 * workers)))
         return list(_passing(bar(pool.imap(_render_job, jobs, chunksize=chunksize))))
 

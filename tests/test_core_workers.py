@@ -1,0 +1,59 @@
+"""worker_pool: its workers stop on the SIGTERM of Pool.terminate() even when the parent has a SIGTERM handler
+that survives the fork (Lightning installs one); a plain Pool's worker survives it, and leaving the pool's
+`with` block can then hang forever (seen in 2 of 4 sweeps with causal rendering workers)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+# The parent ignores SIGTERM as a Python-level handler does; after one job, its pool's worker gets the SIGTERM
+# that Pool.terminate() sends (leaving a `with` block calls it) and the script prints the worker's exit code.
+SCRIPT = """
+import multiprocessing, os, signal
+from citylens.core.workers import worker_pool
+signal.signal(signal.SIGTERM, lambda *_: None)
+pool = worker_pool(1) if "{pool}" == "worker_pool" else multiprocessing.get_context("fork").Pool(1)
+assert pool.apply(abs, (-3,)) == 3
+worker = pool._pool[0]
+worker.terminate()
+worker.join(5)
+print(worker.exitcode, flush=True)
+os._exit(0)
+"""
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="fork and SIGTERM handlers are POSIX")
+
+
+def run(pool: str, timeout: float) -> tuple[bool, str]:
+    """(finished within `timeout`, stdout) of SCRIPT with `pool`; the whole process group is killed after."""
+    code = SCRIPT.replace("{pool}", pool)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return True, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return False, out
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@POSIX
+def test_worker_pool_workers_stop_on_sigterm_under_a_parent_handler():
+    finished, out = run("worker_pool", timeout=60)
+    assert finished and out.strip() == str(-signal.SIGTERM)
+
+
+@POSIX
+def test_a_plain_pool_worker_survives_it_so_the_first_test_can_fail():
+    finished, out = run("plain", timeout=60)
+    assert finished and out.strip() == "None"
