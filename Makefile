@@ -36,8 +36,8 @@ test-all: $(STAMP) ## every test, the slow ones included
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check citylens tests bench
-	$(BIN)/ruff format --check citylens tests bench
+	$(BIN)/ruff check citylens tests bench tools
+	$(BIN)/ruff format --check citylens tests bench tools
 
 bench: $(STAMP) ## the benchmarks (speed and memory ratios, measured in one run each)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
