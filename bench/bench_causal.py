@@ -5,10 +5,11 @@
 The demo's data (synthetic cities, 700 images per city at 64 px: 280 test images) and a random-weight network
 of each architecture; in one run it times, on the same test images:
 - the rest of the analysis: Grad-CAM + mask store (`compute_maps` + `write_variant_store`), label maps +
-  object ratios (`label_maps` + `object_ratios`), and the same with t-SNE and the figures (ExplainCallback +
-  ObjectsCallback as a run calls them);
-- the causal analysis (CausalCallback as a run calls it: counterfactual scenes and deletion of every present
-  object, bootstrap intervals, causal.csv and causal_agreement.csv), and each method alone.
+  object ratios (`label_maps` + `object_ratios`), and the same with t-SNE and the figures (the pipeline's
+  `run_explain` + `run_objects`, which a run's callbacks call);
+- the causal analysis (the pipeline's `run_causal`, which the causal callback calls: counterfactual scenes
+  and deletion of every present object, bootstrap intervals, causal.csv and causal_agreement.csv), and the
+  counterfactual method alone.
 Printed: test images/s of the causal analysis, and its cost over the rest (target <= 1.0, issue 10).
 """
 
@@ -24,17 +25,15 @@ from pathlib import Path
 
 import torch
 
-from citylens.callbacks.causal import CausalCallback
-from citylens.callbacks.explain import ExplainCallback
-from citylens.callbacks.objects import ObjectsCallback
 from citylens.data.datamodule import SyntheticCityData
 from citylens.data.synthetic import DEFAULT_CITIES
 from citylens.explain.store import open_store
 from citylens.models.module import CityClassifier
 from citylens.pipeline import Variant
-from citylens.pipeline.causal_step import causal_effects, causal_probes
+from citylens.pipeline.causal_step import CausalOptions, causal_effects, causal_probes, run_causal
+from citylens.pipeline.explain_step import ExplainOptions, run_explain
 from citylens.pipeline.masks import compute_maps, store_provenance, write_variant_store
-from citylens.pipeline.objects_step import label_maps, object_ratios
+from citylens.pipeline.objects_step import label_maps, object_ratios, run_objects
 from citylens.segment import GroundTruthSegmenter
 
 
@@ -54,6 +53,16 @@ def ratios(
     object_ratios(store, labels, Variant(), [0.3, 0.5, 0.7], 100)
 
 
+def objects(
+    datamodule: SyntheticCityData, run_dir: Path, segmenter: GroundTruthSegmenter, cache: Path
+) -> None:
+    """The objects step as a run does it: ratios at three thresholds, summary, recovery and Figure 5."""
+    out = Variant().dir(run_dir)
+    store = open_store(out)
+    labels = label_maps(segmenter, datamodule, cache, 64, store)
+    run_objects(store, labels, Variant(), out, [0.3, 0.7], 100, datamodule.describe().get("planted"))
+
+
 def gradcam_store(module: CityClassifier, datamodule: SyntheticCityData, run_dir: Path) -> None:
     """Grad-CAM of every test image into the default variant's mask store."""
     maps = compute_maps(module.network, module.hparams.arch, Variant(), datamodule, 64)
@@ -69,23 +78,23 @@ def bench_arch(arch: str, datamodule: SyntheticCityData, cache: Path) -> dict[st
     n = len(datamodule.splits["test"])
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
-        (run_dir / "checkpoints").mkdir()
-        (run_dir / "checkpoints" / "best.ckpt").touch()  # ExplainCallback records the checkpoint's path
         t = {"gradcam_store": timed(lambda: gradcam_store(module, datamodule, run_dir))}
         t["ratios"] = timed(lambda: ratios(datamodule, run_dir, segmenter, cache))
-        explain = ExplainCallback(Variant(), run_seed=0)
-        objects = ObjectsCallback(segmenter, Variant(), extra_thresholds=[0.3, 0.7], cache_dir=str(cache))
-        t["explain_full"] = timed(lambda: explain.analyse(module, datamodule, run_dir, []))
-        t["objects_full"] = timed(lambda: objects.analyse(module, datamodule, run_dir, []))
+        t["explain_full"] = timed(
+            lambda: run_explain(
+                module.network, arch, Variant(), datamodule, run_dir, 0, None, ExplainOptions()
+            )
+        )
+        t["objects_full"] = timed(lambda: objects(datamodule, run_dir, segmenter, cache))
         # Rendering in this process (workers=0), so CPU time counts all of the causal analysis.
         t["counterfactual"] = timed(
             lambda: causal_effects(module, causal_probes(datamodule, range(n), ["counterfactual"]), bf16=True)
         )
         for bf16 in (False, True):
-            causal = CausalCallback(segmenter, cache_dir=str(cache), workers=0, bf16=bf16)
-            t[f"causal_bf16={bf16}"] = timed(
-                functools.partial(causal.analyse, module, datamodule, run_dir, [])
+            causal = functools.partial(
+                run_causal, module, datamodule, run_dir, CausalOptions(workers=0, bf16=bf16), segmenter, cache
             )
+            t[f"causal_bf16={bf16}"] = timed(causal)
     return t
 
 
