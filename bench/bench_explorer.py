@@ -26,16 +26,19 @@ import torch.nn.functional as F
 
 from citylens.analysis.residuals import PairwiseResiduals
 from citylens.explain.store import write_store
+from citylens.pipeline import Variant
 from citylens.pipeline.runs import scan_sweep
 from citylens.report.browser import find_chromium, headless_chromium
 from citylens.report.explorer import ASSET_DIR, build_explorer
+from citylens.run_state import write_complete
 
 CITIES = ["pittsburgh", "tokyo"]
+VARIANT = Variant()
 ARCHS = ["vgg11", "resnet18", "simple", "simpler"]
 
 
 def simulate_sweep(root: Path, n_images: int, n_runs: int, size: int = 224) -> Path:
-    """A multirun folder of n_runs finished runs over the same n_images test images."""
+    """A multirun folder of n_runs finished runs over the same n_images test images (the default variant)."""
     rng = np.random.default_rng(0)
     sweep = root / "sweep"
     sweep.mkdir(parents=True)
@@ -46,12 +49,20 @@ def simulate_sweep(root: Path, n_images: int, n_runs: int, size: int = 224) -> P
     for r in range(n_runs):
         arch, seed = ARCHS[r // 2 % len(ARCHS)], r % 2
         run = sweep / f"{r}_{arch}-s{seed}"
+        out = VARIANT.dir(run)
         low = rng.random((n_images, 7, 7), dtype=np.float32)
         low /= low.reshape(n_images, -1).max(axis=1)[:, None, None]
         probs = rng.dirichlet([1, 1], n_images).astype(np.float32)
-        provenance = {"arch": arch, "seed": seed, "input_size": size, "city_names": CITIES}
-        write_store(run / "masks", low, probs, targets, ids, [CITIES[t] for t in targets], provenance)
+        provenance = {
+            "arch": arch,
+            "seed": seed,
+            "input_size": size,
+            "city_names": CITIES,
+            **VARIANT.to_dict(),
+        }
+        write_store(out / "masks", low, probs, targets, ids, [CITIES[t] for t in targets], provenance)
         (run / "metrics.json").write_text(json.dumps({"arch": arch, "seed": seed, "test/acc": 0.9}))
+        write_complete(run, {"written_by": "bench_explorer"})
         pd.DataFrame(
             {
                 "image_id": ids,
@@ -59,7 +70,7 @@ def simulate_sweep(root: Path, n_images: int, n_runs: int, size: int = 224) -> P
                 "x": rng.normal(size=n_images) + 4 * targets,
                 "y": rng.normal(size=n_images),
             }
-        ).to_csv(run / "tsne.csv", index=False)
+        ).to_csv(out / "tsne.csv", index=False)
         rows = [
             (t, c, o, k, rng.random(), True)
             for t in (0.3, 0.5, 0.7)
@@ -67,7 +78,7 @@ def simulate_sweep(root: Path, n_images: int, n_runs: int, size: int = 224) -> P
             for k, o in enumerate(objects)
         ]
         pd.DataFrame(rows, columns=["threshold", "city", "object", "object_id", "ratio", "kept"]).to_csv(
-            run / "object_ratios.csv", index=False
+            out / "object_ratios.csv", index=False
         )
     return sweep
 

@@ -8,7 +8,9 @@ one module, keep a descriptive name:
 - test_scale.py: DDP, SLURM and parallel-launcher runs against one process;
 - test_packaging.py: the wheel installs and runs the three CLIs from another directory;
 - test_layers.py: the package's imports run down the layers; no test file imports another;
-- test_imports.py: the library layers load neither Lightning nor Hydra.
+- test_imports.py: the library layers load neither Lightning nor Hydra;
+- test_bench.py: every benchmark still runs, at a tiny size;
+- test_same_outputs.py: tools/same_outputs.py's comparison of two output trees.
 
 Fixtures that return a helper are session-scoped, so module-scoped fixtures can use them too.
 """

@@ -280,6 +280,7 @@ SUITE_WIDE = {
     "test_layers",
     "test_imports",
     "test_same_outputs",
+    "test_bench",
 }
 
 
