@@ -62,7 +62,6 @@ def simulate_sweep(root: Path, n_images: int, n_runs: int, size: int = 224) -> P
         }
         write_store(out / "masks", low, probs, targets, ids, [CITIES[t] for t in targets], provenance)
         (run / "metrics.json").write_text(json.dumps({"arch": arch, "seed": seed, "test/acc": 0.9}))
-        write_complete(run, {"written_by": "bench_explorer"})
         pd.DataFrame(
             {
                 "image_id": ids,
@@ -80,6 +79,7 @@ def simulate_sweep(root: Path, n_images: int, n_runs: int, size: int = 224) -> P
         pd.DataFrame(rows, columns=["threshold", "city", "object", "object_id", "ratio", "kept"]).to_csv(
             out / "object_ratios.csv", index=False
         )
+        write_complete(run, {"written_by": "bench_explorer"})  # last, as a run writes it
     return sweep
 
 

@@ -44,6 +44,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from citylens.core.io import sha256
+
 # The sweep both sides run (python -m citylens.train -m ...): about a minute per tree on 2 CPU cores.
 SWEEP = ["experiment=smoke", "data.input_size=32", "model=simple,simpler", "seed=0,1"]
 
@@ -147,18 +149,10 @@ def zip_members(path: Path) -> list[tuple[str, str]]:
     return sorted(members)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def digest(path: Path, rule: Rule | None) -> str:
     """sha256 of the file's bytes, or of its normalised form under a json/zip rule."""
     if rule is None:
-        return sha256_file(path)
+        return sha256(path)
     if rule.kind == "json":
         value = drop_keys(json.loads(path.read_text()), rule.keys)
         return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
