@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,31 +30,32 @@ os._exit(0)
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="fork and SIGTERM handlers are POSIX")
 
 
-def run(pool: str, timeout: float) -> tuple[bool, str]:
-    """(finished within `timeout`, stdout) of SCRIPT with `pool`; the whole process group is killed after."""
+def run(pool: str, timeout: float, out: Path) -> tuple[bool, str]:
+    """(exited within `timeout`, what it printed) of SCRIPT with `pool`; its process group is killed after.
+
+    Output goes to a file and the script's own exit is awaited: the pool's workers (a survivor, or the one the
+    pool starts in place of the terminated worker) inherit stdout, so a pipe would not see its end.
+    """
     code = SCRIPT.replace("{pool}", pool)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
-    )
+    with open(out, "w") as handle:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=handle, start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=timeout)
-        return True, out
+        proc.wait(timeout=timeout)
+        return True, out.read_text()
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        return False, out
+        return False, out.read_text()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
 @POSIX
-def test_worker_pool_workers_stop_on_sigterm_under_a_parent_handler():
-    finished, out = run("worker_pool", timeout=60)
+def test_worker_pool_workers_stop_on_sigterm_under_a_parent_handler(tmp_path: Path):
+    finished, out = run("worker_pool", timeout=60, out=tmp_path / "out.txt")
     assert finished and out.strip() == str(-signal.SIGTERM)
 
 
 @POSIX
-def test_a_plain_pool_worker_survives_it_so_the_first_test_can_fail():
-    finished, out = run("plain", timeout=60)
+def test_a_plain_pool_worker_survives_it_so_the_first_test_can_fail(tmp_path: Path):
+    finished, out = run("plain", timeout=60, out=tmp_path / "out.txt")
     assert finished and out.strip() == "None"
