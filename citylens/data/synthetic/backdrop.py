@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from citylens.data.synthetic.canvas import Canvas, Color, Layout, Placed, Rect, area, shade
+from citylens.data.synthetic.canvas import Canvas, Color, Layout, Placed, Rect, area, palette, shade
 from citylens.data.synthetic.patterns import grid
 
-FACADES = [
-    (200, 190, 170),
-    (165, 85, 65),
-    (150, 150, 155),
-    (225, 222, 212),
-    (190, 168, 138),
-    (118, 108, 98),
-    (205, 160, 128),
-    (160, 175, 160),
-    (215, 200, 120),
-]
+FACADES = palette("c8beaa a55541 96969b e1ded4 bea88a 766c62 cda080 a0afa0 d7c878")
 
 
 def draw_sky(c: Canvas, lay: Layout) -> None:

@@ -204,6 +204,11 @@ class Canvas:
         return (min(max(r[0], 0), s), min(max(r[1], 0), s), min(max(r[2], 0), s), min(max(r[3], 0), s))
 
 
+def palette(codes: str) -> list[tuple[int, int, int]]:
+    """Colours from space-separated hex codes ("c8beaa a55541 ..."): a palette on one line."""
+    return [(int(c[:2], 16), int(c[2:4], 16), int(c[4:], 16)) for c in codes.split()]
+
+
 def up_to(n: int) -> Extras:
     """Extra instances: uniformly 0 to n."""
     return lambda rng: int(rng.integers(0, n + 1))

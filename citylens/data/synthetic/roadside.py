@@ -10,19 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from citylens.data.synthetic.backdrop import windows
-from citylens.data.synthetic.canvas import Canvas, Layout, shade, up_to
+from citylens.data.synthetic.canvas import Canvas, Layout, palette, shade, up_to
 from citylens.data.synthetic.patterns import grid
 
-_GLASS = [(92, 124, 152), (110, 142, 162), (70, 92, 112), (150, 172, 186), (86, 110, 100)]
-_BRIGHT = [
-    (225, 40, 40),
-    (245, 205, 40),
-    (242, 242, 236),
-    (40, 90, 205),
-    (40, 160, 80),
-    (250, 130, 30),
-    (200, 40, 160),
-]
+_GLASS = palette("5c7c98 6e8ea2 465c70 96acba 566e64")
+_BRIGHT = palette("e12828 f5cd28 f2f2ec 285acd 28a050 fa821e c828a0")
 
 
 def draw_skyscraper(c: Canvas, lay: Layout) -> None:

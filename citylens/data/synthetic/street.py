@@ -9,30 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from citylens.data.synthetic.canvas import Canvas, Extras, Layout, maybe_one, shade, up_to
+from citylens.data.synthetic.canvas import Canvas, Extras, Layout, maybe_one, palette, shade, up_to
 from citylens.data.synthetic.patterns import grid
 
-_CLOTHES = [
-    (40, 40, 45),
-    (200, 40, 40),
-    (40, 70, 160),
-    (230, 230, 225),
-    (90, 120, 60),
-    (150, 120, 90),
-    (120, 60, 140),
-    (235, 200, 60),
-]
-_SKIN = [(240, 200, 170), (200, 150, 110), (140, 95, 65), (95, 65, 45)]
-_VEHICLE = [
-    (200, 30, 30),
-    (235, 235, 235),
-    (30, 30, 35),
-    (150, 155, 160),
-    (40, 70, 150),
-    (220, 190, 40),
-    (60, 110, 70),
-    (120, 30, 40),
-]
+_CLOTHES = palette("28282d c82828 2846a0 e6e6e1 5a783c 96785a 783c8c ebc83c")
+_SKIN = palette("f0c8aa c8966e 8c5f41 5f412d")
+_VEHICLE = palette("c81e1e ebebeb 1e1e23 969ba0 284696 dcbe28 3c6e46 781e28")
 
 
 def draw_tree(c: Canvas, lay: Layout) -> None:
