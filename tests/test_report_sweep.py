@@ -122,3 +122,47 @@ def test_symlinked_run_leaving_the_sweep_is_refused(hand_masks, make_run, make_s
     runs = pd.read_csv(out / "runs.csv").set_index("run")
     assert runs["status"].to_dict() == {"0_simple-s0": "finished", "1_simpler-s0": "refused"}
     assert "symlink leaving the sweep" in runs.loc["1_simpler-s0", "reason"]
+
+
+def test_figure_5_gives_the_spread_of_r_across_seeds(
+    default_variant, hand_masks, make_run, make_sweep, ratio_rows, tmp_path: Path
+):
+    """ratio_spread.csv: mean, SD across seeds and range of R per architecture, city and kept object; the
+    report's table shows the planted and the top objects as 'mean ± SD (runs)'."""
+    sweep = make_sweep(tmp_path)
+    ratios = {  # run -> (tokyo signboard, tokyo road, pittsburgh earth)
+        ("0_simple-s0", "simple", 0): (0.8, 0.2, 0.5),
+        ("1_simple-s1", "simple", 1): (0.6, 0.3, 0.5),
+        ("2_vgg11-s0", "vgg11", 0): (0.4, 0.1, 0.9),
+        ("3_vgg11-s1", "vgg11", 1): (0.4, 0.5, 0.6),
+    }
+    planted = {"tokyo": ["signboard"], "pittsburgh": ["earth"]}
+    for (name, arch, seed), (sign, road, earth) in ratios.items():
+        run = make_run(
+            sweep / name, arch, seed, hand_masks["A"], dataset={"kind": "synthetic", "planted": planted}
+        )
+        rows = (
+            ratio_rows("tokyo", {"signboard": sign, "road": road})
+            + ratio_rows("pittsburgh", {"earth": earth})
+            + ratio_rows("pittsburgh", {"sky": 0.99}, kept=False)
+            + ratio_rows("tokyo", {"signboard": 0.0}, threshold=0.3)
+        )
+        pd.DataFrame(rows).to_csv(default_variant.dir(run) / "object_ratios.csv", index=False)
+    out = build_report(sweep, FAST)
+    spread = pd.read_csv(out / "ratio_spread.csv").set_index(["arch", "city", "object"])
+    assert len(spread) == 6  # 2 architectures x 3 kept objects; sky (not kept) and threshold 0.3 left out
+    assert spread["n_runs"].tolist() == [2] * 6
+    assert spread.loc[("simple", "tokyo", "signboard"), ["mean", "seed_sd"]].tolist() == pytest.approx(
+        [0.7, 0.02**0.5]
+    )
+    assert spread.loc[("vgg11", "tokyo", "signboard"), "seed_sd"] == pytest.approx(0.0)
+    assert spread.loc[("vgg11", "pittsburgh", "earth"), ["low", "high"]].tolist() == [0.6, 0.9]
+    text = (out / "report.md").read_text()
+    # the planted objects are shown, and road only where it is a city's top object (it is not)
+    assert "| tokyo | signboard | 0.700 ± 0.141 (2) | 0.400 ± 0.000 (2) |" in text
+    assert "| pittsburgh | earth | 0.500 ± 0.000 (2) | 0.750 ± 0.212 (2) |" in text
+    assert "| tokyo | road |" not in text
+    # seed SDs of the shown rows: 0.141, 0, 0, 0.212 -> median 0.0707; SD of the arch means: signboard
+    # (0.7, 0.4) 0.212, earth (0.5, 0.75) 0.177 -> median 0.194
+    assert "median SD of 0.071 (largest 0.212: earth in pittsburgh, vgg11)" in text
+    assert "the architectures' mean R differ with a median SD of 0.194" in text

@@ -17,6 +17,7 @@ import pandas as pd
 from citylens.analysis.faithfulness import CAUSAL_FILE, FAITHFULNESS_FILE, RATIOS_FILE
 from citylens.analysis.sanity import FULL, SANITY_FILE, SANITY_FLAG_RHO
 from citylens.core import layout
+from citylens.core.io import write_csv
 from citylens.figures import save
 from citylens.pipeline.runs import Run
 from citylens.report import markdown as md
@@ -289,5 +290,5 @@ def faithfulness_sections(runs: Sequence[Run], out: Path) -> list[Section]:
         built = build(runs, out)
         if built is not None:
             sections.append(built[0])
-            built[1].to_csv(out / name, index=False)
+            write_csv(built[1], out / name)
     return sections

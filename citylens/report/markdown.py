@@ -132,6 +132,43 @@ def reading_ratios(top: dict[str, list[str]]) -> str:
     return "Top object per city across runs: " + "; ".join(parts) + " runs."
 
 
+def spread_table(shown: pd.DataFrame) -> str:
+    """R per object (rows) and architecture (columns) as 'mean ± SD across seeds (runs)' (ratio_spread)."""
+    cell = [f"{fmt(r['mean'], 3)} ± {fmt(r['seed_sd'], 3)} ({r['n_runs']})" for _, r in shown.iterrows()]
+    wide = shown.assign(cell=cell).pivot_table(
+        index=["data_group", "city", "object"], columns="arch", values="cell", aggfunc="first", sort=False
+    )
+    wide = wide.fillna("–").reset_index()
+    archs = list(dict.fromkeys(shown["arch"]))
+    columns = {"city": "city", "object": "object", **{a: a for a in archs}}
+    if wide["data_group"].nunique() > 1:
+        columns = {"data_group": "data group", **columns}
+    note = (
+        "R per architecture: mean ± SD across its seeds (number of runs); the SD is a dash with one run. "
+        "All kept objects are in ratio_spread.csv."
+    )
+    return md_table(wide, columns) + "\n\n" + note
+
+
+def reading_spread(shown: pd.DataFrame) -> str:
+    """How much R of the shown objects moves between seeds of one architecture, and between architectures."""
+    if shown.empty:
+        return ""
+    finite = shown[np.isfinite(shown["seed_sd"].astype(float))]
+    if finite.empty:
+        return "With one run per architecture, the spread of R across seeds is unknown."
+    worst = finite.loc[finite["seed_sd"].astype(float).idxmax()]
+    median = fmt(float(finite["seed_sd"].median()))
+    between = shown.groupby(["data_group", "city", "object"])["mean"].std().dropna()
+    text = (
+        f"Across seeds of one architecture R of the objects below varies with a median SD of {median} "
+        f"(largest {fmt(float(worst['seed_sd']))}: {worst['object']} in {worst['city']}, {worst['arch']})"
+    )
+    if len(between):
+        text += f"; the architectures' mean R differ with a median SD of {fmt(float(between.median()))}"
+    return text + "."
+
+
 def reading_examples(agree: int, n_images: int, spread: Sequence[float], ids: Sequence[str]) -> str:
     """Prediction agreement on the sample images and how far their masks differ across runs."""
     text = f"The runs agree on the predicted city for {agree} of {n_images} sample images"

@@ -207,8 +207,9 @@ def fig3_section(runs: Sequence[Run], out: Path) -> Section:
     return Section("Figure 3: t-SNE of the masks, every run", md.reading_tsne(purity), figure=figure.name)
 
 
-def fig5_section(runs: Sequence[Run], threshold: float, out: Path) -> Section:
-    """Figure 5 across runs at the main threshold, with each city's top object per run."""
+def fig5_section(runs: Sequence[Run], threshold: float, out: Path, spread: pd.DataFrame) -> Section:
+    """Figure 5 across runs at the main threshold, with each city's top object per run and the spread of
+    R across seeds (`spread`, from tables.ratio_spread) for the planted and the top objects."""
     title = f"Figure 5: object ratios of every run (threshold {threshold})"
     with_ratios = [r for r in runs if r.table("object_ratios.csv") is not None]
     tables = [r.table("object_ratios.csv") for r in with_ratios]
@@ -228,7 +229,21 @@ def fig5_section(runs: Sequence[Run], threshold: float, out: Path) -> Section:
         planted_objects(runs),
         title=title.split(": ", 1)[1].capitalize(),
     )
-    return Section(title, md.reading_ratios(top), figure=save(fig, out / "fig5_ratios_runs.png").name)
+    shown = spread_rows(spread, planted_objects(runs))
+    reading = md.reading_ratios(top) + " " + md.reading_spread(shown)
+    body = md.spread_table(shown) if len(shown) else ""
+    return Section(title, reading, body, figure=save(fig, out / "fig5_ratios_runs.png").name)
+
+
+def spread_rows(spread: pd.DataFrame, planted: dict[str, list[str]]) -> pd.DataFrame:
+    """The rows of `spread` worth a table: per data group and city the planted objects and the object with
+    the highest mean R over architectures."""
+    keep = []
+    for (_, city), rows in spread.groupby(["data_group", "city"], sort=True):
+        by_mean = rows.groupby("object")["mean"].mean().sort_values(ascending=False, kind="stable")
+        chosen = set(planted.get(city, [])) | {by_mean.index[0]}
+        keep.append(rows[rows["object"].isin(chosen)])
+    return pd.concat(keep, ignore_index=True) if keep else spread.iloc[:0]
 
 
 def fig6_section(

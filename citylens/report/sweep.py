@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from citylens.core.io import atomic_write_text, file_lock
+from citylens.core.io import atomic_write_text, file_lock, write_csv
 from citylens.errors import ConfigError
 from citylens.faults import kill_point
 from citylens.pipeline.runs import (
@@ -54,6 +54,7 @@ from citylens.report.tables import (
     comparison_tests,
     misclassified_table,
     ratio_distances,
+    ratio_spread,
     recovery_table,
     table2,
     variant_table,
@@ -76,7 +77,7 @@ class Options:
 
 
 def _csv(table: pd.DataFrame, out: Path, name: str) -> None:
-    table.to_csv(out / name, index=False)
+    write_csv(table, out / name)
 
 
 def _variant_runs(sweep_dir: Path, variants: list[str]) -> dict[str, list[list[Run]]]:
@@ -145,7 +146,9 @@ def _sections(
         _csv(pd.concat(parts, ignore_index=True), out, name)
     log.info("sweep report: figures 3, 5, 6 across %d runs...", len(runs))
     sections.append(fig3_section(runs, out))
-    sections.append(fig5_section(runs, threshold, out))
+    spread = ratio_spread(groups, threshold)
+    _csv(spread, out, "ratio_spread.csv")
+    sections.append(fig5_section(runs, threshold, out, spread))
     sections += fig6s
     recovery = recovery_table(runs, threshold)
     if len(recovery):

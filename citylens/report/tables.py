@@ -1,6 +1,7 @@
 """The sweep report's tables: Table 2 (AR per pair, grouped as in the paper, with intervals over test places
 and the spread across seeds), the object-ratio profile distances, the tests over run relabellings, the
-planted-object recovery and the t-SNE purity. Each works on the runs of one data group (docs/statistics.md).
+spread of R across seeds, the planted-object recovery and the t-SNE purity. Each works on the runs of one
+data group (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -175,6 +176,27 @@ def ratio_distances(runs: Sequence[Run], threshold: float) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=["group", "run_a", "run_b", "label_a", "label_b", "l1", "js"])
+
+
+SPREAD_COLUMNS = ["data_group", "arch", "city", "object", "n_runs", "mean", "seed_sd", "low", "high"]
+
+
+def ratio_spread(groups: Sequence[Sequence[Run]], threshold: float) -> pd.DataFrame:
+    """The spread of R_p^c across seeds: per data group, architecture, city and kept object, the number of
+    runs, the mean R, its SD across those runs (NaN with one run) and its range, at one threshold."""
+    rows = []
+    for k, runs in enumerate(groups, 1):
+        for run in runs:
+            table = run.table("object_ratios.csv")
+            if table is None:
+                continue
+            kept = table[np.isclose(table["threshold"], threshold) & table["kept"].astype(bool)]
+            rows.append(kept[["city", "object", "ratio"]].assign(data_group=k, arch=run.arch))
+    if not rows:
+        return pd.DataFrame(columns=SPREAD_COLUMNS)
+    ratios = pd.concat(rows, ignore_index=True).groupby(["data_group", "arch", "city", "object"], sort=False)
+    spread = ratios["ratio"].agg(n_runs="count", mean="mean", seed_sd="std", low="min", high="max")
+    return spread.reset_index()[SPREAD_COLUMNS]
 
 
 def run_matrix(runs: Sequence[Run], table: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
