@@ -102,6 +102,18 @@ def _check_segmenter(cfg: DictConfig) -> None:
             raise ConfigError(f"segmenter.model: {str(err).splitlines()[0]}") from err
 
 
+def _check_loggers(cfg: DictConfig) -> None:
+    """Every logger entry names its class: an entry without `_target_` holds keys set for a logger that the
+    chosen `logger=` option does not include (e.g. `logger.wandb.mode=online` with `logger=csv`)."""
+    for name, conf in (_get(cfg, "logger") or {}).items():
+        if conf is not None and (not isinstance(conf, DictConfig) or "_target_" not in conf):
+            keys = sorted(conf.keys()) if isinstance(conf, DictConfig) else conf
+            raise ConfigError(
+                f"logger.{name}: not a logger of the chosen `logger=` option (it holds only {keys}); "
+                f"choose logger={name} (or a logger option that includes it), or drop these keys"
+            )
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first invalid value (unknown architecture, lr <= 0, missing path, no GPU)."""
     arch = _get(cfg, "model.arch")
@@ -132,6 +144,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_epochs: must be a positive integer (or -1), got {epochs!r}")
     if _get(cfg, "ckpt_path") and not Path(str(cfg.ckpt_path)).is_file():
         raise ConfigError(f"ckpt_path: {cfg.ckpt_path} is not a checkpoint file")
+    _check_loggers(cfg)
     _check_accelerator(cfg)
     _check_segmenter(cfg)
 

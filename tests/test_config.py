@@ -144,3 +144,12 @@ def test_cli_refuses_a_bad_value_before_training(tmp_path: Path):
     assert proc.returncode != 0
     assert "model.lr" in proc.stdout + proc.stderr
     assert not (tmp_path / "cache").exists()
+
+
+def test_logger_keys_without_their_logger_are_refused(compose_cfg, tmp_path: Path):
+    """Keys set for a logger the chosen `logger=` option does not include leave an entry with no class."""
+    cfg = compose_cfg(["logger=csv", "+logger.wandb.mode=online"], tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match=r"^logger.wandb: not a logger .*\['mode'\].*choose logger=wandb"):
+        validate(cfg)
+    validate(compose_cfg(["experiment=demo", "logger=csv"], tmp_path, tmp_path))
+    assert compose_cfg(["logger=wandb"], tmp_path, tmp_path).logger.wandb.log_model is False

@@ -45,7 +45,8 @@ def test_wandb_offline_run_holds_the_logged_metrics_tables_and_checkpoint(
 ):
     # Offline artifacts are staged under WANDB_DATA_DIR until `wandb sync`: keep them in the test's folder.
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))
-    cfg = compose_cfg(["experiment=smoke", "logger=wandb", "model=simple"], tmp_path, cache_dir)
+    overrides = ["experiment=smoke", "logger=wandb", "logger.wandb.log_model=true", "model=simple"]
+    cfg = compose_cfg(overrides, tmp_path, cache_dir)
     metrics = train(cfg)["metrics"]
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
