@@ -68,4 +68,4 @@ def test_config_entry_instantiates(compose_cfg, tmp_path: Path):
     cfg = compose_cfg(["analysis.threshold=0.3"], tmp_path, tmp_path)
     callback = instantiate(cfg.callbacks.faithfulness)
     assert isinstance(callback, FaithfulnessCallback)
-    assert callback.variant == Variant(threshold=0.3) and callback.n_images == 64
+    assert callback.variant == Variant(threshold=0.3) and callback.options.n_images == 64

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ from torch import nn
 from citylens.analysis.faithfulness import CAUSAL_FILE, FAITHFULNESS_FILE, RATIOS_FILE, faithfulness
 from citylens.analysis.sanity import FULL, SANITY_FILE, SANITY_FLAG_RHO, ExplainerFactory, sanity_check
 from citylens.core.io import write_csv
+from citylens.core.layers import resolve_target_layer
 from citylens.core.view import to_input
 from citylens.explain.methods import build_explainer, explainer_name
 from citylens.pipeline.explain_step import test_views
 from citylens.pipeline.masks import sample_indices
+from citylens.pipeline.variant import Variant
 
 log = logging.getLogger("citylens.analysis")
 
@@ -83,3 +86,72 @@ def write_sanity(
             arch,
         )
     return table
+
+
+@dataclass(frozen=True)
+class FaithfulnessOptions:
+    """Settings of the faithfulness step (conf/callbacks/faithfulness.yaml); checked when made.
+
+    default_k: top-k compared where no planted objects give k. sanity: run the randomisation test on
+    n_images test images (as many per city, fixed by the split), batch_size at a time."""
+
+    default_k: int = 3
+    sanity: bool = True
+    n_images: int = 64
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_images < 1:
+            raise ValueError(f"callbacks.faithfulness.n_images must be >= 1, got {self.n_images}")
+        if self.default_k < 1:
+            raise ValueError(f"callbacks.faithfulness.default_k must be >= 1, got {self.default_k}")
+
+
+def run_faithfulness(
+    network: nn.Module,
+    arch: str,
+    variant: Variant,
+    datamodule: Any,
+    run_dir: Path,
+    options: FaithfulnessOptions = FaithfulnessOptions(),
+) -> dict[str, pd.DataFrame]:
+    """Write the variant's faithfulness.csv (when its object_ratios.csv and the run's causal.csv exist) and
+    sanity.csv (when options.sanity); return the tables by name."""
+    tables = {}
+    out = variant.dir(run_dir)
+    ratios, causal = out / RATIOS_FILE, Path(run_dir) / CAUSAL_FILE
+    missing = [p.name for p in (ratios, causal) if not p.is_file()]
+    if missing:
+        log.warning("faithfulness skipped: %s has no %s", run_dir, " or ".join(missing))
+    else:
+        table = write_faithfulness(
+            pd.read_csv(ratios),
+            pd.read_csv(causal),
+            out,
+            variant.threshold,
+            datamodule.describe().get("planted"),
+            options.default_k,
+            (str(ratios), str(causal)),
+        )
+        tables["faithfulness"] = table
+        scores = (
+            f"{r.city} ({r.method}) rho={r.spearman:.2f} P@{r.k}={r.p_at_k:.2f}" for r in table.itertuples()
+        )
+        log.info("faithfulness: %s", ", ".join(scores))
+    if options.sanity:
+        images, labels, _ = sanity_sample(datamodule, options.n_images, options.seed)
+        layer, _ = resolve_target_layer(network, arch, variant.layer)
+        with torch.inference_mode(False):
+            tables["sanity"] = write_sanity(
+                network,
+                layer,
+                arch,
+                images,
+                labels if variant.target == "label" else None,
+                out,
+                variant.explainer,
+                options.seed,
+                options.batch_size,
+            )
+    return tables
