@@ -230,7 +230,7 @@ def fig5_section(runs: Sequence[Run], threshold: float, out: Path, spread: pd.Da
         title=title.split(": ", 1)[1].capitalize(),
     )
     shown = spread_rows(spread, planted_objects(runs))
-    reading = md.reading_ratios(top) + " " + md.reading_spread(shown)
+    reading = " ".join(part for part in (md.reading_ratios(top), md.reading_spread(shown)) if part)
     body = md.spread_table(shown) if len(shown) else ""
     return Section(title, reading, body, figure=save(fig, out / "fig5_ratios_runs.png").name)
 

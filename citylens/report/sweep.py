@@ -76,10 +76,6 @@ class Options:
     explorer: bool = True
 
 
-def _csv(table: pd.DataFrame, out: Path, name: str) -> None:
-    write_csv(table, out / name)
-
-
 def _variant_runs(sweep_dir: Path, variants: list[str]) -> dict[str, list[list[Run]]]:
     """The finished runs of every variant, split into data groups, architectures grouped."""
     found = {}
@@ -127,7 +123,7 @@ def _sections(
     if not runs:
         return sections
     misclassified = misclassified_table(runs)
-    _csv(misclassified, out, "misclassified.csv")
+    write_csv(misclassified, out / "misclassified.csv")
     sections.append(misclassified_section(misclassified))
     if len(groups) > 1:
         sections.append(groups_section(groups))
@@ -143,16 +139,16 @@ def _sections(
         for name, table in group_tables.items():
             tables[name].append(table)
     for name, parts in tables.items():
-        _csv(pd.concat(parts, ignore_index=True), out, name)
+        write_csv(pd.concat(parts, ignore_index=True), out / name)
     log.info("sweep report: figures 3, 5, 6 across %d runs...", len(runs))
     sections.append(fig3_section(runs, out))
     spread = ratio_spread(groups, threshold)
-    _csv(spread, out, "ratio_spread.csv")
+    write_csv(spread, out / "ratio_spread.csv")
     sections.append(fig5_section(runs, threshold, out, spread))
     sections += fig6s
     recovery = recovery_table(runs, threshold)
     if len(recovery):
-        _csv(recovery, out, "recovery.csv")
+        write_csv(recovery, out / "recovery.csv")
         sections.append(recovery_section(recovery))
     sections += faithfulness_sections(runs, out)
     return sections
@@ -189,7 +185,7 @@ def build_report(sweep_dir: Path | str, options: Options | None = None, views: V
             if variants:
                 found = _variant_runs(sweep_dir, variants)
                 variant_rows = variant_table(found, options.chunk)
-                _csv(variant_rows, tmp, "variants.csv")
+                write_csv(variant_rows, tmp / "variants.csv")
                 sections.append(variants_section(variant_rows, variants[0]))
                 grid = explainers_section(
                     {v: groups[0] for v, groups in found.items()},
@@ -201,7 +197,7 @@ def build_report(sweep_dir: Path | str, options: Options | None = None, views: V
                 if grid is not None:
                     sections.append(grid)
             kill_point("report")
-            _csv(
+            write_csv(
                 pd.DataFrame(
                     {
                         "run": [r.name for r in runs] + list(ignored),
@@ -210,8 +206,7 @@ def build_report(sweep_dir: Path | str, options: Options | None = None, views: V
                         "reason": [""] * len(runs) + list(ignored.values()),
                     }
                 ),
-                tmp,
-                "runs.csv",
+                tmp / "runs.csv",
             )
             head = f"# Sweep report: {sweep_dir.name}\n\n`{sweep_dir}`"
             for page in sorted(p.name for p in tmp.glob("explorer*.html")):
