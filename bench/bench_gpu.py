@@ -8,10 +8,14 @@ Prints, with the device name, in one run on one random-weight network:
   and a Lightning `fit` fed by the real data pipeline (synthetic cities -> view cache -> loader workers);
   target: pipeline >= 0.8x the model-only step;
 - Grad-CAM images/s next to the forward pass (target >= 0.9x on a GPU, 0.85x on a CPU, docs/gradcam.md);
+- captum's pixel attributions next to the same forward pass: input x gradient, integrated gradients
+  (16 steps) and SmoothGrad over input x gradient (8 noisy samples), target log P(class), as the pixel
+  explainers run them; `python bench/bench_gradcam.py --device cuda` compares every CAM with pytorch-grad-cam;
 - segmentation images/s: CSAIL ResNet50-dilated + PPM with random weights saved to a temporary folder
   (`--segmenter csail`, the paper's kind of model) or the stored label maps (`--segmenter ground_truth`);
 - the wall time of the full after-fit analysis (Grad-CAM -> mask store, t-SNE and Figures 3, 4, 6; label
-  maps, object ratios and Figure 5; residuals) of the N test images of the synthetic dataset.
+  maps, object ratios and Figure 5; the causal step: counterfactual scenes and deletion of every object, with
+  its forward passes per second; residuals; faithfulness and the randomisation test) of the N test images.
 Compare with the H100 anchors in docs/gradcam.md (batch 256, 224 px).
 """
 
@@ -26,10 +30,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 
+from citylens.callbacks.causal import CausalCallback
 from citylens.callbacks.explain import ExplainCallback
+from citylens.callbacks.faithfulness import FaithfulnessCallback
 from citylens.callbacks.objects import ObjectsCallback
 from citylens.callbacks.residuals import ResidualsCallback
 from citylens.core.layers import ARCHITECTURES
@@ -183,6 +190,39 @@ def gradcam_rates(args: argparse.Namespace, device: torch.device) -> tuple[float
     return rates[0], rates[1]
 
 
+def captum_rates(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Images/s of the forward pass and of captum's pixel attributions of log P(class) on one batch."""
+    from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel
+
+    torch.manual_seed(0)
+    network, _ = build_model(args.arch, 2, args.size)
+    network.to(device, memory_format=memory_format(args)).eval()
+    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    images = images.contiguous(memory_format=memory_format(args))
+    target = torch.zeros(args.batch, dtype=torch.long, device=device)
+
+    def log_prob(x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(network(x), dim=1)
+
+    def forward() -> object:
+        with torch.no_grad():
+            return network(images)
+
+    ixg, ig = InputXGradient(log_prob), IntegratedGradients(log_prob)
+    smooth = NoiseTunnel(ixg)
+    fns: dict[str, Callable[[], object]] = {
+        "forward": forward,
+        "input x gradient": lambda: ixg.attribute(images, target=target),
+        "integrated gradients (16 steps)": lambda: ig.attribute(
+            images, target=target, n_steps=16, internal_batch_size=args.batch
+        ),
+        "SmoothGrad x IxG (8 samples)": lambda: smooth.attribute(
+            images, nt_type="smoothgrad", nt_samples=8, nt_samples_batch_size=1, stdevs=0.15, target=target
+        ),
+    }
+    return {name: best_rate(fn, args.batch, device, 1, args.repeats) for name, fn in fns.items()}
+
+
 def make_segmenter(args: argparse.Namespace, device: torch.device, folder: Path) -> Segmenter:
     """CSAIL with random weights saved as its checkpoint files, or the stored label maps."""
     if args.segmenter == "ground_truth":
@@ -226,7 +266,14 @@ def analysis_seconds(
         "objects": ObjectsCallback(
             segmenter, Variant(), batch_size=args.seg_batch * 4, cache_dir=str(root / "labels")
         ),
+        "causal": CausalCallback(
+            GroundTruthSegmenter(args.size),
+            batch_size=args.batch,
+            workers=args.workers,
+            cache_dir=str(root / "labels"),
+        ),
         "residuals": ResidualsCallback(Variant()),
+        "faithfulness": FaithfulnessCallback(Variant()),
     }
     seconds = {}
     for name, callback in steps.items():
@@ -319,12 +366,23 @@ def main() -> None:
             f"Grad-CAM   images/s: forward {forward:9.1f}   Grad-CAM {cam:9.1f}   ratio {cam / forward:.2f}x "
             f"(target >= {target}x)"
         )
+        rates = captum_rates(args, device)
+        for name, rate in rates.items():
+            if name != "forward":
+                print(f"captum     images/s: {name:32s} {rate:9.1f}   {rate / rates['forward']:.3f}x forward")
         segmenter = make_segmenter(args, device, root)
         print(f"segmenter  images/s: {segmentation_rate(args, segmenter, datamodule, device):9.1f}")
         n_test = len(datamodule.splits["test"])
         seconds = analysis_seconds(args, module, datamodule, segmenter, root, device)
         parts = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
         print(f"analysis of {n_test} test images: {sum(seconds.values()):.1f} s wall ({parts})")
+        causal = pd.read_csv(root / "run" / "causal.csv")
+        views = 2 * int(causal.loc[causal["method"] == "counterfactual", "n_images"].sum())
+        rest = sum(seconds.values()) - seconds["causal"]
+        print(
+            f"causal     {views} views (counterfactual + deletion) in {seconds['causal']:.1f} s: "
+            f"{views / seconds['causal']:.1f} views/s, {seconds['causal'] / rest:.2f}x the rest"
+        )
 
 
 if __name__ == "__main__":
