@@ -171,13 +171,20 @@ def pipeline_rate(
     return timer.rate, module.to(device).eval()
 
 
-def gradcam_rates(args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
-    """Images/s of the forward pass and of batched Grad-CAM (fp32, as the analysis runs)."""
+def random_network(
+    args: argparse.Namespace, device: torch.device
+) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
+    """A random-weight network in eval mode, its Grad-CAM layer and a batch of random images on the device."""
     torch.manual_seed(0)
     network, layer = build_model(args.arch, 2, args.size)
     network.to(device, memory_format=memory_format(args)).eval()
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
-    images = images.contiguous(memory_format=memory_format(args))
+    return network, layer, images.contiguous(memory_format=memory_format(args))
+
+
+def gradcam_rates(args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
+    """Images/s of the forward pass and of batched Grad-CAM (fp32, as the analysis runs)."""
+    network, layer, images = random_network(args, device)
     cam = GradCAM(network, layer)
 
     def forward() -> object:
@@ -194,11 +201,7 @@ def captum_rates(args: argparse.Namespace, device: torch.device) -> dict[str, fl
     """Images/s of the forward pass and of captum's pixel attributions of log P(class) on one batch."""
     from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel
 
-    torch.manual_seed(0)
-    network, _ = build_model(args.arch, 2, args.size)
-    network.to(device, memory_format=memory_format(args)).eval()
-    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
-    images = images.contiguous(memory_format=memory_format(args))
+    network, _, images = random_network(args, device)
     target = torch.zeros(args.batch, dtype=torch.long, device=device)
 
     def log_prob(x: torch.Tensor) -> torch.Tensor:

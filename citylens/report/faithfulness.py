@@ -42,16 +42,17 @@ def causal_path(run: Run) -> Path:
     return run.path / CAUSAL_FILE
 
 
-def _read(path: Path) -> pd.DataFrame | None:
+def read_table(path: Path) -> pd.DataFrame | None:
+    """A CSV a run wrote, or None when it is not there."""
     return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.is_file() else None
 
 
-def _stacked(runs: Sequence[Run], filename: str) -> pd.DataFrame:
+def stacked_tables(runs: Sequence[Run], filename: str) -> pd.DataFrame:
     """Every run's and variant's `filename`, with run, label, arch, seed and variant columns in front."""
     parts = []
     for run in runs:
         for variant, folder in variant_dirs(run).items():
-            table = _read(folder / filename)
+            table = read_table(folder / filename)
             if table is not None and len(table):
                 ident = {"run": run.name, "label": run.label, "arch": run.arch, "seed": run.seed}
                 parts.append(table.assign(**ident, variant=variant))
@@ -128,8 +129,8 @@ def faithfulness_points(runs: Sequence[Run], rows: pd.DataFrame, variant: str, m
     parts = []
     for run in runs:
         mine = rows[(rows["run"] == run.name) & (rows["variant"] == variant) & (rows["method"] == method)]
-        ratios = _read(variant_dirs(run).get(variant, run.path) / RATIOS_FILE)
-        causal = _read(causal_path(run))
+        ratios = read_table(variant_dirs(run).get(variant, run.path) / RATIOS_FILE)
+        causal = read_table(causal_path(run))
         if mine.empty or ratios is None or causal is None:
             continue
         for city, threshold in zip(mine["city"], mine["threshold"]):
@@ -166,7 +167,7 @@ def _reading(rows: pd.DataFrame, method: str, variant: str) -> str:
 
 def faithfulness_section(runs: Sequence[Run], out: Path) -> tuple[Section, pd.DataFrame] | None:
     """The table per architecture and the R-vs-effect figure; None when no run has faithfulness.csv."""
-    rows = _stacked(runs, FAITHFULNESS_FILE)
+    rows = stacked_tables(runs, FAITHFULNESS_FILE)
     if rows.empty:
         return None
     summary = faithfulness_summary(rows, list(dict.fromkeys(r.arch for r in runs)))
@@ -216,7 +217,7 @@ def sanity_summary(rows: pd.DataFrame, arch_order: Sequence[str]) -> pd.DataFram
 
 def sanity_section(runs: Sequence[Run], out: Path) -> tuple[Section, pd.DataFrame] | None:
     """Rank correlation after randomising the top block, the whole cascade and fully; the flag; a figure."""
-    rows = _stacked(runs, SANITY_FILE)
+    rows = stacked_tables(runs, SANITY_FILE)
     if rows.empty:
         return None
     archs = list(dict.fromkeys(r.arch for r in runs))

@@ -169,14 +169,18 @@ def stats_section(tests: pd.DataFrame, n_runs: int, group: int | None = None) ->
         },
     )
     reading = md.reading_comparison(tests.iloc[1], "object-ratio profiles", "L1 distance", n_runs)
+    if len(tests) > 3:
+        more = md.reading_comparison(tests.iloc[3], "object-importance rankings", "1 - rho", n_runs)
+        reading += " " + more[:1].upper() + more[1:]
     note = (
         "Null hypothesis: the runs are exchangeable, i.e. which architecture a run has does not change "
         "how far apart its explanations are. The test relabels the runs, not the pairs: every distinct "
         "assignment of the architecture labels to the runs (105 for 4 architectures x 2 seeds; a seeded "
         "random sample above 10,000), the statistic (mean distance of cross-architecture pairs minus "
         "same-architecture pairs) recomputed from the run x run matrix each time; p = share at least as "
-        "extreme, the observed one included. AR is the primary test; the two ratio-profile tests are "
-        "secondary, their p Holm-adjusted. "
+        "extreme, the observed one included. AR is the primary test; the ratio-profile tests (and the "
+        "object-importance one, 1 - Spearman rho of two runs' rankings of the headline statistic, where it "
+        "was computed) are secondary, their p Holm-adjusted. "
         f"Table 2's intervals: {md.INTERVAL_WORDS}."
     )
     title = f"Statistics: do architectures differ more than seeds?{group_tag(group)[0]}"

@@ -36,6 +36,7 @@ from citylens.pipeline.runs import (
 from citylens.report.examples import Views
 from citylens.report.explorer import build_explorer
 from citylens.report.faithfulness import faithfulness_sections
+from citylens.report.headline import Choice, headline_choice, headline_section, importance_agreement
 from citylens.report.sections import (
     Section,
     explainers_section,
@@ -91,7 +92,13 @@ GROUP_TABLES = ("table2.csv", "table2_grouped.csv", "ratio_distances.csv", "stat
 
 
 def _group_sections(
-    runs: list[Run], group: int | None, options: Options, threshold: float, out: Path, views: Views | None
+    runs: list[Run],
+    group: int | None,
+    options: Options,
+    threshold: float,
+    out: Path,
+    views: Views | None,
+    choice: Choice | None,
 ) -> tuple[list[Section], Section, dict[str, pd.DataFrame]]:
     """Table 2, its heatmap, the tests and Figure 6 of one data group (runs of the same data)."""
     pairs = (
@@ -101,7 +108,8 @@ def _group_sections(
     )
     per_pair, grouped = table2(runs, pairs, options.n_boot, options.seed)
     distances = ratio_distances(runs, threshold)
-    tests = comparison_tests(runs, per_pair, distances, options.n_perm, options.seed)
+    agreement = importance_agreement(runs, choice.variant, choice.statistic) if choice else None
+    tests = comparison_tests(runs, per_pair, distances, options.n_perm, options.seed, agreement)
     sections = table2_sections(runs, per_pair, grouped, tests, out, group)
     sections.append(stats_section(tests, len(runs), group))
     fig6 = fig6_section(
@@ -122,6 +130,9 @@ def _sections(
     sections = [runs_section(runs, ignored)]
     if not runs:
         return sections
+    choice = headline_choice(runs)
+    if choice is not None:
+        sections.insert(0, headline_section(runs, choice, out))
     misclassified = misclassified_table(runs)
     write_csv(misclassified, out / "misclassified.csv")
     sections.append(misclassified_section(misclassified))
@@ -132,7 +143,7 @@ def _sections(
     log.info("sweep report: residuals, Table 2 and statistics of %d runs...", len(runs))
     for k, group in enumerate(groups, 1):
         parts, fig6, group_tables = _group_sections(
-            group, k if len(groups) > 1 else None, options, threshold, out, views
+            group, k if len(groups) > 1 else None, options, threshold, out, views, choice
         )
         sections += parts
         fig6s.append(fig6)

@@ -120,12 +120,14 @@ def ratio_bars_runs(
     planted: dict[str, list[str]] | None = None,
     max_objects: int = 12,
     title: str = "",
+    value_label: str = "R (explained / all px)",
 ) -> Figure:
     """Figure 5 across runs: per city a panel of grouped bars, R per kept object, one bar per run.
 
     Objects are those any run keeps, ordered by their mean R over runs (the first `max_objects`, planted
     objects of synthetic data always among them, marked with a star). Each table holds one run's rows at one
-    threshold.
+    threshold. Another per-object statistic can be drawn in the `ratio` column, named by `value_label`; the
+    axis spans [0, 1] while the values do, else it follows them with a line at zero (signed attributions).
     """
     stacked = pd.concat([t.assign(run=i) for i, t in enumerate(tables)], ignore_index=True)
     kept = stacked[stacked["kept"]]
@@ -150,8 +152,11 @@ def ratio_bars_runs(
             ax.bar(x - 0.4 + (i + 0.5) * width, values, width, color=colours[i], edgecolor="white", lw=0.3)
         names = [f"{o} *" if o in (planted or {}).get(city, []) else o for o in objects]
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=9)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("R (explained / all px)")
+        if kept["ratio"].between(0, 1).all():
+            ax.set_ylim(0, 1)
+        else:
+            ax.axhline(0, color="black", lw=0.6)
+        ax.set_ylabel(value_label)
         ax.set_title(city + ("   (* planted cue)" if planted and city in planted else ""), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     handles = [Patch(color=c, label=label) for c, label in zip(colours, labels)]

@@ -72,6 +72,7 @@ TEST_COLUMNS = [
     "primary",
 ]
 MAX_EXACT = 10000
+IMPORTANCE_COMPARISON = "object-importance ranking distance (1 - Spearman rho)"
 
 
 def paper_ar(arch_a: str, arch_b: str) -> float:
@@ -245,8 +246,10 @@ def comparison_tests(
     distances: pd.DataFrame,
     n_perm: int = 10000,
     seed: int = 0,
+    agreement: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Tests of "architectures differ more than seeds" for AR (primary) and the ratio profiles (L1, JS).
+    """Tests of "architectures differ more than seeds" for AR (primary), the ratio profiles (L1, JS) and, when
+    `agreement` has pairs (report.headline.importance_agreement), the object-importance rankings (1 - rho).
 
     Each relabels the architecture labels across the runs (`relabel_test`: every distinct relabelling up to
     MAX_EXACT, else n_perm random ones) and recomputes mean cross-architecture minus mean same-architecture
@@ -258,7 +261,9 @@ def comparison_tests(
         _test_row("object-ratio profile distance (L1)", runs, distances, "l1", n_perm, seed),
         _test_row("object-ratio profile distance (JS)", runs, distances, "js", n_perm, seed),
     ]
-    table = pd.DataFrame(rows).assign(primary=[True, False, False])
+    if agreement is not None and len(agreement):
+        rows.append(_test_row(IMPORTANCE_COMPARISON, runs, agreement, "distance", n_perm, seed))
+    table = pd.DataFrame(rows).assign(primary=[True] + [False] * (len(rows) - 1))
     table["p_adjusted"] = np.r_[table["p_value"].iloc[:1], holm(table["p_value"].iloc[1:])]
     return table[TEST_COLUMNS]
 
