@@ -19,10 +19,9 @@ import torch
 import yaml
 from hydra.utils import instantiate
 
-from citylens.callbacks.base import AnalysisCallback
 from citylens.config import ConfigError, run_config, validate
 from citylens.run_state import best_checkpoint, clean_temps, write_complete
-from citylens.train import build_callbacks, build_loggers, finish_loggers
+from citylens.train import build_loggers, finish_loggers, run_analysis_callbacks
 
 log = logging.getLogger("citylens")
 
@@ -44,10 +43,8 @@ def analyze(run_dir: Path | str, overrides: list[str] | None = None) -> dict[str
     loggers = build_loggers(cfg, run_dir, job_type="analyze")
     failed = True
     try:
-        for callback in build_callbacks(cfg, run_dir):
-            if isinstance(callback, AnalysisCallback):
-                log.info("analysis: %s on %s", type(callback).__name__, checkpoint)
-                callback.analyse(module, datamodule, run_dir, loggers)
+        log.info("analysis of %s", checkpoint)
+        run_analysis_callbacks(cfg, run_dir, module, datamodule, loggers)
         failed = False
     finally:
         finish_loggers(loggers, failed)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from citylens.core.layers import ARCHITECTURES, resolve_target_layer
@@ -177,6 +177,36 @@ def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
         return compose("train", overrides=composed)
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         return compose("train", overrides=composed)
+
+
+def extra_variant_overrides(entry: object, i: int) -> list[str]:
+    """One `extra_variants` entry as overrides: an explainer name (`layercam`) or overrides separated by
+    spaces (`explainer=ig analysis.threshold=0.3`)."""
+    words = str(entry).split() if isinstance(entry, str) else []
+    if not words:
+        raise ConfigError(f"extra_variants[{i}]: must be an explainer name or overrides, got {entry!r}")
+    return [w if "=" in w else f"explainer={w}" for w in words]
+
+
+def extra_variant_configs(cfg: DictConfig, run_dir: Path) -> list[DictConfig]:
+    """The run's config once per entry of `extra_variants`: composed again from the run's recorded
+    overrides and the entry's, with the causal step off (causal.csv is the run's, not the variant's). Each
+    is validated, so a bad entry fails before training starts."""
+    entries = cfg.get("extra_variants") or []
+    if not isinstance(entries, ListConfig | list):
+        raise ConfigError(f"extra_variants: must be a list, e.g. [layercam], got {entries!r}")
+    configs = []
+    for i, entry in enumerate(entries):
+        overrides = extra_variant_overrides(entry, i)
+        try:
+            extra = run_config(run_dir, [*overrides, "callbacks.causal=null", "extra_variants=[]"])
+        except ConfigError:
+            raise
+        except Exception as err:  # Hydra's errors name the override; say which entry held it
+            raise ConfigError(f"extra_variants[{i}]: {err}") from err
+        validate(extra)
+        configs.append(extra)
+    return configs
 
 
 def resume_args(target: Path) -> list[str]:

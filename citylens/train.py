@@ -24,8 +24,16 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import citylens
+from citylens.callbacks.base import AnalysisCallback
 from citylens.callbacks.checkpoint import AtomicCheckpointIO, ResumeState
-from citylens.config import CONF_DIR, ConfigError, analysis_variant, preflight, validate
+from citylens.config import (
+    CONF_DIR,
+    ConfigError,
+    analysis_variant,
+    extra_variant_configs,
+    preflight,
+    validate,
+)
 from citylens.core.io import atomic_write_json, read_json
 from citylens.run_state import (
     COMPLETE,
@@ -82,6 +90,17 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
         kwargs = {"dirpath": str(run_dir / "checkpoints")} if name == "model_checkpoint" else {}
         callbacks.append(instantiate(conf, **kwargs))
     return callbacks
+
+
+def run_analysis_callbacks(
+    cfg: DictConfig, run_dir: Path, module: pl.LightningModule, datamodule: Any, loggers: list[Any]
+) -> None:
+    """Run the analysis callbacks of `cfg` on a trained module, outside a Trainer (citylens-analyze, and the
+    extra variants of a run)."""
+    for callback in build_callbacks(cfg, run_dir):
+        if isinstance(callback, AnalysisCallback):
+            log.info("analysis: %s (%s)", type(callback).__name__, analysis_variant(cfg).name)
+            callback.analyse(module, datamodule, run_dir, loggers)
 
 
 def finish_loggers(loggers: list[Any], failed: bool = False) -> None:
@@ -147,6 +166,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = cfg.get("ckpt_path") or resume_checkpoint(run_dir)
     if ckpt_path and not cfg.get("ckpt_path"):
         log.info("resuming %s from %s", run_dir, ckpt_path)
+    extras = extra_variant_configs(cfg, run_dir)
     loggers = build_loggers(cfg, run_dir)
     failed = True
     try:
@@ -184,6 +204,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 cfg.seed,
                 run_dir,
             )
+            for extra in extras if trainer.is_global_zero else []:
+                run_analysis_callbacks(extra, run_dir, model.eval(), datamodule, loggers)
         failed = False
     finally:
         finish_loggers(loggers, failed)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -120,3 +123,33 @@ def test_multirun_gives_one_dir_per_job_with_identical_test_ids(run_cli, tmp_pat
         rows = list(csv.DictReader(open(run / "split.csv")))
         test_ids.append([r["image_id"] for r in rows if r["split"] == "test"])
     assert all(ids == test_ids[0] for ids in test_ids) and test_ids[0]
+
+
+def test_extra_variants_are_analysed_after_the_run_and_checked_first(run_cli, tmp_path: Path):
+    run_cli(["experiment=smoke", "callbacks.progress_bar=null", "extra_variants=[layercam]"], tmp_path)
+    (run,) = [p for p in (tmp_path / "out" / "runs").iterdir() if (p / "complete.json").is_file()]
+    folders = sorted(p.name for p in (run / "analysis").iterdir())
+    assert folders == ["gradcam-last_block-label-all-t0.5", "layercam-last_block-label-all-t0.5"]
+    extra = open_store(run / "analysis" / folders[1])
+    first = open_store(run / "analysis" / folders[0])
+    assert extra.meta["explainer"] == "layercam" and first.meta["explainer"] == "gradcam"
+    assert extra.image_ids == first.image_ids and len(extra.image_ids) > 0
+    for name in ("object_ratios.csv", "faithfulness.csv", "residuals.csv"):
+        assert (run / "analysis" / folders[1] / name).is_file(), name
+    # The causal table is the run's: written once, by the run's own analysis.
+    assert (run / "causal.csv").is_file() and not list((run / "analysis").glob("*/causal.csv"))
+
+    bad = tmp_path / "bad"
+    env = {**os.environ, "CITYLENS_OUTPUTS": str(bad / "out"), "CITYLENS_CACHE": str(bad / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "citylens.train", "experiment=smoke", "extra_variants=[nope]"],
+        capture_output=True,
+        text=True,
+        env={**env, "WANDB_MODE": "offline"},
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-2000:]
+    assert "extra_variants[0]" in output and "explainer/nope" in output
+    # Refused before any data work: no dataset was generated.
+    assert not (bad / "cache").exists() or not any((bad / "cache").iterdir())
