@@ -97,7 +97,7 @@ def compute_maps(
             targets = true_cities[first : first + n] if variant.target == "label" else None
             extra = {}
             if getattr(explainer, "needs_labels", False):
-                extra["labels"] = torch.from_numpy(np.asarray(labels[first : first + n]))
+                extra["labels"] = torch.from_numpy(np.array(labels[first : first + n]))
             if getattr(explainer, "needs_empty", False):
                 extra["baselines"] = empty_scenes(datamodule, first, n).to(device)
             maps, logits = explainer.low_res(to_input(views.to(device)), targets, **extra)
