@@ -55,7 +55,7 @@ def object_values(
     if lab.is_floating_point() or lab.dtype == torch.bool:
         raise ValueError(f"label maps must be integer class indices, got {lab.dtype}")
     lab = lab.long().to(m.device)
-    if len(lab) and (int(lab.min()) < 0 or int(lab.max()) > UNLABELLED):
+    if bool(((lab < 0) | ((lab >= N_CLASSES) & (lab != UNLABELLED))).any()):
         raise ValueError(f"label maps must hold 0..{N_CLASSES - 1} or {UNLABELLED} (unlabelled)")
     n = m.shape[0]
     key = (torch.arange(n, device=m.device)[:, None, None] * 256 + lab).reshape(-1)
