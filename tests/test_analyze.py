@@ -191,7 +191,7 @@ def test_analyze_runs_every_attribution_explainer_into_its_variant(run: dict, na
     variant = Variant(name, "input", options=given)
     out = variant.dir(run["run_dir"])
     store = open_store(out)
-    assert store.meta["explainer"] == name and store.meta["options"] == dict(variant.options)
+    assert store.meta["explainer"] == name and store.meta.get("options", {}) == dict(variant.options)
     maps = store.maps()
     assert maps.shape == (len(store), 64, 64) and (maps < 0).any() and (maps > 0).any()
     torch.testing.assert_close(store.masks(), upsample_masks(maps, 64).clamp(0, 1), rtol=0, atol=0)
