@@ -19,6 +19,7 @@ from torch import nn
 
 from citylens.core.layers import ARCHITECTURES, resolve_target_layer
 from citylens.errors import ConfigError
+from citylens.explain.attribution import INPUT_LAYER
 from citylens.models import build_model
 from citylens.pipeline.variant import Variant
 
@@ -121,13 +122,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.arch: unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}")
     if not _number(cfg, "model.lr") > 0:
         raise ConfigError(f"model.lr: learning rate must be positive, got {_get(cfg, 'model.lr')}")
-    if _get(cfg, "analysis") is not None:
-        analysis_variant(cfg)
+    variant = analysis_variant(cfg) if _get(cfg, "analysis") is not None else None
     if _number(cfg, "data.batch_size") < 1:
         raise ConfigError(f"data.batch_size: must be >= 1, got {_get(cfg, 'data.batch_size')}")
     if _number(cfg, "data.input_size") < 16:
         raise ConfigError(f"data.input_size: must be >= 16, got {_get(cfg, 'data.input_size')}")
-    if _get(cfg, "explainer.layer") is not None:
+    if _get(cfg, "explainer.layer") is not None and not (variant and variant.layer == INPUT_LAYER):
         _check_layer(str(arch), _get(cfg, "explainer.layer"), int(_number(cfg, "data.input_size")))
     for key in ("data.root", "data.pittsburgh_root", "data.tokyo_root"):
         if key.rsplit(".", 1)[1] in cfg.data.keys():

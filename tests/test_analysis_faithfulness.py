@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from citylens.analysis.faithfulness import FAITHFULNESS_COLUMNS, faithfulness, precision_at_k
+from citylens.analysis.faithfulness import (
+    FAITHFULNESS_COLUMNS,
+    STATISTIC_COLUMNS,
+    faithfulness,
+    faithfulness_by_statistic,
+    precision_at_k,
+)
 
 
 def test_agreeing_and_opposite_rankings_on_synthetic_data(hand_causal, hand_ratios, planted):
@@ -86,3 +92,25 @@ def test_bad_tables_are_refused_by_name(hand_causal, hand_ratios):
 def test_precision_at_k():
     assert precision_at_k(["a", "b", "c"], ["c", "b", "a"], 2) == 0.5
     assert np.isnan(precision_at_k([], [], 0))
+
+
+def test_the_object_attribution_is_scored_beside_the_ratio(hand_causal, hand_ratios, planted):
+    # A_p^c reverses Pittsburgh's R ranking (R rho -1): the attribution then agrees with the effects.
+    at = hand_ratios[hand_ratios["threshold"] == 0.5]
+    attribution = at[["city", "object", "kept"]].assign(
+        attribution=np.where(at["city"] == "pittsburgh", -at["ratio"], at["ratio"])
+    )
+    table = faithfulness_by_statistic(hand_ratios, attribution, hand_causal, 0.5, planted)
+    assert (
+        list(table.columns) == STATISTIC_COLUMNS
+        and list(table["statistic"]) == ["ratio"] * 2 + ["attribution"] * 2
+    )
+    ratio, attr = (table[table["statistic"] == s].set_index("city") for s in ("ratio", "attribution"))
+    assert ratio.loc["pittsburgh", "spearman"] == pytest.approx(-1.0)
+    assert (
+        attr.loc["pittsburgh", "spearman"] == pytest.approx(1.0) and attr.loc["pittsburgh", "p_at_k"] == 1.0
+    )
+    assert attr.loc["tokyo", "spearman"] == pytest.approx(1.0) and attr["threshold"].isna().all()
+    assert attr.loc["pittsburgh", "explained_top"] == "skyscraper; earth"
+    with pytest.raises(ValueError, match="missing column"):
+        faithfulness(attribution.drop(columns="attribution"), hand_causal, value="attribution")

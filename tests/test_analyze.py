@@ -15,7 +15,7 @@ import torch
 from citylens.analysis.ratios import object_ratios
 from citylens.analyze import analyze
 from citylens.data.datamodule import to_input
-from citylens.explain import GradCAM
+from citylens.explain import GradCAM, upsample_masks
 from citylens.explain.store import StoreError, open_store
 from citylens.models import CityClassifier
 from citylens.pipeline import Variant, list_variants
@@ -172,3 +172,43 @@ def test_analyze_refuses_a_bad_threshold(run: dict):
 
     with pytest.raises(ConfigError, match="analysis.threshold"):
         analyze(run["run_dir"], ["analysis.threshold=-0.1"])
+
+
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("ig", ["explainer.options.n_steps=4"]),
+        ("ixg", []),
+        ("smoothgrad", ["explainer.options.nt_samples=2"]),
+        ("occlusion", []),
+        pytest.param("shapley", ["explainer.options.n_samples=2"], marks=pytest.mark.slow),
+    ],
+)
+def test_analyze_runs_every_attribution_explainer_into_its_variant(run: dict, name: str, options: list[str]):
+    overrides = [f"explainer={name}", *options, "callbacks.faithfulness.n_images=8"]
+    analyze(run["run_dir"], overrides)
+    given = {o.split("=")[0].rsplit(".", 1)[1]: int(o.split("=")[1]) for o in options}
+    variant = Variant(name, "input", options=given)
+    out = variant.dir(run["run_dir"])
+    store = open_store(out)
+    assert store.meta["explainer"] == name and store.meta.get("options", {}) == dict(variant.options)
+    maps = store.maps()
+    assert maps.shape == (len(store), 64, 64) and (maps < 0).any() and (maps > 0).any()
+    torch.testing.assert_close(store.masks(), upsample_masks(maps, 64).clamp(0, 1), rtol=0, atol=0)
+    attribution = pd.read_csv(out / "object_attribution.csv")
+    assert list(attribution.columns[:7]) == [
+        "city", "object", "object_id", "n_images", "attribution", "ci_low", "ci_high"
+    ]  # fmt: skip
+    kept = attribution[attribution["kept"]]
+    assert len(kept) and np.isfinite(kept[["attribution", "ci_low", "ci_high"]].to_numpy()).all()
+    assert (
+        (kept["ci_low"] <= kept["attribution"] + 1e-9) & (kept["attribution"] <= kept["ci_high"] + 1e-9)
+    ).all()
+    scores = pd.read_csv(out / "faithfulness.csv")
+    assert set(scores["statistic"]) == {"ratio", "attribution"}
+    assert scores[scores["statistic"] == "attribution"]["threshold"].isna().all()
+    assert (out / "object_ratios.csv").is_file() and (out / "figures" / "fig5_ratios.png").is_file()
+    assert (out / "sanity.csv").is_file() == (name in ("ig", "ixg", "smoothgrad"))
+    # The CAM variant of the same run keeps what it wrote: no attribution table, no statistic column.
+    assert not (run["out"] / "object_attribution.csv").exists()
+    assert "statistic" not in pd.read_csv(run["out"] / "faithfulness.csv").columns

@@ -37,7 +37,9 @@ def test_every_group_has_the_required_options():
     assert {"wandb", "csv", "none"} <= set(GROUPS["logger"])
     assert {"smoke", "demo", "paper"} <= set(GROUPS["experiment"])
     assert "synthetic" in GROUPS["data"]
-    assert set(GROUPS["explainer"]) == {"gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"}
+    assert set(GROUPS["explainer"]) == {"gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"} | {
+        "ig", "ixg", "smoothgrad", "occlusion", "shapley"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
@@ -153,3 +155,32 @@ def test_logger_keys_without_their_logger_are_refused(compose_cfg, tmp_path: Pat
         validate(cfg)
     validate(compose_cfg(["experiment=demo", "logger=csv"], tmp_path, tmp_path))
     assert compose_cfg(["logger=wandb"], tmp_path, tmp_path).logger.wandb.log_model is False
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["explainer=ig", "explainer.options.baseline=white"], "explainer.options.baseline"),
+        (["explainer=ig", "explainer.options.n_steps=0"], "explainer.options.n_steps"),
+        (["explainer=smoothgrad", "explainer.options.stdev=0"], "explainer.options.stdev"),
+        (["explainer=shapley", "explainer.options.n_samples=0"], "explainer.options.n_samples"),
+        (["explainer=occlusion", "explainer.options.fill=zero"], "explainer.options.fill"),
+        (["explainer=ig", "explainer.layer=last_block"], "explainer.layer"),
+        (["explainer=ig", "+explainer.options.steps=3"], "explainer.options: unknown key"),
+    ],
+)
+def test_bad_attribution_options_are_refused_naming_the_key(compose_cfg, overrides, key: str, tmp_path: Path):
+    cfg = compose_cfg(overrides, tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match=f"^{key}"):
+        validate(cfg)
+
+
+def test_attribution_configs_give_the_variant_its_options(compose_cfg, tmp_path: Path):
+    from citylens.config import analysis_variant
+
+    cfg = compose_cfg(["explainer=ig", "explainer.options.baseline=blur"], tmp_path, tmp_path)
+    variant = analysis_variant(cfg)
+    assert variant.explainer == "ig" and variant.layer == "input"
+    assert dict(variant.options) == {"baseline": "blur", "n_steps": 16, "blur_sigma": 0.1}
+    assert variant.name == "ig_baseline_blur-input-label-all-t0.5"
+    assert analysis_variant(compose_cfg([], tmp_path, tmp_path)).options == ()

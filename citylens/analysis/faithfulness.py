@@ -1,4 +1,5 @@
-"""Faithfulness of an explanation: does the object-ratio ranking R_p^c follow what the network uses?
+"""Faithfulness of an explanation: does the object-ratio ranking R_p^c (or the object attribution A_p^c of an
+attribution explainer) follow what the network uses?
 
 The truth is the causal table (causal.csv): per city and object, the mean drop of P(true city) when the object
 is removed (`method` counterfactual on synthetic data, deletion on real data). Per city and method, over the
@@ -7,7 +8,8 @@ objects kept in the ratio table (at one threshold) that also have a causal effec
 - p_at_k: |top k by R & top k by effect| / k, k = number of objects planted in the city (synthetic data),
   else `default_k`, capped at the number of common objects.
 With planted objects the table also scores both rankings against what the data holds (causal_planted_p_at_k,
-explained_planted_p_at_k). How to read them: docs/faithfulness.md.
+explained_planted_p_at_k). `faithfulness_by_statistic` scores R and A_p^c of one variant in one table,
+with a `statistic` column (`ratio`, `attribution`). How to read them: docs/faithfulness.md.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ FAITHFULNESS_COLUMNS = [
     "causal_planted_p_at_k",
     "explained_planted_p_at_k",
 ]
+STATISTIC_COLUMNS = [*FAITHFULNESS_COLUMNS[:3], "statistic", *FAITHFULNESS_COLUMNS[3:]]
 RATIO_COLUMNS = ("threshold", "city", "object", "ratio", "kept")
+ATTRIBUTION_COLUMNS = ("city", "object", "attribution", "kept")
 CAUSAL_COLUMNS = ("city", "object", "effect", "method")
 SEPARATOR = "; "
 
@@ -91,27 +95,35 @@ def faithfulness(
     planted: dict[str, Sequence[str]] | None = None,
     default_k: int = 3,
     names: tuple[str, str] = ("object ratios", "causal table"),
+    value: str = "ratio",
 ) -> pd.DataFrame:
     """One row per (city, causal method) with a city in both tables; columns FAITHFULNESS_COLUMNS.
 
     `ratios` is an object-ratio table (object_ratios.csv), `causal` a causal table (causal.csv); `names`
     label them in error messages (e.g. their paths). causal_top / explained_top list the first k objects of
-    each ranking joined by '; ', planted the city's planted objects (empty on real data).
+    each ranking joined by '; ', planted the city's planted objects (empty on real data). With
+    value="attribution", `ratios` is an object-attribution table (object_attribution.csv) instead: its kept
+    objects are ranked by A_p^c, and the threshold column is NaN.
     """
-    require_columns(ratios, RATIO_COLUMNS, names[0])
+    if value not in ("ratio", "attribution"):
+        raise ValueError(f"value: {value!r} is not 'ratio' or 'attribution'")
+    require_columns(ratios, RATIO_COLUMNS if value == "ratio" else ATTRIBUTION_COLUMNS, names[0])
     require_columns(causal, CAUSAL_COLUMNS, names[1])
     if default_k < 1:
         raise ValueError(f"default_k must be >= 1, got {default_k}")
     planted = {city: list(dict.fromkeys(objs)) for city, objs in (planted or {}).items()}
     rows = []
-    if len(ratios):
+    if value == "attribution":
+        threshold = float("nan")
+        at = ratios[ratios["kept"].astype(bool)]
+    elif len(ratios):
         threshold = pick_threshold(ratios, threshold, names[0])
         at = ratios[np.isclose(ratios["threshold"].astype(float), threshold) & ratios["kept"].astype(bool)]
     else:
         at = ratios
     effects = causal[np.isfinite(causal["effect"].astype(float))]
     for (city, method), group in effects.groupby(["city", "method"], sort=True):
-        explained = at[at["city"] == city].set_index("object")["ratio"]
+        explained = at[at["city"] == city].set_index("object")[value]
         if explained.empty:
             continue
         effect = group.groupby("object")["effect"].mean()
@@ -139,6 +151,26 @@ def faithfulness(
             }
         )
     return pd.DataFrame(rows, columns=FAITHFULNESS_COLUMNS)
+
+
+def faithfulness_by_statistic(
+    ratios: pd.DataFrame,
+    attribution: pd.DataFrame,
+    causal: pd.DataFrame,
+    threshold: float | None = None,
+    planted: dict[str, Sequence[str]] | None = None,
+    default_k: int = 3,
+    names: tuple[str, str, str] = ("object ratios", "object attribution", "causal table"),
+) -> pd.DataFrame:
+    """`faithfulness` of R (statistic `ratio`) and of A_p^c (statistic `attribution`) against the same causal
+    table, stacked; columns STATISTIC_COLUMNS."""
+    parts = [
+        faithfulness(table, causal, threshold, planted, default_k, (name, names[2]), value).assign(
+            statistic=value
+        )
+        for table, name, value in ((ratios, names[0], "ratio"), (attribution, names[1], "attribution"))
+    ]
+    return pd.concat(parts, ignore_index=True)[STATISTIC_COLUMNS]
 
 
 def _planted_hits(ranked: list[str], planted: list[str], k: int) -> float:

@@ -1,5 +1,14 @@
-"""Explaining predictions: batched CAM masks (five methods), explanations cut out of them, the mask store."""
+"""Explaining predictions: batched CAM masks (five methods), captum attributions (pixels and objects),
+explanations cut out of them, the mask store."""
 
+from citylens.explain.attribution import (
+    Attribution,
+    InputXGradient,
+    IntegratedGradients,
+    ObjectShapley,
+    Occlusion,
+    SmoothGrad,
+)
 from citylens.explain.cam import BaseCAM, upsample_masks
 from citylens.explain.explanation import explain, overlay, validate_threshold
 from citylens.explain.methods import (
@@ -16,12 +25,18 @@ from citylens.explain.store import MaskStore, StoreError, open_store
 
 __all__ = [
     "EXPLAINERS",
+    "Attribution",
     "BaseCAM",
     "GradCAM",
     "GradCAMPlusPlus",
     "HiResCAM",
+    "InputXGradient",
+    "IntegratedGradients",
     "LayerCAM",
     "MaskStore",
+    "ObjectShapley",
+    "Occlusion",
+    "SmoothGrad",
     "StoreError",
     "XGradCAM",
     "build_explainer",

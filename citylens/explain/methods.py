@@ -1,4 +1,5 @@
-"""The five CAM methods, each the few lines that differ, and `build_explainer` to choose one by name.
+"""The five CAM methods, each the few lines that differ, the captum attribution explainers
+(citylens.explain.attribution) beside them, and `build_explainer` to choose one by name.
 
 Each is pytorch-grad-cam 1.5.7's class of the same name for one target layer, no smoothing
 (docs/explainers.md, "The methods"). A = the layer's activations, G = dS/dA, both (N, K, h, w) float32;
@@ -7,9 +8,19 @@ sums and means over "hw" run over the spatial dims of each image and channel.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from citylens.explain.attribution import (
+    Attribution,
+    InputXGradient,
+    IntegratedGradients,
+    ObjectShapley,
+    Occlusion,
+    SmoothGrad,
+)
 from citylens.explain.cam import BaseCAM
 
 # pytorch-grad-cam's constants: GradCAM++ adds 1e-6 to its alpha denominator, XGradCAM 1e-7 to sum_hw A.
@@ -59,12 +70,17 @@ class LayerCAM(BaseCAM):
         return (grads.clamp_min(0) * activations).sum(dim=1)
 
 
-EXPLAINERS: dict[str, type[BaseCAM]] = {
+EXPLAINERS: dict[str, type[BaseCAM] | type[Attribution]] = {
     "gradcam": GradCAM,
     "hirescam": HiResCAM,
     "gradcam++": GradCAMPlusPlus,
     "xgradcam": XGradCAM,
     "layercam": LayerCAM,
+    "ig": IntegratedGradients,
+    "ixg": InputXGradient,
+    "smoothgrad": SmoothGrad,
+    "occlusion": Occlusion,
+    "shapley": ObjectShapley,
 }
 
 
@@ -79,12 +95,35 @@ def explainer_name(name_or_class_path: str) -> str:
     raise ValueError(f"explainer: unknown method {name_or_class_path!r}; choose one of {list(EXPLAINERS)}")
 
 
+def is_attribution(name: str) -> bool:
+    """Is the explainer a captum attribution (signed map of the input) rather than a CAM of a layer?"""
+    return issubclass(EXPLAINERS[explainer_name(name)], Attribution)
+
+
+def check_explainer_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The explainer's options with defaults filled in (none for a CAM); ValueError naming the bad key."""
+    cls = EXPLAINERS[explainer_name(name)]
+    if issubclass(cls, Attribution):
+        return cls.check_options(options)
+    if options:
+        raise ValueError(f"explainer.options: {name} takes no options, got {sorted(options)}")
+    return {}
+
+
 def build_explainer(
     name: str,
     network: nn.Module,
     layer: nn.Module | str = "last_block",
     arch: str | None = None,
     autocast_dtype: torch.dtype | None = None,
-) -> BaseCAM:
-    """The explainer `name` (a key of EXPLAINERS) of `network` at `layer` (module, preset or dotted path)."""
-    return EXPLAINERS[explainer_name(name)](network, layer, autocast_dtype=autocast_dtype, arch=arch)
+    options: dict[str, Any] | None = None,
+    internal_batch_size: int = 64,
+) -> BaseCAM | Attribution:
+    """The explainer `name` (a key of EXPLAINERS) of `network` at `layer` (module, preset or dotted path;
+    `input` for an attribution explainer), with its `options` and, for an attribution explainer, at most
+    `internal_batch_size` inputs per forward pass."""
+    cls = EXPLAINERS[explainer_name(name)]
+    if issubclass(cls, Attribution):
+        return cls(network, layer, autocast_dtype, arch, internal_batch_size, options)
+    check_explainer_options(name, options)
+    return cls(network, layer, autocast_dtype=autocast_dtype, arch=arch)

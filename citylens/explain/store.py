@@ -116,6 +116,11 @@ class MaskStore:
         """Full-resolution (n, S, S) float32 masks of images start:stop, exactly as Grad-CAM returned them."""
         return upsample_masks(torch.from_numpy(np.array(self.low_res[start:stop])), size or self.size)
 
+    def maps(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """The stored maps of images start:stop as computed: a CAM's normalised low-resolution maps, or an
+        attribution explainer's signed full-resolution maps (`masks`: their normalised positive part)."""
+        return torch.from_numpy(np.array(self.low_res[start:stop]))
+
     def chunks(self, chunk: int = 256, size: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield (start, masks) over the store in order, `chunk` images at a time."""
         for start in range(0, len(self), chunk):

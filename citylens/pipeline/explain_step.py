@@ -17,9 +17,13 @@ from torch import nn
 from citylens import figures
 from citylens.analysis.embedding import embed_masks
 from citylens.core.io import write_csv
+from citylens.core.view import to_input
+from citylens.data.synthetic import SyntheticCities
 from citylens.explain.explanation import explain
+from citylens.explain.methods import EXPLAINERS
 from citylens.explain.store import MaskStore
 from citylens.faults import kill_point
+from citylens.pipeline.causal_step import as_view, is_synthetic
 from citylens.pipeline.masks import (
     compute_maps,
     reusable_store,
@@ -62,6 +66,25 @@ def test_views(datamodule: Any, indices: np.ndarray) -> np.ndarray:
     return np.stack([views[datamodule.row[records[i].image_id]] for i in indices])
 
 
+def empty_scene_inputs(datamodule: Any, first: int, n: int) -> torch.Tensor:
+    """Network inputs (n, 3, S, S) of test images first:first+n rendered again by the synthetic generator
+    without any of their removable objects, as the causal step brings a rendering into the analysis view."""
+    if not is_synthetic(datamodule):
+        raise ValueError("explainer.options.baseline: 'empty' needs synthetic data (the generator's scenes)")
+    scenes = SyntheticCities(datamodule.root)
+    views = []
+    for record in datamodule.splits["test"][first : first + n]:
+        present, _ = scenes.contents(record.image_id)
+        rgb, _ = scenes.render(record.image_id, remove=present)
+        views.append(as_view(rgb, datamodule.input_size))
+    return to_input(torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2))
+
+
+def needs_label_maps(variant: Variant) -> bool:
+    """Does the variant's explainer perturb objects through the label maps (occlusion, shapley)?"""
+    return bool(getattr(EXPLAINERS[variant.explainer], "needs_labels", False))
+
+
 def run_explain(
     network: nn.Module,
     arch: str,
@@ -72,10 +95,12 @@ def run_explain(
     checkpoint: str | None,
     options: ExplainOptions = ExplainOptions(),
     maps: tuple[np.ndarray, np.ndarray] | None = None,
+    labels: Any = None,
 ) -> ExplainResult:
     """Masks of every test image (unless `maps` are given, e.g. gathered under DDP) into the variant's store,
     reusing a store already there with the same provenance and images; then the t-SNE map (tsne.csv) and
-    Figures 3, 4 and 6 under the variant's folder."""
+    Figures 3, 4 and 6 under the variant's folder. `labels`: the test split's label maps, which an object
+    explainer needs (`needs_label_maps`)."""
     provenance = store_provenance(variant, datamodule, arch, run_seed, checkpoint)
     out = variant.dir(run_dir)
     store = reusable_store(out, provenance, [r.image_id for r in datamodule.splits["test"]])
@@ -83,7 +108,15 @@ def run_explain(
         log.info("mask store of the same checkpoint already written, kept: %s", store.path)
     else:
         if maps is None:
-            maps = compute_maps(network, arch, variant, datamodule, options.batch_size)
+            maps = compute_maps(
+                network,
+                arch,
+                variant,
+                datamodule,
+                options.batch_size,
+                labels=labels,
+                empty_scenes=empty_scene_inputs,
+            )
         store = write_variant_store(variant, run_dir, datamodule, maps, provenance)
     log.info("mask store: %d masks (%s) -> %s", len(store), store.low_res.shape[1:], store.path)
     kill_point("analysis")

@@ -1,5 +1,6 @@
-"""The faithfulness step of a run's analysis: faithfulness.csv (R against causal effects) and sanity.csv
-(the model-parameter randomisation test) of one variant, as plain functions (docs/faithfulness.md).
+"""The faithfulness step of a run's analysis: faithfulness.csv (R, and for an attribution explainer also the
+object attribution A_p^c, against causal effects) and sanity.csv (the model-parameter randomisation test) of
+one variant, as plain functions (docs/faithfulness.md).
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ import pandas as pd
 import torch
 from torch import nn
 
-from citylens.analysis.faithfulness import CAUSAL_FILE, FAITHFULNESS_FILE, RATIOS_FILE, faithfulness
+from citylens.analysis.attribution import ATTRIBUTION_FILE
+from citylens.analysis.faithfulness import (
+    CAUSAL_FILE,
+    FAITHFULNESS_FILE,
+    RATIOS_FILE,
+    faithfulness,
+    faithfulness_by_statistic,
+)
 from citylens.analysis.sanity import FULL, SANITY_FILE, SANITY_FLAG_RHO, ExplainerFactory, sanity_check
 from citylens.core.io import write_csv
 from citylens.core.layers import resolve_target_layer
 from citylens.core.view import to_input
-from citylens.explain.methods import build_explainer, explainer_name
+from citylens.explain.methods import EXPLAINERS, build_explainer, explainer_name, is_attribution
 from citylens.pipeline.explain_step import test_views
 from citylens.pipeline.masks import sample_indices
 from citylens.pipeline.variant import Variant
@@ -36,17 +44,23 @@ def write_faithfulness(
     planted: dict[str, Sequence[str]] | None = None,
     default_k: int = 3,
     names: tuple[str, str] = (RATIOS_FILE, CAUSAL_FILE),
+    attribution: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Score one variant's object ratios against the run's causal table -> out_dir/faithfulness.csv."""
-    table = faithfulness(ratios, causal, threshold, planted, default_k, names)
+    """Score one variant's object ratios (and its object attribution, when given: a `statistic` column then
+    says which row scores which) against the run's causal table -> out_dir/faithfulness.csv."""
+    if attribution is None:
+        table = faithfulness(ratios, causal, threshold, planted, default_k, names)
+    else:
+        labels = (names[0], ATTRIBUTION_FILE, names[1])
+        table = faithfulness_by_statistic(ratios, attribution, causal, threshold, planted, default_k, labels)
     write_csv(table, Path(out_dir) / FAITHFULNESS_FILE)
     return table
 
 
-def explainer_factory(name: str) -> ExplainerFactory:
-    """The explainer builder for a registered method name (citylens.explain.build_explainer)."""
+def explainer_factory(name: str, options: dict[str, Any] | None = None) -> ExplainerFactory:
+    """The builder of a registered explainer with its options (citylens.explain.build_explainer)."""
     explainer_name(name)
-    return lambda network, layer: build_explainer(name, network, layer)
+    return lambda network, layer: build_explainer(name, network, layer, options=options)
 
 
 def sanity_sample(
@@ -70,11 +84,12 @@ def write_sanity(
     explainer: str = "gradcam",
     seed: int = 0,
     batch_size: int = 32,
+    options: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """sanity_check of one explainer on `images` -> out_dir/sanity.csv; targets None = predicted classes."""
-    table = sanity_check(
-        network, layer, arch, images, targets, explainer_factory(explainer), explainer, seed, batch_size
-    )
+    """sanity_check of one explainer (with its options) on `images` -> out_dir/sanity.csv; targets None =
+    predicted classes. A pixel attribution explainer takes the network itself as its `layer`."""
+    factory = explainer_factory(explainer, options)
+    table = sanity_check(network, layer, arch, images, targets, factory, explainer, seed, batch_size)
     write_csv(table, Path(out_dir) / SANITY_FILE)
     full = table[table["step_name"] == FULL]["mean_spearman"].iloc[0]
     if full > SANITY_FLAG_RHO:
@@ -125,6 +140,7 @@ def run_faithfulness(
     if missing:
         log.warning("faithfulness skipped: %s has no %s", run_dir, " or ".join(missing))
     else:
+        attribution = out / ATTRIBUTION_FILE
         table = write_faithfulness(
             pd.read_csv(ratios),
             pd.read_csv(causal),
@@ -133,15 +149,21 @@ def run_faithfulness(
             datamodule.describe().get("planted"),
             options.default_k,
             (str(ratios), str(causal)),
+            pd.read_csv(attribution) if is_attribution(variant.explainer) and attribution.is_file() else None,
         )
         tables["faithfulness"] = table
         scores = (
-            f"{r.city} ({r.method}) rho={r.spearman:.2f} P@{r.k}={r.p_at_k:.2f}" for r in table.itertuples()
+            f"{r.city} ({r.method}{', ' + r.statistic if 'statistic' in table else ''}) rho={r.spearman:.2f} "
+            f"P@{r.k}={r.p_at_k:.2f}"
+            for r in table.itertuples()
         )
         log.info("faithfulness: %s", ", ".join(scores))
-    if options.sanity:
+    if options.sanity and getattr(EXPLAINERS[variant.explainer], "needs_labels", False):
+        log.info("sanity check skipped: %s perturbs objects through label maps", variant.explainer)
+    elif options.sanity:
         images, labels, _ = sanity_sample(datamodule, options.n_images, options.seed)
-        layer, _ = resolve_target_layer(network, arch, variant.layer)
+        attribution = is_attribution(variant.explainer)
+        layer = network if attribution else resolve_target_layer(network, arch, variant.layer)[0]
         with torch.inference_mode(False):
             tables["sanity"] = write_sanity(
                 network,
@@ -153,5 +175,6 @@ def run_faithfulness(
                 variant.explainer,
                 options.seed,
                 options.batch_size,
+                dict(variant.options),
             )
     return tables

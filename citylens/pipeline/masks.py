@@ -8,6 +8,7 @@ run them on a loaded checkpoint.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,17 @@ def shard_bounds(n: int, batch_size: int, rank: int, world_size: int) -> tuple[i
     return start, min(n, start + per_rank)
 
 
-def explainer_for(variant: Variant, network: nn.Module, arch: str) -> Any:
-    """The variant's explainer of `network` at the variant's layer (a preset of `arch` or a dotted path)."""
-    return build_explainer(variant.explainer, network, variant.layer, arch)
+def explainer_for(variant: Variant, network: nn.Module, arch: str, batch_size: int = 64) -> Any:
+    """The variant's explainer of `network` at the variant's layer (a preset of `arch` or a dotted path),
+    with the variant's options; an attribution explainer runs at most `batch_size` inputs per forward pass."""
+    return build_explainer(
+        variant.explainer,
+        network,
+        variant.layer,
+        arch,
+        options=dict(variant.options),
+        internal_batch_size=batch_size,
+    )
 
 
 def compute_maps(
@@ -57,14 +66,24 @@ def compute_maps(
     batch_size: int,
     start: int = 0,
     stop: int | None = None,
+    labels: Any = None,
+    empty_scenes: Callable[[Any, int, int], torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Low-resolution maps (n, h, w) and class probabilities (n, C) of test images start:stop.
 
-    With `variant.target == "label"` each image's true city is explained, else its predicted city.
+    With `variant.target == "label"` each image's true city is explained, else its predicted city. An
+    attribution explainer's maps are signed, at the input's resolution; an object explainer needs the test
+    split's label maps (`labels`, indexed like the split), integrated gradients with baseline `empty` the
+    synthetic generator's scenes without their objects: `empty_scenes(datamodule, first, n)` gives the
+    inputs of test images first:first+n (citylens.pipeline.explain_step.empty_scene_inputs).
     """
-    explainer = explainer_for(variant, network, arch)
+    explainer = explainer_for(variant, network, arch, batch_size)
+    if getattr(explainer, "needs_labels", False) and labels is None:
+        raise ValueError(f"explainer {variant.explainer}: needs the test images' label maps (a segmenter)")
+    if getattr(explainer, "needs_empty", False) and empty_scenes is None:
+        raise ValueError("explainer.options.baseline: 'empty' needs the empty scenes (empty_scenes=)")
     stop = len(datamodule.splits["test"]) if stop is None else stop
-    labels = datamodule.targets("test")
+    true_cities = datamodule.targets("test")
     device = next(network.parameters()).device
     maps_parts, prob_parts = [], []
     with torch.inference_mode(False):
@@ -74,8 +93,14 @@ def compute_maps(
             total=-(-max(stop - start, 0) // batch_size),
             unit="batch",
         ):
-            targets = labels[first : first + len(views)] if variant.target == "label" else None
-            maps, logits = explainer.low_res(to_input(views.to(device)), targets)
+            n = len(views)
+            targets = true_cities[first : first + n] if variant.target == "label" else None
+            extra = {}
+            if getattr(explainer, "needs_labels", False):
+                extra["labels"] = torch.from_numpy(np.array(labels[first : first + n]))
+            if getattr(explainer, "needs_empty", False):
+                extra["baselines"] = empty_scenes(datamodule, first, n).to(device)
+            maps, logits = explainer.low_res(to_input(views.to(device)), targets, **extra)
             maps_parts.append(maps.cpu().numpy())
             prob_parts.append(logits.float().softmax(1).cpu().numpy())
     if not maps_parts:

@@ -1,4 +1,5 @@
-"""The objects step of a run's analysis: label maps, object ratios R_p^c, Figure 5, planted recovery."""
+"""The objects step of a run's analysis: label maps, object ratios R_p^c, Figure 5, planted recovery and, for
+an attribution explainer, the object attribution A_p^c."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import numpy as np
 import pandas as pd
 
 from citylens import figures
+from citylens.analysis.attribution import ATTRIBUTION_FILE, attribution_table, object_values
 from citylens.analysis.ratios import RatioAccumulator, planted_recovery, ratio_summary
 from citylens.core.io import write_csv
+from citylens.explain.methods import EXPLAINERS, is_attribution
 from citylens.explain.store import MaskStore, check_labels_match
 from citylens.pipeline.variant import Variant
 from citylens.segment import GroundTruthSegmenter, LabelMapCache, Segmenter, label_cache_key
@@ -82,6 +85,37 @@ def object_ratios(
     return acc.table(n_boot, seed)
 
 
+def object_attribution(
+    store: MaskStore,
+    labels: Any,
+    variant: Variant,
+    min_mean_pixels: float,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A_p^c of the variant's images from the store's signed maps: per image and object the map's sum over
+    the object (pixel explainers) or mean (object explainers), averaged per city over the images containing
+    the object, with intervals over test places; min_mean_pixels is given at 224 px as for the ratios."""
+    statistic = EXPLAINERS[variant.explainer].object_statistic
+    keep = selected(store, variant)
+    values, pixels = [], []
+    for start in range(0, len(store), 256):
+        stop = min(len(store), start + 256)
+        rows = keep[start:stop]
+        v, p = object_values(store.maps(start, stop)[rows], np.array(labels[start:stop])[rows], statistic)
+        values.append(v)
+        pixels.append(p)
+    return attribution_table(
+        np.concatenate(values),
+        np.concatenate(pixels),
+        np.asarray(store.cities)[keep],
+        np.asarray(store.places)[keep],
+        min_mean_pixels * (store.size / 224) ** 2,
+        n_boot,
+        seed,
+    )
+
+
 def available_label_maps(
     step: str,
     segmenter: Segmenter,
@@ -116,12 +150,18 @@ def run_objects(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> ObjectsResult:
-    """object_ratios.csv, ratio_summary.csv, figures/fig5_ratios.png and (synthetic) recovery.csv in `out`."""
+    """object_ratios.csv, ratio_summary.csv, figures/fig5_ratios.png, (synthetic) recovery.csv and, for an
+    attribution explainer, object_attribution.csv in `out` (a CAM variant writes what it always wrote)."""
     thresholds = sorted({variant.threshold, *extra_thresholds})
     table = object_ratios(store, labels, variant, thresholds, min_mean_pixels, n_boot, seed)
     result = ObjectsResult({"object_ratios": table, "ratio_summary": ratio_summary(table)})
     write_csv(table, out / "object_ratios.csv")
     write_csv(result.tables["ratio_summary"], out / "ratio_summary.csv")
+    if is_attribution(variant.explainer):
+        result.tables["object_attribution"] = object_attribution(
+            store, labels, variant, min_mean_pixels, n_boot, seed
+        )
+        write_csv(result.tables["object_attribution"], out / ATTRIBUTION_FILE)
     at_threshold = None
     if planted:
         recovery = planted_recovery(table, planted)

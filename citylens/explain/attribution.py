@@ -1,0 +1,381 @@
+"""Attribution explainers from captum: signed per-pixel maps and per-object values (docs/explainers.md).
+
+Pixel explainers (`IntegratedGradients`, `InputXGradient`, `SmoothGrad` = captum's NoiseTunnel over either)
+explain the log-probability of the target class; their map is the captum attribution summed over the colour
+channels, signed, at the input's resolution. Object explainers (`Occlusion` = captum's FeatureAblation,
+`ObjectShapley` = captum's ShapleyValueSampling) perturb whole objects through the label map given as
+captum's `feature_mask`; their map holds each object's value on every pixel of the object.
+
+Every explainer has the CAM family's interface: `low_res(images, targets) -> (maps, logits)` (here the maps
+are the signed full-resolution maps a mask store keeps) and `__call__(images, targets) -> masks`, the
+positive part of the map min-max normalised to [0, 1] by `upsample_masks`, which is what the object ratios
+R_p^c, the figures and the residuals read. `object_statistic` says how a map becomes one value per object:
+the sum over the object's pixels (pixel explainers) or their mean (object explainers: the object's value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from citylens.core.view import MEAN, STD
+from citylens.explain.cam import Targets, _frozen_eval, _target_indices, upsample_masks
+
+# The layer an attribution explainer names: it explains the network's input, not a hidden layer.
+INPUT_LAYER = "input"
+BASELINES = ("mean", "black", "blur", "empty")
+FILLS = ("mean", "blur")
+
+
+def captum_attr() -> Any:
+    """captum.attr, imported on first use: it loads matplotlib.pyplot, which a light import must not."""
+    import captum.attr
+
+    return captum.attr
+
+
+def fill_images(images: torch.Tensor, fill: str, blur_sigma: float = 0.1) -> torch.Tensor:
+    """Normalised network inputs (N, 3, H, W) -> the same images filled as the causal step's deletion fills
+    an object: each image's mean colour (`mean`) or the image under a Gaussian blur of `blur_sigma` times
+    its side (`blur`, scipy's reflecting filter as deletion uses), computed on the inputs without rounding."""
+    if fill == "mean":
+        return images.mean(dim=(2, 3), keepdim=True).expand_as(images).clone()
+    sigma = blur_sigma * max(images.shape[-2:])
+    blurred = ndimage.gaussian_filter(
+        images.detach().float().cpu().numpy(), (0, 0, sigma, sigma), mode="reflect"
+    )
+    return torch.from_numpy(blurred).to(images.device, images.dtype)
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"explainer.options.{key}: {value!r} is not one of {list(choices)}")
+    return str(value)
+
+
+def _check_int(key: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"explainer.options.{key}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def _check_positive(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"explainer.options.{key}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+class Attribution:
+    """What every captum explainer shares: options, eval mode, targets, log-softmax output, the map.
+
+    Options (`explainer.options` in the config) are the class's OPTIONS with their defaults; unknown keys
+    and bad values raise ValueError naming the key. `internal_batch_size` bounds the inputs of one forward
+    pass (the explain step's batch size).
+    """
+
+    OPTIONS: ClassVar[dict[str, Any]] = {}
+    needs_labels: ClassVar[bool] = False
+    object_statistic: ClassVar[str] = "sum"
+
+    def __init__(
+        self,
+        network: nn.Module,
+        layer: nn.Module | str = INPUT_LAYER,
+        autocast_dtype: torch.dtype | None = None,
+        arch: str | None = None,
+        internal_batch_size: int = 64,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(layer, str) and layer != INPUT_LAYER:
+            raise ValueError(
+                f"explainer.layer: {type(self).__name__} explains the network's input; set it to "
+                f"{INPUT_LAYER!r}, got {layer!r}"
+            )
+        if autocast_dtype is not None:
+            raise ValueError(f"{type(self).__name__}: autocast is not supported (attributions need fp32)")
+        self.network = network
+        self.options = self.check_options(options)
+        self.internal_batch_size = _check_int("internal_batch_size", internal_batch_size, 1)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The options with defaults filled in, each checked; ValueError names the key at fault."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(cls.OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"explainer.options: unknown key(s) {unknown} for {cls.__name__}; "
+                f"it takes {list(cls.OPTIONS)}"
+            )
+        merged = {**cls.OPTIONS, **options}
+        checks: dict[str, Callable[[str, Any], Any]] = {
+            "baseline": lambda k, v: _check_choice(k, v, BASELINES),
+            "fill": lambda k, v: _check_choice(k, v, FILLS),
+            "method": lambda k, v: _check_choice(k, v, ("ig", "ixg")),
+            "n_steps": lambda k, v: _check_int(k, v, 1),
+            "n_samples": lambda k, v: _check_int(k, v, 1),
+            "nt_samples": lambda k, v: _check_int(k, v, 1),
+            "seed": lambda k, v: _check_int(k, v, 0),
+            "blur_sigma": _check_positive,
+            "stdev": _check_positive,
+        }
+        return {k: checks[k](k, v) for k, v in merged.items()}
+
+    @property
+    def needs_empty(self) -> bool:
+        """Does it need the synthetic generator's empty scenes as `baselines`?"""
+        return self.options.get("baseline") == "empty"
+
+    def log_probs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The function explained: log-probabilities (N, C) of the classes."""
+        return self.network(inputs).float().log_softmax(dim=1)
+
+    def baselines(self, images: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor | None:
+        """The reference inputs of the attribution (None: the method needs none)."""
+        choice = self.options.get("baseline") or self.options.get("fill")
+        if choice is None:
+            return None
+        if choice == "empty":
+            if given is None or given.shape != images.shape:
+                raise ValueError(
+                    "baseline 'empty': pass the empty scenes' inputs as baselines=, one per image"
+                )
+            return given.to(images.device, images.dtype)
+        if choice == "black":
+            return (-MEAN / STD).to(images.device, images.dtype).expand_as(images).clone()
+        if choice == "mean" and "baseline" in self.options:
+            return torch.zeros_like(images)
+        return fill_images(images, choice, self.options["blur_sigma"])
+
+    def attribute(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        baselines: torch.Tensor | None,
+        labels: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """captum's attributions (N, 3, H, W) of the target classes' log-probabilities."""
+        raise NotImplementedError(f"{type(self).__name__} must override attribute")
+
+    def to_map(self, attributions: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) attributions -> the (N, H, W) signed map: summed over the colour channels."""
+        return attributions.sum(dim=1)
+
+    def low_res(
+        self,
+        images: torch.Tensor,
+        targets: Targets = None,
+        baselines: torch.Tensor | None = None,
+        labels: torch.Tensor | np.ndarray | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The signed maps (N, H, W) float32 and the logits (N, C) float32; targets default to each argmax.
+
+        `labels` (N, H, W) integer label maps (object explainers), `baselines` (N, 3, H, W) the empty scenes
+        (integrated gradients with baseline `empty`)."""
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be a float tensor (N, C, H, W), got {shape}")
+        target_idx = _target_indices(targets, images.shape[0])
+        with _frozen_eval(self.network), torch.inference_mode(False):
+            with torch.no_grad():
+                logits = self.network(images.detach()).float()
+            if target_idx is None:
+                target_idx = logits.argmax(dim=1)
+            elif bool(((target_idx < 0) | (target_idx >= logits.shape[1])).any()):
+                raise ValueError(f"targets must lie in [0, {logits.shape[1]}), got {target_idx.tolist()}")
+            if self.needs_labels:
+                labels = self._check_labels(labels, images)
+            with torch.enable_grad():
+                attributions = self.attribute(
+                    images.detach(),
+                    target_idx.long().to(images.device),
+                    self.baselines(images, baselines),
+                    labels,
+                )
+        return self.to_map(attributions.detach().float()), logits
+
+    def __call__(self, images: torch.Tensor, targets: Targets = None) -> torch.Tensor:
+        """Masks (N, H, W) in [0, 1]: the map's positive part, min-max normalised per image."""
+        return upsample_masks(self.low_res(images, targets)[0], tuple(images.shape[-2:]))
+
+    @staticmethod
+    def _check_labels(labels: torch.Tensor | np.ndarray | None, images: torch.Tensor) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("an object explainer needs the images' label maps (labels=)")
+        labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+        expected = (images.shape[0], *images.shape[-2:])
+        if tuple(labels.shape) != expected or labels.is_floating_point():
+            raise ValueError(
+                f"labels must be integer label maps {expected}, got {labels.dtype} {tuple(labels.shape)}"
+            )
+        return labels.to(images.device)
+
+
+class IntegratedGradients(Attribution):
+    """Integrated gradients (captum): the path integral from the baseline to the image, `n_steps` steps.
+
+    baseline: `mean` (the zero network input = the mean colour), `black`, `blur` (the image blurred by
+    `blur_sigma` x its side) or `empty` (the generator's scene without its removable objects)."""
+
+    OPTIONS: ClassVar[dict[str, Any]] = {"baseline": "mean", "n_steps": 16, "blur_sigma": 0.1}
+
+    def attribute(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        baselines: torch.Tensor | None,
+        labels: torch.Tensor | None,
+    ) -> torch.Tensor:
+        return (
+            captum_attr()
+            .IntegratedGradients(self.log_probs)
+            .attribute(
+                images,
+                baselines=baselines,
+                target=targets,
+                n_steps=self.options["n_steps"],
+                internal_batch_size=self.internal_batch_size,
+            )
+        )
+
+
+class InputXGradient(Attribution):
+    """Input x gradient (captum): each input value times the gradient of the target's log-probability."""
+
+    def attribute(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        baselines: torch.Tensor | None,
+        labels: torch.Tensor | None,
+    ) -> torch.Tensor:
+        return (
+            captum_attr()
+            .InputXGradient(self.log_probs)
+            .attribute(images.requires_grad_(True), target=targets)
+        )
+
+
+class SmoothGrad(Attribution):
+    """SmoothGrad (captum's NoiseTunnel, smoothgrad): the mean attribution of `method` (`ixg` or `ig`, with
+    IG's baseline and n_steps) over `nt_samples` copies of the image with Gaussian noise of std `stdev`
+    (in normalised input units), drawn from a generator seeded with `seed`."""
+
+    OPTIONS: ClassVar[dict[str, Any]] = {
+        "method": "ixg",
+        "nt_samples": 8,
+        "stdev": 0.15,
+        "seed": 0,
+        "baseline": "mean",
+        "n_steps": 16,
+        "blur_sigma": 0.1,
+    }
+
+    @property
+    def needs_empty(self) -> bool:
+        return self.options["method"] == "ig" and super().needs_empty
+
+    def baselines(self, images: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor | None:
+        return super().baselines(images, given) if self.options["method"] == "ig" else None
+
+    def attribute(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        baselines: torch.Tensor | None,
+        labels: torch.Tensor | None,
+    ) -> torch.Tensor:
+        o = self.options
+        if o["method"] == "ig":
+            inner: Any = captum_attr().IntegratedGradients(self.log_probs)
+            extra = {
+                "baselines": baselines,
+                "n_steps": o["n_steps"],
+                "internal_batch_size": self.internal_batch_size,
+            }
+        else:
+            inner, extra = captum_attr().InputXGradient(self.log_probs), {}
+        with torch.random.fork_rng(devices=[images.device] if images.is_cuda else []):
+            torch.manual_seed(o["seed"])
+            return (
+                captum_attr()
+                .NoiseTunnel(inner)
+                .attribute(
+                    images,
+                    nt_type="smoothgrad",
+                    nt_samples=o["nt_samples"],
+                    nt_samples_batch_size=max(1, self.internal_batch_size // len(images)),
+                    stdevs=o["stdev"],
+                    target=targets,
+                    **extra,
+                )
+            )
+
+
+def compact_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Label maps (N, H, W) -> captum's feature_mask (N, 1, H, W): the label values present in the batch
+    renumbered 0..K-1, so captum perturbs K objects instead of every ADE20K index up to the largest."""
+    _, inverse = torch.unique(labels, return_inverse=True)
+    return inverse.reshape(labels.shape)[:, None].long()
+
+
+class Occlusion(Attribution):
+    """Occlusion of whole objects (captum's FeatureAblation, the label map as feature_mask): an object's
+    value is log P(target | image) - log P(target | image with the object filled), the fill as the causal
+    step's deletion: `mean` colour of the image or `blur` (Gaussian of `blur_sigma` x the image side)."""
+
+    OPTIONS: ClassVar[dict[str, Any]] = {"fill": "mean", "blur_sigma": 0.1}
+    needs_labels: ClassVar[bool] = True
+    object_statistic: ClassVar[str] = "mean"
+
+    def attribute(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        baselines: torch.Tensor | None,
+        labels: torch.Tensor | None,
+    ) -> torch.Tensor:
+        return (
+            captum_attr()
+            .FeatureAblation(self.log_probs)
+            .attribute(images, baselines=baselines, target=targets, feature_mask=compact_mask(labels))
+        )
+
+    def to_map(self, attributions: torch.Tensor) -> torch.Tensor:
+        """Every channel of an object's pixels holds the object's value: the map is one channel of it."""
+        return attributions[:, 0]
+
+
+class ObjectShapley(Occlusion):
+    """Shapley values of the objects (captum's ShapleyValueSampling over `n_samples` random orders, seeded
+    with `seed`, the label map as feature_mask): an object's mean marginal effect on log P(target) when it is
+    filled, over coalitions of the other objects of the image, filled as Occlusion fills. Opt-in: it costs
+    n_samples x (objects in the batch + 1) forward passes of the batch."""
+
+    OPTIONS: ClassVar[dict[str, Any]] = {"fill": "mean", "blur_sigma": 0.1, "n_samples": 16, "seed": 0}
+
+    def attribute(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        baselines: torch.Tensor | None,
+        labels: torch.Tensor | None,
+    ) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[images.device] if images.is_cuda else []):
+            torch.manual_seed(self.options["seed"])
+            return (
+                captum_attr()
+                .ShapleyValueSampling(self.log_probs)
+                .attribute(
+                    images,
+                    baselines=baselines,
+                    target=targets,
+                    feature_mask=compact_mask(labels),
+                    n_samples=self.options["n_samples"],
+                )
+            )
