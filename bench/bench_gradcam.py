@@ -23,7 +23,7 @@ import pytorch_grad_cam
 import torch
 
 from citylens.core.layers import ARCHITECTURES
-from citylens.explain import EXPLAINERS, build_explainer
+from citylens.explain import CAMS, build_explainer
 from citylens.models import build_model
 
 # pytorch-grad-cam's class of the same name as each of ours.
@@ -123,7 +123,7 @@ def main() -> None:
         "wall: elapsed time (the default on cuda)",
     )
     parser.add_argument("--models", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
-    parser.add_argument("--methods", nargs="+", choices=list(EXPLAINERS), default=list(EXPLAINERS))
+    parser.add_argument("--methods", nargs="+", choices=list(CAMS), default=list(CAMS))
     parser.add_argument(
         "--layer", default="last_block", help="a layer preset (or dotted path) for every model"
     )

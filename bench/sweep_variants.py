@@ -20,7 +20,7 @@ import pandas as pd
 
 from citylens.analyze import analyze
 from citylens.core.layers import LAYER_PRESETS
-from citylens.explain.methods import EXPLAINERS
+from citylens.explain.methods import CAMS
 from citylens.pipeline import Variant
 from citylens.pipeline.runs import scan_sweep
 
@@ -65,7 +65,7 @@ def measure(run_dir: Path, arch: str, method: str, layer: str, n_images: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path)
-    parser.add_argument("--methods", nargs="+", default=list(EXPLAINERS))
+    parser.add_argument("--methods", nargs="+", default=list(CAMS))
     parser.add_argument("--layers", nargs="+", default=["last_block", "last_conv", "layer3", "layer2"])
     parser.add_argument("--sanity-images", type=int, default=32, help="0: skip the sanity check")
     parser.add_argument("--runs", nargs="*", default=None, help="only these run folder names")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from citylens.core.layers import LAYER_PRESETS, resolve_target_layer
-from citylens.explain import EXPLAINERS, BaseCAM, build_explainer, upsample_masks
+from citylens.explain import CAMS, BaseCAM, build_explainer, upsample_masks
 
 BATCH = 4
 TARGETS = [2, 0, 1, 0]
@@ -59,7 +59,7 @@ def test_every_method_matches_pytorch_grad_cam(networks, arch: str, preset: str)
     torch.manual_seed(1)
     images = torch.randn(BATCH, 3, 64, 64)
     target_modes = [TARGETS] if arch == "vgg11" else [TARGETS, None]
-    for name, given in itertools.product(EXPLAINERS, target_modes):
+    for name, given in itertools.product(CAMS, target_modes):
         explainer = build_explainer(name, network, preset, arch=arch)
         masks = explainer(images, given)
         expected = _reference(name, network, explainer.target_layer, images, given)
@@ -76,15 +76,15 @@ def test_each_method_matches_only_its_own_reference(networks) -> None:
     torch.manual_seed(2)
     images = torch.randn(BATCH, 3, 64, 64)
     layer = resolve_target_layer(network, "simple", "last_block")[0]
-    references = {name: _reference(name, network, layer, images, TARGETS) for name in EXPLAINERS}
-    for name in EXPLAINERS:
+    references = {name: _reference(name, network, layer, images, TARGETS) for name in CAMS}
+    for name in CAMS:
         masks = build_explainer(name, network, layer)(images, TARGETS)
         for other, expected in references.items():
             gap = (masks - expected).abs().max().item()
             assert gap <= 1e-5 if other == name else gap > 1e-2, (name, other, gap)
 
 
-@pytest.mark.parametrize("name", list(EXPLAINERS))
+@pytest.mark.parametrize("name", list(CAMS))
 def test_state_restored_no_parameter_gradients_and_no_grad_mode(networks, name: str) -> None:
     network = networks["simple"]
     network.train()
@@ -113,8 +113,8 @@ def test_state_restored_no_parameter_gradients_and_no_grad_mode(networks, name: 
 
 
 def test_registry_names_the_five_classes_over_one_base(networks) -> None:
-    assert list(EXPLAINERS) == ["gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"]
-    for name, cls in EXPLAINERS.items():
+    assert list(CAMS) == ["gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"]
+    for name, cls in CAMS.items():
         explainer = build_explainer(name, networks["resnet18"], "layer3", arch="resnet18")
         assert type(explainer) is cls and isinstance(explainer, BaseCAM)
         assert explainer.layer_path == "layer3.-1"

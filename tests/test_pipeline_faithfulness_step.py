@@ -31,8 +31,8 @@ def test_sample_is_balanced_and_reads_the_right_rows(split_data):
 
 
 def test_unknown_explainer_refused_by_key():
-    with pytest.raises(ValueError, match="explainer: unknown method 'occlusion'"):
-        explainer_factory("occlusion")
+    with pytest.raises(ValueError, match="explainer: unknown method 'deconvnet'"):
+        explainer_factory("deconvnet")
 
 
 def test_whole_step_on_a_plain_network(split_data, hand_causal, hand_ratios, tmp_path: Path):

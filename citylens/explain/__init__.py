@@ -12,6 +12,7 @@ from citylens.explain.attribution import (
 from citylens.explain.cam import BaseCAM, upsample_masks
 from citylens.explain.explanation import explain, overlay, validate_threshold
 from citylens.explain.methods import (
+    CAMS,
     EXPLAINERS,
     GradCAM,
     GradCAMPlusPlus,
@@ -24,6 +25,7 @@ from citylens.explain.methods import (
 from citylens.explain.store import MaskStore, StoreError, open_store
 
 __all__ = [
+    "CAMS",
     "EXPLAINERS",
     "Attribution",
     "BaseCAM",

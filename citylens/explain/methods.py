@@ -70,18 +70,22 @@ class LayerCAM(BaseCAM):
         return (grads.clamp_min(0) * activations).sum(dim=1)
 
 
-EXPLAINERS: dict[str, type[BaseCAM] | type[Attribution]] = {
+# The CAM family (a map of one layer, pytorch-grad-cam's semantics) and captum's attributions (of the input).
+CAMS: dict[str, type[BaseCAM]] = {
     "gradcam": GradCAM,
     "hirescam": HiResCAM,
     "gradcam++": GradCAMPlusPlus,
     "xgradcam": XGradCAM,
     "layercam": LayerCAM,
+}
+ATTRIBUTIONS: dict[str, type[Attribution]] = {
     "ig": IntegratedGradients,
     "ixg": InputXGradient,
     "smoothgrad": SmoothGrad,
     "occlusion": Occlusion,
     "shapley": ObjectShapley,
 }
+EXPLAINERS: dict[str, type[BaseCAM] | type[Attribution]] = {**CAMS, **ATTRIBUTIONS}
 
 
 def explainer_name(name_or_class_path: str) -> str:
