@@ -402,3 +402,31 @@ def _random_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
 def random_images() -> Callable[..., torch.Tensor]:
     """`random_images(n, size, seed=0)`: a seeded uint8 batch (n, 3, size, size)."""
     return _random_images
+
+
+# ---------------------------------------------------------------- a tiny network trained for seconds
+
+
+def _train_tiny(datamodule: object, epochs: int = 20, seed: int = 0) -> nn.Module:
+    """A small BN-CNN trained with Adam on the data module's train loader, in eval mode: it learns the
+    one-cue synthetic cities at 32 px in seconds (Simple needs far longer)."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(32, 2),
+    )  # fmt: skip
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        for x, y in datamodule.train_dataloader():
+            loss = nn.functional.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def train_tiny() -> Callable[..., nn.Module]:
+    """`train_tiny(datamodule, epochs=20, seed=0)`: a small CNN trained on the data module for seconds."""
+    return _train_tiny

@@ -136,31 +136,13 @@ def test_attribution_explainers_explain_the_input(networks):
         build_explainer("ig", networks["simpler"], "last_block")
 
 
-def _tiny_classifier() -> nn.Module:
-    """A small CNN that learns the one-cue cities at 32 px in a few seconds."""
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(32, 2),
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
-def one_cue(cache_dir: Path) -> tuple[nn.Module, SyntheticCityData]:
-    torch.manual_seed(0)
+def one_cue(cache_dir: Path, train_tiny) -> tuple[nn.Module, SyntheticCityData]:
     dm = SyntheticCityData(
         ONE_CUE, images_per_city=100, image_size=32, input_size=32, cache_dir=str(cache_dir), hflip=False
     )
     dm.setup()
-    net = _tiny_classifier()
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(20):
-        for x, y in dm.train_dataloader():
-            loss = nn.functional.cross_entropy(net(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return net.eval(), dm
+    return train_tiny(dm), dm
 
 
 @pytest.mark.parametrize("name", ["ig", "occlusion"])

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from citylens.callbacks.causal import CausalCallback
 from citylens.core.ade20k import class_index
@@ -52,27 +51,9 @@ def test_counterfactual_of_nothing_is_the_view_the_classifier_saw(cache_dir: Pat
         assert {"sky", "building", "road"} <= set(deletion.objects) and set(deletion.methods) == {"deletion"}
 
 
-def _tiny_network() -> nn.Module:
-    """A small BN-CNN: learns the one-cue cities in about a second at 32 px (Simple needs far longer)."""
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(32, 2),
-    )  # fmt: skip
-
-
-def test_trained_network_relies_on_the_only_cue(cache_dir: Path, tmp_path: Path) -> None:
-    torch.manual_seed(0)
+def test_trained_network_relies_on_the_only_cue(cache_dir: Path, tmp_path: Path, train_tiny) -> None:
     dm = _data(cache_dir)
-    net = _tiny_network()
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(20):
-        for x, y in dm.train_dataloader():
-            loss = nn.functional.cross_entropy(net(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    net.eval()
+    net = train_tiny(dm)
     with torch.no_grad():
         accuracy = np.mean([(net(x).argmax(1) == y).float().mean().item() for x, y in dm.test_dataloader()])
     assert accuracy >= 0.9

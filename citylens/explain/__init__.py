@@ -1,14 +1,7 @@
 """Explaining predictions: batched CAM masks (five methods), captum attributions (pixels and objects),
 explanations cut out of them, the mask store."""
 
-from citylens.explain.attribution import (
-    Attribution,
-    InputXGradient,
-    IntegratedGradients,
-    ObjectShapley,
-    Occlusion,
-    SmoothGrad,
-)
+from citylens.explain.attribution import Attribution
 from citylens.explain.cam import BaseCAM, upsample_masks
 from citylens.explain.explanation import explain, overlay, validate_threshold
 from citylens.explain.methods import (
@@ -17,7 +10,12 @@ from citylens.explain.methods import (
     GradCAM,
     GradCAMPlusPlus,
     HiResCAM,
+    InputXGradient,
+    IntegratedGradients,
     LayerCAM,
+    ObjectShapley,
+    Occlusion,
+    SmoothGrad,
     XGradCAM,
     build_explainer,
     explainer_name,

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from scipy import ndimage
-from torch import nn
+from torch import Tensor, nn
 
 from citylens.core.view import MEAN, STD
 from citylens.explain.cam import Targets, _frozen_eval, _target_indices, upsample_masks
@@ -30,6 +30,7 @@ from citylens.explain.cam import Targets, _frozen_eval, _target_indices, upsampl
 INPUT_LAYER = "input"
 BASELINES = ("mean", "black", "blur", "empty")
 FILLS = ("mean", "blur")
+OptTensor = Tensor | None
 
 
 def captum_attr() -> Any:
@@ -152,13 +153,7 @@ class Attribution:
             return torch.zeros_like(images)
         return fill_images(images, choice, self.options["blur_sigma"])
 
-    def attribute(
-        self,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        baselines: torch.Tensor | None,
-        labels: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def attribute(self, images: Tensor, targets: Tensor, baselines: OptTensor, labels: OptTensor) -> Tensor:
         """captum's attributions (N, 3, H, W) of the target classes' log-probabilities."""
         raise NotImplementedError(f"{type(self).__name__} must override attribute")
 
@@ -224,13 +219,7 @@ class IntegratedGradients(Attribution):
 
     OPTIONS: ClassVar[dict[str, Any]] = {"baseline": "mean", "n_steps": 16, "blur_sigma": 0.1}
 
-    def attribute(
-        self,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        baselines: torch.Tensor | None,
-        labels: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def attribute(self, images: Tensor, targets: Tensor, baselines: OptTensor, labels: OptTensor) -> Tensor:
         return (
             captum_attr()
             .IntegratedGradients(self.log_probs)
@@ -247,13 +236,7 @@ class IntegratedGradients(Attribution):
 class InputXGradient(Attribution):
     """Input x gradient (captum): each input value times the gradient of the target's log-probability."""
 
-    def attribute(
-        self,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        baselines: torch.Tensor | None,
-        labels: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def attribute(self, images: Tensor, targets: Tensor, baselines: OptTensor, labels: OptTensor) -> Tensor:
         return (
             captum_attr()
             .InputXGradient(self.log_probs)
@@ -283,13 +266,7 @@ class SmoothGrad(Attribution):
     def baselines(self, images: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor | None:
         return super().baselines(images, given) if self.options["method"] == "ig" else None
 
-    def attribute(
-        self,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        baselines: torch.Tensor | None,
-        labels: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def attribute(self, images: Tensor, targets: Tensor, baselines: OptTensor, labels: OptTensor) -> Tensor:
         o = self.options
         if o["method"] == "ig":
             inner: Any = captum_attr().IntegratedGradients(self.log_probs)
@@ -333,13 +310,7 @@ class Occlusion(Attribution):
     needs_labels: ClassVar[bool] = True
     object_statistic: ClassVar[str] = "mean"
 
-    def attribute(
-        self,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        baselines: torch.Tensor | None,
-        labels: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def attribute(self, images: Tensor, targets: Tensor, baselines: OptTensor, labels: OptTensor) -> Tensor:
         return (
             captum_attr()
             .FeatureAblation(self.log_probs)
@@ -359,13 +330,7 @@ class ObjectShapley(Occlusion):
 
     OPTIONS: ClassVar[dict[str, Any]] = {"fill": "mean", "blur_sigma": 0.1, "n_samples": 16, "seed": 0}
 
-    def attribute(
-        self,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        baselines: torch.Tensor | None,
-        labels: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def attribute(self, images: Tensor, targets: Tensor, baselines: OptTensor, labels: OptTensor) -> Tensor:
         with torch.random.fork_rng(devices=[images.device] if images.is_cuda else []):
             torch.manual_seed(self.options["seed"])
             return (
