@@ -21,7 +21,13 @@ from citylens.figures import save
 from citylens.pipeline.runs import Run, pair_group
 from citylens.report import markdown as md
 from citylens.report import sweep_figures
-from citylens.report.faithfulness import primary_method, read_table, stacked_tables, variant_dirs
+from citylens.report.faithfulness import (
+    causal_path,
+    primary_method,
+    read_table,
+    stacked_tables,
+    variant_dirs,
+)
 from citylens.report.sections import Section
 
 TITLE = "What makes each city recognisable"
@@ -146,11 +152,23 @@ def importance_agreement(runs: Sequence[Run], variant: str, statistic: str) -> p
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
 
 
-def _cell(row: pd.Series, planted: Sequence[str]) -> str:
-    """'fence* 0.42 ± 0.05': object (star if planted), mean over runs, SD over seeds where there are two."""
-    star = "*" if row["object"] in planted else ""
+def tested_objects(runs: Sequence[Run], method: str) -> set[tuple[str, str]]:
+    """The (city, object) pairs with a causal effect of `method` in any of the runs' causal.csv."""
+    pairs = set()
+    for run in runs:
+        causal = read_table(causal_path(run))
+        if causal is not None:
+            mine = causal[causal["method"] == method]
+            pairs |= set(zip(mine["city"], mine["object"]))
+    return pairs
+
+
+def _cell(row: pd.Series, planted: Sequence[str], untested: bool = False) -> str:
+    """'fence* 0.42 ± 0.05': object (* planted, † no causal effect measured), mean over runs, SD over seeds
+    where there are two."""
+    mark = ("*" if row["object"] in planted else "") + ("†" if untested else "")
     sd = f" ± {md.fmt(row['seed_sd'], 2)}" if np.isfinite(row["seed_sd"]) else ""
-    return f"{row['object']}{star} {md.fmt(row['value'], 2)}{sd}"
+    return f"{row['object']}{mark} {md.fmt(row['value'], 2)}{sd}"
 
 
 def headline_rows(
@@ -159,16 +177,18 @@ def headline_rows(
     """One row per architecture and city: the chosen statistic's top objects and the paper's R top objects."""
     best = ranked_objects(runs, choice.variant, choice.statistic)
     paper = ranked_objects(runs, paper_variant, "ratio", top=3)
+    tested = tested_objects(runs, choice.method)
     rows = []
     for (arch, city), g in best.groupby(["arch", "city"], sort=False):
         p = paper[(paper["arch"] == arch) & (paper["city"] == city)]
         mine = planted.get(city, [])
+        cells = [_cell(r, mine, bool(tested) and (city, r["object"]) not in tested) for _, r in g.iterrows()]
         rows.append(
             {
                 "arch": arch,
                 "city": city,
                 "runs": int(g["n_runs"].max()),
-                "top": ", ".join(_cell(r, mine) for _, r in g.iterrows()),
+                "top": ", ".join(cells),
                 "paper": ", ".join(_cell(r, mine) for _, r in p.iterrows()) or "–",
             }
         )
@@ -214,7 +234,9 @@ def headline_section(runs: Sequence[Run], choice: Choice, out: Path) -> Section:
         },
     )
     body += (
-        "\n\n* = planted in the city (synthetic data). Each value is the mean over the architecture's runs "
+        f"\n\n* = planted in the city (synthetic data); † = no {choice.method} effect was measured for it "
+        "(e.g. a background class the generator cannot remove), so its rank rests on the explainer alone "
+        "and the faithfulness score above does not cover it. Each value is the mean over the architecture's runs "
         "of the city's per-object statistic; every run's 95% interval over test places is in "
         f"{STATISTICS[choice.statistic][0]} of its variant folder. Why this statistic: docs/faithfulness.md."
     )
