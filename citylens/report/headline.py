@@ -235,10 +235,11 @@ def headline_section(runs: Sequence[Run], choice: Choice, out: Path) -> Section:
     )
     body += (
         f"\n\n* = planted in the city (synthetic data); † = no {choice.method} effect was measured for it "
-        "(e.g. a background class the generator cannot remove), so its rank rests on the explainer alone "
-        "and the faithfulness score above does not cover it. Each value is the mean over the architecture's runs "
-        "of the city's per-object statistic; every run's 95% interval over test places is in "
-        f"{STATISTICS[choice.statistic][0]} of its variant folder. Why this statistic: docs/faithfulness.md."
+        "(e.g. a background class the generator cannot remove), so its rank rests on the explainer "
+        "alone and the faithfulness score above does not cover it. Each value is the mean over the "
+        "architecture's runs of the city's per-object statistic; every run's 95% interval over test places "
+        f"is in {STATISTICS[choice.statistic][0]} of its variant folder. Why this statistic: "
+        "docs/faithfulness.md."
     )
     figure = None
     tables = [
