@@ -1,7 +1,7 @@
 """CPU training speed of each setting against fp32, per architecture and image size, in one interleaved run.
 
     python bench/bench_train_cpu.py [--archs vgg11 resnet18 simple simpler] [--sizes 64 224]
-                                    [--settings fp32 bf16 cl ...] [--steps 6] [--repeats 3] [--quick]
+                                    [--settings fp32 bf16 cl ...] [--steps 2] [--rounds 6] [--quick]
     python bench/bench_train_cpu.py --accuracy [--epochs 3] [--seeds 0 1]
 
 Speed: train images/s of the demo's step (batch 16, fused Adam, the data module's train loader: view cache ->
@@ -10,11 +10,11 @@ flip -> normalise) on synthetic cities, for each setting:
 - bf16: bfloat16 autocast around forward and loss, as Lightning's `precision=bf16-mixed` does on a CPU;
 - cl: channels-last weights and inputs (`model.channels_last=true`);
 - bf16+cl: both;
-- workers1 / workers2: `data.num_workers` loader processes (persistent, their start-up not timed);
+- workers1 / workers2: `data.num_workers` loader processes (a loader per round, its start-up not timed);
 - threads1: `torch.set_num_threads(1)` (one intra-op thread instead of one per core).
-Cells are interleaved: every repeat times every (arch, size, setting) once, so a load change from other jobs
-on a shared machine hits all settings alike; the ratio to fp32 is taken within a repeat, and the table gives
-its median and its range over the repeats (the noise).
+Settings take turns within each (arch, size): every round runs a few steps of each, so a load change from
+other jobs on a shared machine hits all settings alike; the ratio to fp32 is taken within a round, and the
+table gives its median, quartiles and range over the rounds (the noise).
 
 Accuracy (`--accuracy`): test accuracy of a short run per (arch, setting, seed) on the demo's data (700 images
 per city at 64 px, the demo's per-architecture learning rate), so a setting that costs accuracy beyond the
@@ -111,22 +111,39 @@ def train_step(
     optimizer.step()
 
 
-def train_rate(arch: str, datamodule: SyntheticCityData, setting: Setting, steps: int, warmup: int) -> float:
-    """Train images/s over `steps` steps fed by the loader, after `warmup` untimed steps."""
-    torch.manual_seed(0)
-    module = classifier(arch, datamodule.input_size, setting, datamodule.num_classes).train()
-    optimizer = module.configure_optimizers()["optimizer"]
-    datamodule.num_workers = setting.workers
-    with threads(setting.threads):
-        batches = iter(cycle(datamodule))
-        for _ in range(warmup):
-            train_step(module, optimizer, next(batches), setting.bf16)
-        start, images = time.perf_counter(), 0
-        for _ in range(steps):
-            batch = next(batches)
-            train_step(module, optimizer, batch, setting.bf16)
-            images += len(batch[1])
-        return images / (time.perf_counter() - start)
+class Cell:
+    """One (arch, size): a contiguous and a channels-last module with their optimizers, trained by turns."""
+
+    def __init__(self, arch: str, datamodule: SyntheticCityData, settings: list[str]) -> None:
+        self.datamodule = datamodule
+        self.trained: dict[bool, tuple[CityClassifier, torch.optim.Optimizer]] = {}
+        for channels_last in sorted({SETTINGS[name].channels_last for name in settings}):
+            torch.manual_seed(0)
+            setting = Setting(channels_last=channels_last)
+            module = classifier(arch, datamodule.input_size, setting, datamodule.num_classes).train()
+            self.trained[channels_last] = module, module.configure_optimizers()["optimizer"]
+        datamodule.num_workers = 0
+        self.batches = cycle(datamodule)  # the in-process loader, shared by the settings without workers
+
+    def rate(self, setting: Setting, steps: int) -> float:
+        """Train images/s of `steps` steps under `setting`; a setting with loader workers starts its own
+        loader and takes one untimed step first (worker start-up is not a step's cost)."""
+        module, optimizer = self.trained[setting.channels_last]
+        batches = self.batches
+        with threads(setting.threads):
+            if setting.workers:
+                self.datamodule.num_workers = setting.workers
+                batches = cycle(self.datamodule)
+                train_step(module, optimizer, next(batches), setting.bf16)
+            start, images = time.perf_counter(), 0
+            for _ in range(steps):
+                batch = next(batches)
+                train_step(module, optimizer, batch, setting.bf16)
+                images += len(batch[1])
+            elapsed = time.perf_counter() - start
+        if setting.workers:
+            batches.close()  # ends the loader's worker processes
+        return images / elapsed
 
 
 def cycle(datamodule: SyntheticCityData) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -137,27 +154,39 @@ def cycle(datamodule: SyntheticCityData) -> Iterator[tuple[torch.Tensor, torch.T
 
 
 def speed(args: argparse.Namespace, cache: Path) -> None:
-    """Print the interleaved images/s table and each setting's ratio to fp32."""
-    rates: dict[tuple[str, int, str], list[float]] = {}
-    modules = {size: data(size, args.images_per_city, cache) for size in args.sizes}
+    """Print images/s per (arch, size, setting) and each setting's ratio to fp32.
+
+    Settings take turns step by step: each round runs `steps` steps of every setting (in alternating order),
+    so a load change from other jobs on a shared machine falls on all settings alike; the ratio to fp32 is
+    taken within a round, and its median and quartiles over the rounds are printed (the spread is the noise).
+    """
+    data_of = {size: data(size, args.images_per_city, cache) for size in args.sizes}
     cells = [(arch, size) for size in args.sizes for arch in args.archs if (arch, size) not in args.skip]
-    print(f"train images/s, batch 16, {torch.get_num_threads()} threads, {args.steps} steps x {args.repeats}")
-    for repeat in range(args.repeats):
-        for arch, size in cells:
-            for name in args.settings:
-                rate = train_rate(arch, modules[size], SETTINGS[name], args.steps, args.warmup)
-                rates.setdefault((arch, size, name), []).append(rate)
-        print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
-    print(f"\n{'arch':9s} {'px':>4s} {'setting':9s} {'img/s':>7s} {'x fp32':>7s} {'range':>13s}")
+    print(
+        f"train images/s, batch 16, {torch.get_num_threads()} threads, {args.rounds} rounds of "
+        f"{args.steps} steps per setting"
+    )
+    header = f"{'arch':9s} {'px':>4s} {'setting':9s} {'img/s':>7s} {'x fp32':>7s}"
+    print(f"{header} {'quartiles':>11s} {'range':>11s}")
     for arch, size in cells:
-        base = rates[(arch, size, "fp32")]
+        cell = Cell(arch, data_of[size], args.settings)
+        for name in args.settings:  # untimed: oneDNN builds its kernels for each setting's first steps
+            cell.rate(SETTINGS[name], args.warmup)
+        rates: dict[str, list[float]] = {name: [] for name in args.settings}
+        for round_ in range(args.rounds):
+            for name in args.settings if round_ % 2 == 0 else args.settings[::-1]:
+                rates[name].append(cell.rate(SETTINGS[name], args.steps))
         for name in args.settings:
-            runs = rates[(arch, size, name)]
-            ratio = [r / b for r, b in zip(runs, base)]
-            print(
-                f"{arch:9s} {size:4d} {name:9s} {statistics.median(runs):7.1f} "
-                f"{statistics.median(ratio):6.2f}x {min(ratio):5.2f}-{max(ratio):.2f}x"
+            ratio = sorted(r / b for r, b in zip(rates[name], rates["fp32"]))
+            q1, median, q3 = (
+                statistics.quantiles(ratio, n=4, method="inclusive") if len(ratio) > 1 else ratio * 3
             )
+            print(
+                f"{arch:9s} {size:4d} {name:9s} {statistics.median(rates[name]):7.1f} {median:6.2f}x "
+                f"{q1:5.2f}-{q3:.2f}x {ratio[0]:5.2f}-{ratio[-1]:.2f}x",
+                flush=True,
+            )
+        del cell
 
 
 def accuracy_run(arch: str, datamodule: SyntheticCityData, setting: Setting, epochs: int, seed: int) -> float:
@@ -205,9 +234,9 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 224])
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--skip", nargs="*", default=["vgg11:224"], help="arch:px cells left out")
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per cell")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per cell")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per setting and round")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of every setting per cell")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per setting and cell")
     parser.add_argument("--images-per-city", type=int, default=100, help="speed: images generated per city")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 32 px, 2 steps, 1 repeat")
     parser.add_argument("--accuracy", action="store_true", help="test accuracy per setting instead of speed")
@@ -219,7 +248,7 @@ def main() -> None:
         args.settings.insert(0, "fp32")
     args.skip = {(cell.split(":")[0], int(cell.split(":")[1])) for cell in args.skip}
     if args.quick:
-        args.sizes, args.steps, args.warmup, args.repeats, args.images_per_city = [32], 2, 1, 1, 20
+        args.sizes, args.steps, args.warmup, args.rounds, args.images_per_city = [32], 1, 1, 2, 20
         args.epochs, args.seeds, args.accuracy_images_per_city = 1, [0], 20
     with tempfile.TemporaryDirectory() as tmp:
         (accuracy if args.accuracy else speed)(args, Path(tmp))
