@@ -37,7 +37,7 @@ from torch import nn
 from citylens.core.ade20k import class_index
 from citylens.core.layers import LAYER_PRESETS
 from citylens.core.records import ImageRecord
-from citylens.data.synthetic import renderable_classes
+from citylens.data.synthetic import SyntheticCities, renderable_classes
 from citylens.explain.store import write_store
 from citylens.models import build_model
 from citylens.pipeline import Variant
@@ -54,6 +54,20 @@ os.environ.setdefault("WANDB_SILENT", "true")
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data_cache")
+
+
+@pytest.fixture
+def renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The image ids SyntheticCities.render_variants is called for in this process during a test, in order."""
+    calls: list[str] = []
+    original = SyntheticCities.render_variants
+
+    def counted(self: SyntheticCities, image_id: str, removes: list) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(image_id)
+        return original(self, image_id, removes)
+
+    monkeypatch.setattr(SyntheticCities, "render_variants", counted)
+    return calls
 
 
 @pytest.fixture(scope="session")

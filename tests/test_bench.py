@@ -33,6 +33,10 @@ TINY = {
     ),
     "bench_residuals.py": (["--sizes", "300", "600"], "peak RSS N=600 / N=300"),
     "bench_synthetic.py": (["--images", "4"], "img/s"),
+    "bench_train_cpu.py": (
+        ["--quick", "--archs", "simple", "--settings", "bf16", "cl", "workers1"],
+        "x fp32",
+    ),
 }
 
 

@@ -12,7 +12,14 @@ from citylens.callbacks.causal import CausalCallback
 from citylens.core.ade20k import class_index
 from citylens.data.datamodule import SyntheticCityData
 from citylens.data.synthetic import SyntheticCities
-from citylens.pipeline.causal_step import as_view, causal_effects, causal_probes
+from citylens.pipeline.causal_step import (
+    COUNTERFACTUAL_CACHE,
+    CausalOptions,
+    as_view,
+    causal_effects,
+    causal_probes,
+    run_causal,
+)
 from citylens.segment import GroundTruthSegmenter
 
 ONE_CUE = {"a": {"planted": {"signboard": 1.0}}, "b": {"planted": {"signboard": 0.0}}}
@@ -73,3 +80,30 @@ def test_trained_network_relies_on_the_only_cue(cache_dir: Path, tmp_path: Path,
     assert np.allclose(cf["effect"], table["effect"]) and cf["object"].tolist() == table["object"].tolist()
     agreement = pd.read_csv(tmp_path / "causal_agreement.csv")
     assert agreement["n_pairs"][0] == len(table) and -1 <= agreement["spearman"][0] <= 1
+
+
+def test_render_cache_renders_once_and_keeps_causal_csv_byte_identical(
+    cache_dir: Path, tmp_path: Path, renders: list[str]
+) -> None:
+    torch.manual_seed(0)
+    dm = _data(cache_dir, n=40)
+    net = _tiny_network().eval()
+    segmenter = GroundTruthSegmenter(dm.input_size)
+    cache = tmp_path / "cache"
+
+    def run(name: str, render_cache: bool) -> bytes:
+        options = CausalOptions(n_boot=200, render_cache=render_cache)
+        run_causal(net, dm, tmp_path / name, options, segmenter, cache)
+        return (tmp_path / name / "causal.csv").read_bytes()
+
+    uncached = run("uncached", False)
+    with_objects = [r.image_id for r in dm.splits["test"] if SyntheticCities(dm.root).contents(r.image_id)[0]]
+    assert renders == with_objects  # each test image holding an object, rendered once
+    renders.clear()
+    cold = run("cold", True)
+    assert renders == with_objects and list((cache / COUNTERFACTUAL_CACHE).iterdir())
+    renders.clear()
+    warm = run("warm", True)
+    assert renders == []  # the second run of the same dataset renders no scene
+    assert cold == warm == uncached
+    assert set(pd.read_csv(tmp_path / "warm" / "causal.csv")["method"]) == {"counterfactual", "deletion"}

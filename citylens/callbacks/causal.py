@@ -34,6 +34,7 @@ class CausalCallback(AnalysisCallback):
         n_boot: int = 1000,
         seed: int = 0,
         cache_dir: str = "data_cache",
+        render_cache: bool = True,
     ) -> None:
         self.segmenter, self.cache_dir = segmenter, Path(cache_dir)
         self.options = CausalOptions(
@@ -49,6 +50,7 @@ class CausalCallback(AnalysisCallback):
             label_batch_size,
             n_boot,
             seed,
+            render_cache,
         )
 
     def analyse(self, module: pl.LightningModule, datamodule: Any, run_dir: Path, loggers: list[Any]) -> None:

@@ -216,10 +216,11 @@ class ResumableArray:
         kill_point("cache_chunk")
 
     def finish(self, metadata: dict[str, Any]) -> None:
-        """Mark the array complete (complete.json = `metadata`); refuses while rows are missing."""
+        """Mark the array complete (complete.json = `metadata`); refuses while rows are missing (an array of
+        no rows is complete as it is)."""
         self._array = None
         done = merge_ranges((a, b) for a, b, _ in self._chunks)
-        if done != [[0, self.shape[0]]]:
+        if self.shape[0] and done != [[0, self.shape[0]]]:
             raise RuntimeError(
                 f"{self.directory}: rows {done} of [0, {self.shape[0]}) written; the array stays incomplete"
             )

@@ -7,7 +7,7 @@ a network and a data module, for the callback, `citylens-analyze` and notebooks 
 
 from __future__ import annotations
 
-import io
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from citylens.analysis.causal import (
@@ -33,16 +32,25 @@ from citylens.analysis.causal import (
 )
 from citylens.core.ade20k import ADE20K_CLASSES, class_name
 from citylens.core.io import write_csv
-from citylens.core.view import analysis_view, to_input
+from citylens.core.view import to_input
 from citylens.core.workers import worker_pool
-from citylens.data.synthetic import JPEG_QUALITY, SyntheticCities
+from citylens.data.synthetic import SyntheticCities
+from citylens.data.synthetic.counterfactuals import (
+    CounterfactualCache,
+    as_view,
+    render_job,
+    single_removals,
+)
 from citylens.pipeline.masks import sample_indices
 from citylens.pipeline.objects_step import available_label_maps
 from citylens.segment import Segmenter
 
-__all__ = ["METHODS", "CausalOptions", "causal_agreement", "run_causal"]
+__all__ = ["METHODS", "CausalOptions", "as_view", "causal_agreement", "run_causal"]
 
 log = logging.getLogger("citylens.analysis")
+
+# The counterfactual caches' folder under the configured cache_dir.
+COUNTERFACTUAL_CACHE = "counterfactuals"
 
 
 def network_predictor(module: torch.nn.Module, bf16: bool = False) -> Predict:
@@ -62,50 +70,35 @@ def network_predictor(module: torch.nn.Module, bf16: bool = False) -> Predict:
     return predict
 
 
-def as_view(rgb: np.ndarray, size: int) -> np.ndarray:
-    """A rendered image as the classifier sees its file: JPEG-encoded like the generator's files, decoded,
-    brought into the analysis view."""
-    encoded = io.BytesIO()
-    Image.fromarray(rgb).save(encoded, "JPEG", quality=JPEG_QUALITY)
-    encoded.seek(0)
-    with Image.open(encoded) as image:
-        return analysis_view(image, size)
-
-
 def _test_view(datamodule: Any, i: int) -> np.ndarray:
     record = datamodule.splits["test"][i]
     return np.asarray(datamodule.cache.images()[datamodule.row[record.image_id]])
 
 
-def counterfactual_views(scenes: SyntheticCities, image_id: str, size: int) -> tuple[list[str], np.ndarray]:
-    """The optional objects of an image and its renderings without each, as (K, size, size, 3) views."""
-    present, _ = scenes.contents(image_id)
-    rendered, _ = scenes.render_variants(image_id, [{p} for p in present]) if present else ([], None)
-    return present, np.array([as_view(rgb, size) for rgb in rendered], np.uint8).reshape(-1, size, size, 3)
-
-
-_SCENES: dict[str, SyntheticCities] = {}
-
-
-def _worker_views(job: tuple[str, str, int]) -> tuple[list[str], np.ndarray]:
-    """counterfactual_views in a worker process (the dataset is opened once per worker)."""
-    root, image_id, size = job
-    if root not in _SCENES:
-        _SCENES[root] = SyntheticCities(root)
-    return counterfactual_views(_SCENES[root], image_id, size)
-
-
 def _rendered(
-    datamodule: Any, indices: Sequence[int], workers: int
+    datamodule: Any, indices: Sequence[int], workers: int, render_cache: Path | None = None
 ) -> Iterator[tuple[list[str], np.ndarray]]:
-    """counterfactual_views of the test images, in order, rendered ahead by `workers` processes (0: here)."""
+    """Per test image (in order), its optional objects and its views without each of them.
+
+    render_cache: a folder of counterfactual caches (citylens.data.synthetic.counterfactuals): the views are
+    rendered into it once per dataset (by `workers` processes; 0: here) and read from it by every later run.
+    None: rendered now, ahead of the network by `workers` processes.
+    """
     root, size = str(datamodule.root), datamodule.input_size
-    jobs = [(root, datamodule.splits["test"][i].image_id, size) for i in indices]
-    if workers <= 0:
-        yield from map(_worker_views, jobs)
+    requests = single_removals(
+        SyntheticCities(root), [datamodule.splits["test"][i].image_id for i in indices]
+    )
+    if render_cache is not None:
+        cache = CounterfactualCache(render_cache, datamodule.fingerprint, size, requests)
+        cache.build(root, workers)
+        for _, removals, views in cache.views():
+            yield [name for removal in removals for name in removal], views
         return
-    with worker_pool(workers) as pool:
-        yield from pool.imap(_worker_views, jobs, chunksize=4)
+    jobs = [(root, image_id, removals, size) for image_id, removals in requests]
+    with worker_pool(workers) if workers > 0 else contextlib.nullcontext() as pool:
+        rendered = pool.imap(render_job, jobs, chunksize=4) if pool is not None else map(render_job, jobs)
+        for (_, removals), views in zip(requests, rendered):
+            yield [name for removal in removals for name in removal], views
 
 
 def causal_probes(
@@ -117,12 +110,14 @@ def causal_probes(
     blur_sigma: float = 0.1,
     min_share: float = 0.001,
     workers: int = 0,
+    render_cache: Path | None = None,
 ) -> Iterator[Probe]:
     """Per test image (index into the test split): the image, then its variants for each method.
 
     counterfactual (synthetic data: the data module's `root` holds the generated dataset): the image rendered
-    again without each optional object it contains, by `workers` processes while the network runs (0: in
-    this process). deletion: per ADE20K class covering at least `min_share` of its label map (`labels[i]`,
+    again without each optional object it contains, by `workers` processes (0: in this process), through the
+    counterfactual cache in the folder `render_cache` when given (rendered once per dataset), else while the
+    network runs. deletion: per ADE20K class covering at least `min_share` of its label map (`labels[i]`,
     (S, S) in the analysis view), the image with that class's pixels filled; when both run, deletion takes
     the counterfactual's objects only, so the two measure the same pairs.
     """
@@ -131,7 +126,7 @@ def causal_probes(
         raise ValueError(f"methods: {sorted(unknown) or 'none'}; choose from {list(METHODS)}")
     if "deletion" in methods and labels is None:
         raise ValueError("deletion needs the test images' label maps (labels=...)")
-    rendered = _rendered(datamodule, indices, workers) if "counterfactual" in methods else None
+    rendered = _rendered(datamodule, indices, workers, render_cache) if "counterfactual" in methods else None
     for i in indices:
         record = datamodule.splits["test"][i]
         view = _test_view(datamodule, i)
@@ -185,6 +180,7 @@ class CausalOptions:
 
     enabled: None = on for synthetic data, off for real data. methods: None = both on synthetic data,
     deletion on real data. max_images: test images used (None = all), a per-city sample fixed by the split.
+    render_cache: counterfactual views through the shared cache under `cache_dir` (rendered once per dataset).
     """
 
     enabled: bool | None = None
@@ -199,6 +195,7 @@ class CausalOptions:
     label_batch_size: int = 64
     n_boot: int = 1000
     seed: int = 0
+    render_cache: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.methods or ()) - set(METHODS)
@@ -256,6 +253,7 @@ def run_causal(
         options.blur_sigma,
         options.min_share,
         options.workers,
+        Path(cache_dir) / COUNTERFACTUAL_CACHE if options.render_cache else None,
     )
     table, _ = causal_effects(
         module, probes, options.batch_size, options.n_boot, options.seed, len(indices), options.bf16
