@@ -4,6 +4,7 @@ between runs, on a fake sweep whose numbers are known by hand."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -156,3 +157,26 @@ def test_report_opens_with_the_headline_and_tests_the_agreement(sweep: Path):
     # The observed split is the only one of the three with every seed pair inside an architecture.
     assert row["p_value"] == pytest.approx(1 / 3)
     assert "Object-importance rankings" in text
+
+
+def test_without_a_causal_check_the_recommended_explainer_is_read_unscored(sweep: Path):
+    """Real data without the deletion check: no faithfulness table, so the headline reads the attribution
+    of the explainer measured best on the synthetic cities, and says it is unscored."""
+    for run in sorted(p for p in sweep.iterdir() if (p / "complete.json").is_file()):
+        cam = run / "analysis" / VARIANT
+        occlusion = run / "analysis" / "occlusion-input-label-all-t0.5"
+        shutil.copytree(cam / "masks", occlusion / "masks")
+        shutil.move(cam / "object_attribution.csv", occlusion / "object_attribution.csv")
+        for name in ("faithfulness.csv", "../../causal.csv"):
+            (cam / name).unlink()
+    runs, _ = scan_sweep(sweep, VARIANT)
+    choice = headline_choice(runs)
+    assert (choice.variant, choice.statistic, choice.n_cases) == (
+        "occlusion-input-label-all-t0.5",
+        "attribution",
+        0,
+    )
+    text = (build_report(sweep, FAST) / "report.md").read_text()
+    headline = text.split("\n## ")[1]
+    assert headline.startswith(TITLE) and "unscored" in headline
+    assert "signboard* 0.51 ± 0.01" in headline and "†" not in headline.split("\n\n* =")[0]
