@@ -11,6 +11,8 @@ Prints, with the device name, in one run on one random-weight network:
 - captum's pixel attributions next to the same forward pass: input x gradient, integrated gradients
   (16 steps) and SmoothGrad over input x gradient (8 noisy samples), target log P(class), as the pixel
   explainers run them; `python bench/bench_gradcam.py --device cuda` compares every CAM with pytorch-grad-cam;
+- the object explainers' cost: occlusion and (opt-in) Shapley values, milliseconds and forward passes per
+  image with 8 objects per image (at 64 px with --device cpu, 224 px on a GPU);
 - segmentation images/s: CSAIL ResNet50-dilated + PPM with random weights saved to a temporary folder
   (`--segmenter csail`, the paper's kind of model) or the stored label maps (`--segmenter ground_truth`);
 - the wall time of the full after-fit analysis (Grad-CAM -> mask store, t-SNE and Figures 3, 4, 6; label
@@ -22,6 +24,7 @@ Compare with the H100 anchors in docs/gradcam.md (batch 256, 224 px).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import tempfile
@@ -41,7 +44,7 @@ from citylens.callbacks.objects import ObjectsCallback
 from citylens.callbacks.residuals import ResidualsCallback
 from citylens.core.layers import ARCHITECTURES
 from citylens.data import SyntheticCityData
-from citylens.explain import GradCAM
+from citylens.explain import GradCAM, build_explainer
 from citylens.models import CityClassifier, build_model
 from citylens.pipeline import Variant
 from citylens.segment import GroundTruthSegmenter, Segmenter
@@ -226,6 +229,28 @@ def captum_rates(args: argparse.Namespace, device: torch.device) -> dict[str, fl
     return {name: best_rate(fn, args.batch, device, 1, args.repeats) for name, fn in fns.items()}
 
 
+def object_explainer_costs(args: argparse.Namespace, device: torch.device) -> dict[str, tuple[float, float]]:
+    """Per object explainer (occlusion; Shapley values, opt-in, 16 sampled orders): seconds and network
+    forward passes per image, on label maps of 8 vertical stripes (8 objects in every image)."""
+    network, _, images = random_network(args, device)
+    stripes = torch.arange(args.size, device=device) * 8 // args.size
+    labels = stripes.expand(args.batch, args.size, args.size).contiguous()
+    targets = torch.zeros(args.batch, dtype=torch.long, device=device)
+    seen = [0]
+    hook = network.register_forward_hook(
+        lambda module, inputs, output: seen.__setitem__(0, seen[0] + len(output))
+    )
+    costs = {}
+    for name in ("occlusion", "shapley"):
+        explainer = build_explainer(name, network, "input", internal_batch_size=args.batch)
+        seen[0] = 0
+        call = functools.partial(explainer.low_res, images, targets, labels=labels)
+        rate = best_rate(call, args.batch, device, 0, 1)
+        costs[name] = (1 / rate, seen[0] / args.batch)
+    hook.remove()
+    return costs
+
+
 def make_segmenter(args: argparse.Namespace, device: torch.device, folder: Path) -> Segmenter:
     """CSAIL with random weights saved as its checkpoint files, or the stored label maps."""
     if args.segmenter == "ground_truth":
@@ -373,6 +398,10 @@ def main() -> None:
         for name, rate in rates.items():
             if name != "forward":
                 print(f"captum     images/s: {name:32s} {rate:9.1f}   {rate / rates['forward']:.3f}x forward")
+        for name, (seconds, forwards) in object_explainer_costs(args, device).items():
+            print(
+                f"objects    {name:10s} {seconds * 1000:9.1f} ms/image   {forwards:6.0f} forward passes/image"
+            )
         segmenter = make_segmenter(args, device, root)
         print(f"segmenter  images/s: {segmentation_rate(args, segmenter, datamodule, device):9.1f}")
         n_test = len(datamodule.splits["test"])

@@ -19,7 +19,7 @@ TINY = {
     "bench_gpu.py": (
         ["--device", "cpu", "--arch", "simple", "--size", "32", "--batch", "4", "--images-per-city", "20"]
         + ["--steps", "2", "--warmup", "1", "--repeats", "1", "--segmenter", "ground_truth"],
-        "Grad-CAM   images/s",
+        "forward passes/image",
     ),
     "bench_gradcam.py": (
         ["--size", "32", "--batch", "2", "--models", "simple", "--methods", "gradcam"],
