@@ -35,7 +35,7 @@ ATTRIBUTION_FILE = "object_attribution.csv"
 # Per statistic: the variant file it is read from and its value column.
 STATISTICS = {"ratio": (RATIOS_FILE, "ratio"), "attribution": (ATTRIBUTION_FILE, "attribution")}
 WORDS = {"ratio": "object ratio R", "attribution": "object attribution A (signed sum over the object)"}
-AXIS = {"ratio": "R (explained / all px)", "attribution": "A (sum of the map over the object)"}
+AXIS = {"ratio": "R (explained / all px)", "attribution": "A (object attribution, log P units)"}
 TOP = 5
 # Explainers by their measured faithfulness on the synthetic cities (docs/gpu.md), for data without a check.
 RECOMMENDED = ("occlusion", "ig", "shapley", "smoothgrad", "ixg")
@@ -266,12 +266,15 @@ def headline_section(runs: Sequence[Run], choice: Choice, out: Path) -> Section:
         "docs/faithfulness.md."
     )
     figure = None
-    tables = [
-        object_values(r, choice.variant, choice.statistic)
-        .rename(columns={"value": "ratio"})
-        .assign(kept=True)
-        for r in runs
-    ]
+    tested = tested_objects(runs, choice.method)
+    tables = []
+    for r in runs:
+        table = object_values(r, choice.variant, choice.statistic).rename(columns={"value": "ratio"})
+        untested = [bool(tested) and pair not in tested for pair in zip(table["city"], table["object"])]
+        table["object"] = table["object"].where(
+            ~pd.Series(untested, index=table.index), table["object"] + "†"
+        )
+        tables.append(table.assign(kept=True))
     if any(len(t) for t in tables):
         fig = sweep_figures.ratio_bars_runs(
             tables,
