@@ -5,9 +5,9 @@
 The demo's data (synthetic cities, 700 images per city at 64 px: 280 test images) and a random-weight network
 of each architecture; in one run it times, on the same test images:
 - the rest of the analysis: Grad-CAM + mask store (`compute_maps` + `write_variant_store`), label maps +
-  object ratios (`label_maps` + `object_ratios`), and the same with t-SNE and the figures (the pipeline's
-  `run_explain` + `run_objects`, which a run's callbacks call);
-- the causal analysis (the pipeline's `run_causal`, which the causal callback calls: counterfactual scenes
+  object ratios (`Context.label_maps` + `object_ratios`), and the same with t-SNE and the figures (the
+  explain and objects steps, as a run runs them);
+- the causal analysis (the causal step: counterfactual scenes
   and deletion of every present object, bootstrap intervals, causal.csv and causal_agreement.csv) with a cold
   counterfactual render cache (the first run of a sweep: it renders the scenes into the cache) and a warm one
   (every later run: forward passes only).
@@ -27,15 +27,16 @@ from pathlib import Path
 
 import torch
 
+from citylens.config import step_options
 from citylens.data.datamodule import SyntheticCityData
 from citylens.data.synthetic import DEFAULT_CITIES
 from citylens.explain.store import open_store
 from citylens.models.module import CityClassifier
 from citylens.pipeline import Variant
-from citylens.pipeline.causal_step import COUNTERFACTUAL_CACHE, CausalOptions, run_causal
-from citylens.pipeline.explain_step import ExplainOptions, run_explain
+from citylens.pipeline.causal_step import COUNTERFACTUAL_CACHE
+from citylens.pipeline.context import Context
 from citylens.pipeline.masks import compute_maps, store_provenance, write_variant_store
-from citylens.pipeline.objects_step import label_maps, object_ratios, run_objects
+from citylens.pipeline.objects_step import object_ratios
 from citylens.segment import GroundTruthSegmenter
 
 
@@ -46,30 +47,17 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def ratios(
-    datamodule: SyntheticCityData, run_dir: Path, segmenter: GroundTruthSegmenter, cache: Path
-) -> None:
-    """Label maps (shared cache) and the object ratios of the run's store, as ObjectsCallback does."""
-    store = open_store(Variant().dir(run_dir))
-    labels = label_maps(segmenter, datamodule, cache, 64, store)
-    object_ratios(store, labels, Variant(), [0.3, 0.5, 0.7], 100)
+def ratios(context: Context) -> None:
+    """Label maps (shared cache) and the object ratios of the run's store, as the objects step does."""
+    store = open_store(context.out)
+    labels = context.label_maps("objects", 64, store)
+    object_ratios(store, labels, context.variant, [0.3, 0.5, 0.7], 100)
 
 
-def objects(
-    datamodule: SyntheticCityData, run_dir: Path, segmenter: GroundTruthSegmenter, cache: Path
-) -> None:
-    """The objects step as a run does it: ratios at three thresholds, summary, recovery and Figure 5."""
-    out = Variant().dir(run_dir)
-    store = open_store(out)
-    labels = label_maps(segmenter, datamodule, cache, 64, store)
-    run_objects(store, labels, Variant(), out, [0.3, 0.7], 100, datamodule.describe().get("planted"))
-
-
-def gradcam_store(module: CityClassifier, datamodule: SyntheticCityData, run_dir: Path) -> None:
+def gradcam_store(context: Context) -> None:
     """Grad-CAM of every test image into the default variant's mask store."""
-    maps = compute_maps(module.network, module.hparams.arch, Variant(), datamodule, 64)
-    provenance = store_provenance(Variant(), datamodule, module.hparams.arch, 0, None)
-    write_variant_store(Variant(), run_dir, datamodule, maps, provenance)
+    maps = compute_maps(context, 64)
+    write_variant_store(context, maps, store_provenance(context))
 
 
 def bench_arch(arch: str, datamodule: SyntheticCityData, cache: Path) -> dict[str, tuple[float, float]]:
@@ -77,18 +65,15 @@ def bench_arch(arch: str, datamodule: SyntheticCityData, cache: Path) -> dict[st
     torch.manual_seed(0)
     module = CityClassifier(arch, datamodule.num_classes, datamodule.input_size).eval()
     segmenter = GroundTruthSegmenter(datamodule.input_size)
+    test = datamodule.split_view("test")
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp)
-        t = {"gradcam_store": timed(lambda: gradcam_store(module, datamodule, run_dir))}
-        t["ratios"] = timed(lambda: ratios(datamodule, run_dir, segmenter, cache))
-        t["explain_full"] = timed(
-            lambda: run_explain(
-                module.network, arch, Variant(), datamodule, run_dir, 0, None, ExplainOptions()
-            )
-        )
-        t["objects_full"] = timed(lambda: objects(datamodule, run_dir, segmenter, cache))
+        context = Context(module.network, arch, test, Path(tmp), Variant(), segmenter, cache, 0)
+        t = {"gradcam_store": timed(lambda: gradcam_store(context))}
+        t["ratios"] = timed(lambda: ratios(context))
+        t["explain_full"] = timed(lambda: step_options("explain").run(context))
+        t["objects_full"] = timed(lambda: step_options("objects").run(context))
         # Rendering in this process (workers=0), so CPU time counts all of the causal analysis.
-        causal = functools.partial(run_causal, module, datamodule, run_dir, CausalOptions(), segmenter, cache)
+        causal = functools.partial(step_options("causal").run, context)
         shutil.rmtree(cache / COUNTERFACTUAL_CACHE, ignore_errors=True)
         t["causal_cold"] = timed(causal)
         t["causal_warm"] = timed(causal)

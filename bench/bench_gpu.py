@@ -37,16 +37,14 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from citylens.callbacks.causal import CausalCallback
-from citylens.callbacks.explain import ExplainCallback
-from citylens.callbacks.faithfulness import FaithfulnessCallback
-from citylens.callbacks.objects import ObjectsCallback
-from citylens.callbacks.residuals import ResidualsCallback
+from citylens.config import step_options
 from citylens.core.layers import ARCHITECTURES
 from citylens.data import SyntheticCityData
 from citylens.explain import GradCAM, build_explainer
 from citylens.models import CityClassifier, build_model
 from citylens.pipeline import Variant
+from citylens.pipeline.context import Context
+from citylens.pipeline.steps import run_analysis
 from citylens.segment import GroundTruthSegmenter, Segmenter
 from citylens.segment.csail import CsailSegmenter, build_csail
 
@@ -274,7 +272,7 @@ def segmentation_rate(
     args: argparse.Namespace, segmenter: Segmenter, datamodule: SyntheticCityData, device: torch.device
 ) -> float:
     """Images/s of the segmenter on one batch of test views (uint8 on the host, as the analysis feeds it)."""
-    _, views, records = next(datamodule.analysis_batches("test", args.seg_batch * 2))
+    _, views, records = next(datamodule.split_view("test").batches(args.seg_batch * 2))
     return best_rate(lambda: segmenter(views, records), len(records), device, 1, args.repeats)
 
 
@@ -286,28 +284,30 @@ def analysis_seconds(
     root: Path,
     device: torch.device,
 ) -> dict[str, float]:
-    """Wall time of each after-fit analysis callback on the test split (label maps not cached yet)."""
+    """Wall time of each after-fit analysis step on the test split (label maps not cached yet)."""
     run_dir = root / "run"
     run_dir.mkdir(exist_ok=True)
+    test = datamodule.split_view("test")
+
+    def context(seg: Segmenter) -> Context:
+        network = module.network.eval()
+        return Context(network, args.arch, test, run_dir, Variant(), seg, root / "labels", 0)
+
     steps = {
-        "explain": ExplainCallback(Variant(), batch_size=args.batch),
-        "objects": ObjectsCallback(
-            segmenter, Variant(), batch_size=args.seg_batch * 4, cache_dir=str(root / "labels")
-        ),
-        "causal": CausalCallback(
+        "explain": (step_options("explain", batch_size=args.batch), segmenter),
+        "objects": (step_options("objects", batch_size=args.seg_batch * 4), segmenter),
+        "causal": (
+            step_options("causal", batch_size=args.batch, workers=args.workers),
             GroundTruthSegmenter(args.size),
-            batch_size=args.batch,
-            workers=args.workers,
-            cache_dir=str(root / "labels"),
         ),
-        "residuals": ResidualsCallback(Variant()),
-        "faithfulness": FaithfulnessCallback(Variant()),
+        "residuals": (step_options("residuals"), segmenter),
+        "faithfulness": (step_options("faithfulness"), segmenter),
     }
     seconds = {}
-    for name, callback in steps.items():
+    for name, (step, seg) in steps.items():
         synchronize(device)
         start = time.perf_counter()
-        callback.analyse(module, datamodule, run_dir, [])
+        run_analysis(context(seg), [step])
         synchronize(device)
         seconds[name] = time.perf_counter() - start
     return seconds

@@ -47,7 +47,11 @@ def sweep_command(args: argparse.Namespace, size: int, sweep_dir: Path) -> list[
     cmd += [f"data.input_size={size}", f"data.images_per_city={args.images_per_city}", f"explainer={own}"]
     cmd += [f"extra_variants=[{','.join(extra)}]"]
     if args.trainer == "gpu":
-        cmd += ["trainer=gpu", f"data.num_workers={args.workers}", f"callbacks.causal.workers={args.workers}"]
+        cmd += [
+            "trainer=gpu",
+            f"data.num_workers={args.workers}",
+            f"analysis.steps.causal.workers={args.workers}",
+        ]
     # An --override of a key set here replaces it (e.g. data.images_per_city=30 for a dry run).
     given = {o.split("=", 1)[0].lstrip("+~") for o in args.override}
     cmd = [c for c in cmd if "=" not in c or c.split("=", 1)[0] not in given]

@@ -31,10 +31,10 @@ def measure(run_dir: Path, arch: str, method: str, layer: str, n_images: int) ->
     overrides = [
         f"explainer={method}",
         f"explainer.layer={layer}",
-        "callbacks.causal=null",
-        "callbacks.explain.thumbnails=100",
-        f"callbacks.faithfulness.n_images={max(n_images, 1)}",
-        f"callbacks.faithfulness.sanity={str(n_images > 0).lower()}",
+        "analysis.steps.causal=null",
+        "analysis.steps.explain.thumbnails=100",
+        f"analysis.steps.faithfulness.n_images={max(n_images, 1)}",
+        f"analysis.steps.faithfulness.sanity={str(n_images > 0).lower()}",
     ]
     start = time.perf_counter()
     analyze(run_dir, overrides)

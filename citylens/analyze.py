@@ -2,7 +2,7 @@
 
 The run's recorded overrides (RUN_DIR/.hydra/overrides.yaml, refused if they name code) are composed again on
 citylens' own config files with the new overrides appended, e.g. `citylens-analyze outputs/runs/X
-analysis.threshold=0.3`; the analysis callbacks then run on the run's best checkpoint (last.ckpt when
+analysis.threshold=0.3`; the analysis steps then run on the run's best checkpoint (last.ckpt when
 best.ckpt is damaged) exactly as they do after fit, and the run's completion record is rewritten. Nothing
 saved in the run folder is instantiated (docs/faults.md).
 """
@@ -19,15 +19,16 @@ import torch
 import yaml
 from hydra.utils import instantiate
 
+from citylens.callbacks.analysis import analyse
 from citylens.config import ConfigError, run_config, validate
 from citylens.run_state import best_checkpoint, clean_temps, write_complete
-from citylens.train import build_loggers, finish_loggers, run_analysis_callbacks
+from citylens.train import build_loggers, finish_loggers
 
 log = logging.getLogger("citylens")
 
 
 def analyze(run_dir: Path | str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run every configured analysis callback on a finished run; return the config and checkpoint used."""
+    """Run the configured analysis steps on a finished run; return the config and checkpoint used."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir, overrides or [])
     validate(cfg)
@@ -44,7 +45,8 @@ def analyze(run_dir: Path | str, overrides: list[str] | None = None) -> dict[str
     failed = True
     try:
         log.info("analysis of %s", checkpoint)
-        run_analysis_callbacks(cfg, run_dir, module, datamodule, loggers)
+        if cfg.get("analysis") is not None:
+            analyse(cfg, module, datamodule, run_dir, loggers, str(checkpoint))
         failed = False
     finally:
         finish_loggers(loggers, failed)

@@ -21,9 +21,19 @@ from citylens.core.layers import ARCHITECTURES, resolve_target_layer
 from citylens.errors import ConfigError
 from citylens.explain.attribution import INPUT_LAYER
 from citylens.models import build_model
+from citylens.pipeline.steps import StepOptions
 from citylens.pipeline.variant import Variant
 
-__all__ = ["CONF_DIR", "ConfigError", "preflight", "run_config", "safe_overrides", "validate"]
+__all__ = [
+    "CONF_DIR",
+    "ConfigError",
+    "analysis_steps",
+    "preflight",
+    "run_config",
+    "safe_overrides",
+    "step_options",
+    "validate",
+]
 
 
 def conf_dir() -> str:
@@ -66,6 +76,42 @@ def analysis_variant(cfg: DictConfig) -> Variant:
         raise ConfigError(str(err)) from err
 
 
+def analysis_steps(cfg: DictConfig) -> list[StepOptions]:
+    """The run's analysis steps, built from `analysis.steps.<name>` (null: switched off), each checked."""
+    from hydra.utils import instantiate
+
+    steps = []
+    for name, conf in (_get(cfg, "analysis.steps") or {}).items():
+        if conf is None:
+            continue
+        key = f"analysis.steps.{name}"
+        if not isinstance(conf, DictConfig) or "_target_" not in conf:
+            raise ConfigError(f"{key}: not a step (no _target_); switch it off with {key}=null")
+        try:
+            step = instantiate(conf, _convert_="all")
+        except Exception as err:  # Hydra wraps the dataclass's TypeError / ValueError: name the key
+            cause = str(err.__cause__ or err)
+            raise ConfigError(cause if cause.startswith(key) else f"{key}: {cause}") from err
+        if not isinstance(step, StepOptions) or step.name != name:
+            raise ConfigError(f"{key}: {conf._target_} is not the options of the {name!r} step")
+        steps.append(step)
+    return steps
+
+
+def step_options(name: str, **changes: object) -> StepOptions:
+    """One step's options with its defaults from conf/analysis/steps/<name>.yaml and `changes` applied
+    (benchmarks, notebooks and tests build steps without composing a whole run config)."""
+    path = Path(CONF_DIR) / "analysis" / "steps" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"analysis.steps.{name}: no such step (no {path.name} in conf/analysis/steps/)")
+    conf = OmegaConf.load(path)
+    for key, value in changes.items():
+        if key not in conf:
+            raise ConfigError(f"analysis.steps.{name}.{key}: not an option of the {name} step")
+        conf[key] = value
+    return analysis_steps(OmegaConf.create({"analysis": {"steps": {name: conf}}}))[0]
+
+
 def _check_accelerator(cfg: DictConfig) -> None:
     accelerator = str(_get(cfg, "trainer.accelerator") or "auto")
     devices = _get(cfg, "trainer.devices")
@@ -82,10 +128,17 @@ def _check_accelerator(cfg: DictConfig) -> None:
 
 
 def _check_segmenter(cfg: DictConfig) -> None:
-    if _get(cfg, "callbacks.objects") is None or _get(cfg, "segmenter") is None:
+    if _get(cfg, "analysis.steps.objects") is None or _get(cfg, "segmenter") is None:
         return
-    target = str(_get(cfg, "segmenter._target_"))
-    if target.endswith("CsailSegmenter"):
+    from hydra.utils import get_class
+
+    from citylens.segment import CsailSegmenter, SegformerSegmenter
+
+    try:
+        cls = get_class(str(_get(cfg, "segmenter._target_")))
+    except Exception as err:
+        raise ConfigError(f"segmenter._target_: {err}") from err
+    if issubclass(cls, CsailSegmenter):
         for key in ("encoder_path", "decoder_path"):
             if OmegaConf.is_missing(cfg.segmenter, key):
                 raise ConfigError(
@@ -94,7 +147,7 @@ def _check_segmenter(cfg: DictConfig) -> None:
             path = Path(str(cfg.segmenter[key])).expanduser()
             if not path.is_file():
                 raise ConfigError(f"segmenter.{key}: {path} is not a file (CSAIL weights missing)")
-    elif target.endswith("SegformerSegmenter"):
+    elif issubclass(cls, SegformerSegmenter):
         from citylens.segment.segformer import resolve_model_dir
 
         try:
@@ -144,6 +197,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_epochs: must be a positive integer (or -1), got {epochs!r}")
     if _get(cfg, "ckpt_path") and not Path(str(cfg.ckpt_path)).is_file():
         raise ConfigError(f"ckpt_path: {cfg.ckpt_path} is not a checkpoint file")
+    if variant is not None:
+        analysis_steps(cfg)
     _check_loggers(cfg)
     _check_accelerator(cfg)
     _check_segmenter(cfg)
@@ -199,7 +254,7 @@ def extra_variant_configs(cfg: DictConfig, run_dir: Path) -> list[DictConfig]:
     for i, entry in enumerate(entries):
         overrides = extra_variant_overrides(entry, i)
         try:
-            extra = run_config(run_dir, [*overrides, "callbacks.causal=null", "extra_variants=[]"])
+            extra = run_config(run_dir, [*overrides, "analysis.steps.causal=null", "extra_variants=[]"])
         except ConfigError:
             raise
         except Exception as err:  # Hydra's errors name the override; say which entry held it

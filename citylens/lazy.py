@@ -16,3 +16,8 @@ def lazy_names(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:
         return getattr(importlib.import_module(where[name]), name)
 
     return __getattr__
+
+
+def wandb_loggers(loggers: list[Any]) -> list[Any]:
+    """The W&B loggers among `loggers`, found by class name so that wandb is imported only when one exists."""
+    return [logger for logger in loggers if type(logger).__name__ == "WandbLogger"]

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import citylens
-from citylens.callbacks.base import AnalysisCallback
+from citylens.callbacks.analysis import AnalysisCallback, analyse
 from citylens.callbacks.checkpoint import AtomicCheckpointIO, ResumeState
 from citylens.config import (
     CONF_DIR,
@@ -35,6 +35,7 @@ from citylens.config import (
     validate,
 )
 from citylens.core.io import atomic_write_json, read_json
+from citylens.lazy import wandb_loggers
 from citylens.run_state import (
     COMPLETE,
     FAILED,
@@ -92,22 +93,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     return callbacks
 
 
-def run_analysis_callbacks(
-    cfg: DictConfig, run_dir: Path, module: pl.LightningModule, datamodule: Any, loggers: list[Any]
-) -> None:
-    """Run the analysis callbacks of `cfg` on a trained module, outside a Trainer (citylens-analyze, and the
-    extra variants of a run)."""
-    for callback in build_callbacks(cfg, run_dir):
-        if isinstance(callback, AnalysisCallback):
-            log.info("analysis: %s (%s)", type(callback).__name__, analysis_variant(cfg).name)
-            callback.analyse(module, datamodule, run_dir, loggers)
-
-
 def finish_loggers(loggers: list[Any], failed: bool = False) -> None:
     """Close W&B runs (one W&B run per job of a multirun); a failed job's run ends with exit code 1."""
-    for logger in loggers:
-        if type(logger).__name__ == "WandbLogger":
-            logger.experiment.finish(exit_code=1 if failed else 0)
+    for logger in wandb_loggers(loggers):
+        logger.experiment.finish(exit_code=1 if failed else 0)
 
 
 def job_overrides() -> list[str]:
@@ -175,6 +164,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             facts["variant"] = analysis_variant(cfg).name
         writer = MetricsWriter(run_dir, facts)
         callbacks = [writer, ResumeState(), *build_callbacks(cfg, run_dir)]
+        if cfg.get("analysis") is not None:
+            callbacks.append(AnalysisCallback(cfg))
         trainer = instantiate(
             cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)
         )
@@ -205,7 +196,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 run_dir,
             )
             for extra in extras if trainer.is_global_zero else []:
-                run_analysis_callbacks(extra, run_dir, model.eval(), datamodule, loggers)
+                analyse(extra, model.eval(), datamodule, run_dir, loggers, trainer.ckpt_path)
         failed = False
     finally:
         finish_loggers(loggers, failed)

@@ -23,7 +23,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -37,6 +36,7 @@ from torch import nn
 from citylens.core.ade20k import class_index
 from citylens.core.layers import LAYER_PRESETS
 from citylens.core.records import ImageRecord
+from citylens.data.datamodule import SplitView
 from citylens.data.synthetic import SyntheticCities, renderable_classes
 from citylens.explain.store import write_store
 from citylens.models import build_model
@@ -343,32 +343,24 @@ def planted() -> dict[str, list[str]]:
     return PLANTED
 
 
-class _SplitData:
-    """What the callback reads of a data module: the test split's views, cities and planted objects."""
-
+def _split_view(n: int = 12, size: int = 32) -> SplitView:
+    """A test split of n random views alternating pittsburgh / tokyo, stored in reverse row order (so a
+    wrong row lookup shows), with the hand-made planted objects."""
     cities = ["pittsburgh", "tokyo"]
-
-    def __init__(self, n: int = 12, size: int = 32) -> None:
-        rng = np.random.default_rng(0)
-        self.views = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-        names = [self.cities[i % 2] for i in range(n)]
-        self.splits = {"test": [SimpleNamespace(image_id=f"{c}/{i}", city=c) for i, c in enumerate(names)]}
-        # Rows of the view cache in reverse order, so a wrong row lookup shows.
-        self.row = {r.image_id: n - 1 - i for i, r in enumerate(self.splits["test"])}
-        self.views = self.views[::-1].copy()
-        self.cache = SimpleNamespace(images=lambda: self.views)
-
-    def targets(self, split: str = "test") -> np.ndarray:
-        return np.array([self.cities.index(r.city) for r in self.splits[split]])
-
-    def describe(self) -> dict:
-        return {"kind": "synthetic", "planted": PLANTED}
+    views = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    records = [
+        ImageRecord(f"{cities[i % 2]}/{i}", Path(f"/nonexistent/{i}.jpg"), cities[i % 2], f"p{i}", None)
+        for i in range(n)
+    ]
+    rows = np.arange(n - 1, -1, -1, dtype=np.int64)
+    facts = {"kind": "synthetic", "planted": PLANTED}
+    return SplitView("test", records, cities, size, "hand-made", 0, {}, facts, views[::-1].copy(), rows)
 
 
 @pytest.fixture(scope="session")
-def split_data() -> type[_SplitData]:
-    """`split_data(n=12, size=32)`: what the faithfulness callback reads of a data module."""
-    return _SplitData
+def split_data() -> Callable[..., SplitView]:
+    """`split_data(n=12, size=32)`: a test split as the analysis steps read it (citylens.data.SplitView)."""
+    return _split_view
 
 
 # ---------------------------------------------------------------- networks and segmenter inputs

@@ -33,7 +33,7 @@ def run(compose_cfg, tmp_path_factory: pytest.TempPathFactory) -> dict:
             "experiment=smoke",
             "model=simple",
             "callbacks.progress_bar=null",
-            "callbacks.explain.thumbnails=20",
+            "analysis.steps.explain.thumbnails=20",
         ],
         root / "run",
         root / "cache",
@@ -43,7 +43,7 @@ def run(compose_cfg, tmp_path_factory: pytest.TempPathFactory) -> dict:
     overrides.mkdir()
     (overrides / "overrides.yaml").write_text(
         "- experiment=smoke\n- model=simple\n- callbacks.progress_bar=null\n"
-        "- callbacks.explain.thumbnails=20\n"
+        "- analysis.steps.explain.thumbnails=20\n"
         f"- paths.cache_dir={root / 'cache'}\n"
     )
     return {**result, "run_dir": root / "run", "cache": root / "cache", "out": DEFAULT.dir(root / "run")}
@@ -91,7 +91,7 @@ def test_stored_masks_explain_the_true_city_of_the_best_checkpoint(run: dict):
     store = open_store(run["out"])
     module = CityClassifier.load_from_checkpoint(store.meta["checkpoint"], map_location="cpu")
     dm = run["datamodule"]
-    _, views, _ = next(dm.analysis_batches("test", batch_size=len(store)))
+    _, views, _ = next(dm.split_view("test").batches(len(store)))
     cam = GradCAM(module.network, "last_block", arch="simple")
     expected = cam(to_input(views), store.targets)
     # At least one image is misclassified or the masks of the two cities differ: the target matters.
@@ -127,7 +127,7 @@ def test_analyze_writes_a_new_variant_beside_the_first_and_reuses_label_maps(
 ):
     first = (run["out"] / "object_ratios.csv").read_bytes()
     with caplog.at_level(logging.INFO):
-        analyze(run["run_dir"], ["analysis.threshold=0.2", "callbacks.objects.extra_thresholds=[]"])
+        analyze(run["run_dir"], ["analysis.threshold=0.2", "analysis.steps.objects.extra_thresholds=[]"])
     new = Variant(threshold=0.2).dir(run["run_dir"])
     written = pd.read_csv(new / "object_ratios.csv")
     assert sorted(written["threshold"].unique()) == [0.2]
@@ -162,7 +162,7 @@ def test_analyze_against_another_split_is_refused_naming_the_first_differing_ima
     with pytest.raises(
         StoreError, match=r"label maps do not cover the store's test images.*first difference at image"
     ):
-        analyze(run["run_dir"], ["data.split_seed=1", "callbacks.explain=null"])
+        analyze(run["run_dir"], ["data.split_seed=1", "analysis.steps.explain=null"])
     assert open_store(run["out"]).image_ids == store.image_ids
     assert (run["out"] / "object_ratios.csv").read_text() == before
 
@@ -185,7 +185,7 @@ def test_analyze_refuses_a_bad_threshold(run: dict):
     ],
 )
 def test_analyze_runs_every_attribution_explainer_into_its_variant(run: dict, name: str, options: list[str]):
-    overrides = [f"explainer={name}", *options, "callbacks.faithfulness.n_images=8"]
+    overrides = [f"explainer={name}", *options, "analysis.steps.faithfulness.n_images=8"]
     analyze(run["run_dir"], overrides)
     given = {o.split("=")[0].rsplit(".", 1)[1]: int(o.split("=")[1]) for o in options}
     variant = Variant(name, "input", options=given)

@@ -28,7 +28,7 @@ TINY = {
     "bench_resolution.py": (
         ["--archs", "simple", "--sizes", "32", "--seeds", "0", "--explainers", "gradcam", "ixg"]
         + ["--out", "res", "--override", "data.images_per_city=30", "trainer.max_epochs=1"]
-        + ["callbacks.faithfulness.sanity=false"],
+        + ["analysis.steps.faithfulness.sanity=false"],
         "faithfulness against the counterfactual effects",
     ),
     "bench_residuals.py": (["--sizes", "300", "600"], "peak RSS N=600 / N=300"),

@@ -53,7 +53,7 @@ def test_smoke_training_on_a_folder_dataset(compose_cfg, write_folder_dataset, t
         "logger=none",
         "model=simple",
         "callbacks.progress_bar=null",
-        "callbacks.explain.thumbnails=10",
+        "analysis.steps.explain.thumbnails=10",
     ]
     train(compose_cfg(overrides, tmp_path / "run", tmp_path / "cache"))
     metrics = (tmp_path / "run" / "metrics.json").read_text()

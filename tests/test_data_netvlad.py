@@ -300,7 +300,7 @@ def test_smoke_training_run_end_to_end(compose_cfg, fake: Fake, tmp_path: Path, 
         f"data.tokyo_root={fake.tokyo}",
         "logger=csv",
         "model=simple",
-        "callbacks.explain.thumbnails=20",
+        "analysis.steps.explain.thumbnails=20",
     ]
     cfg = compose_cfg(overrides, run_dir, cache_dir)
     assert cfg.data._target_ == "citylens.data.netvlad.PittsTokyoData" and cfg.data.split_by == "place"

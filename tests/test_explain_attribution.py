@@ -148,7 +148,7 @@ def one_cue(cache_dir: Path, train_tiny) -> tuple[nn.Module, SyntheticCityData]:
 @pytest.mark.parametrize("name", ["ig", "occlusion"])
 def test_the_planted_cue_has_the_largest_object_attribution(one_cue, name: str):
     net, dm = one_cue
-    _, views, records = next(dm.analysis_batches("test", batch_size=len(dm.splits["test"])))
+    _, views, records = next(dm.split_view("test").batches(len(dm.splits["test"])))
     labels = torch.from_numpy(np.stack([GroundTruthSegmenter(dm.input_size).load(r) for r in records]))
     targets = torch.from_numpy(dm.targets("test"))
     explainer = build_explainer(name, net, "input")

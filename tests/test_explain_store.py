@@ -19,9 +19,8 @@ def test_different_analysis_views_refused(default_variant, hand_masks, make_run,
     current = make_run(sweep / "1_simple-s1", "simple", 1, hand_masks["B"], finished=False)
     with pytest.raises(StoreError, match=r"different analysis views \(input_size: 4 vs 8 px\)"):
         check_same_images([open_store(current), open_store(other)])
-    assert run_residuals(
-        current, default_variant
-    ).empty  # another view size is another data group: not compared
+    # another view size is another data group: not compared
+    assert run_residuals(current, default_variant, None, 128, True).empty
 
 
 def test_stores_differing_only_in_fingerprint_are_refused_naming_the_field(

@@ -8,18 +8,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from citylens.callbacks.causal import CausalCallback
+from citylens.config import step_options
 from citylens.core.ade20k import class_index
 from citylens.data.datamodule import SyntheticCityData
 from citylens.data.synthetic import SyntheticCities
-from citylens.pipeline.causal_step import (
-    COUNTERFACTUAL_CACHE,
-    CausalOptions,
-    as_view,
-    causal_effects,
-    causal_probes,
-    run_causal,
-)
+from citylens.pipeline import Variant
+from citylens.pipeline.causal_step import COUNTERFACTUAL_CACHE, as_view, causal_effects, causal_probes
+from citylens.pipeline.context import Context
 from citylens.segment import GroundTruthSegmenter
 
 ONE_CUE = {"a": {"planted": {"signboard": 1.0}}, "b": {"planted": {"signboard": 0.0}}}
@@ -38,9 +33,10 @@ def test_counterfactual_of_nothing_is_the_view_the_classifier_saw(cache_dir: Pat
     scenes = SyntheticCities(dm.root)
     labels = np.stack([GroundTruthSegmenter(dm.input_size).load(r) for r in dm.splits["test"]])
     n = len(labels)
-    probes = list(causal_probes(dm, range(n), ["counterfactual", "deletion"], labels))
-    only_deletion = list(causal_probes(dm, range(n), ["deletion"], labels))
-    in_workers = list(causal_probes(dm, range(n), ["counterfactual", "deletion"], labels, workers=2))
+    test = dm.split_view("test")
+    probes = list(causal_probes(test, range(n), ["counterfactual", "deletion"], labels))
+    only_deletion = list(causal_probes(test, range(n), ["deletion"], labels))
+    in_workers = list(causal_probes(test, range(n), ["counterfactual", "deletion"], labels, workers=2))
     assert all(
         np.array_equal(a.views, b.views) and a.objects == b.objects for a, b in zip(probes, in_workers)
     )
@@ -64,16 +60,19 @@ def test_trained_network_relies_on_the_only_cue(cache_dir: Path, tmp_path: Path,
     with torch.no_grad():
         accuracy = np.mean([(net(x).argmax(1) == y).float().mean().item() for x, y in dm.test_dataloader()])
     assert accuracy >= 0.9
-    table, rows = causal_effects(net, causal_probes(dm, range(len(dm.splits["test"])), ["counterfactual"]))
+    test = dm.split_view("test")
+    table, rows = causal_effects(net, causal_probes(test, range(len(test.records)), ["counterfactual"]))
     assert len(rows) == table["n_images"].sum()
     a = table[table.city == "a"].reset_index(drop=True)
     assert a["object"][0] == "signboard" and a["effect"][0] > 0.2 and a["ci_low"][0] > 0
     assert "signboard" not in set(table[table.city == "b"]["object"])  # never in city b's images
     common = table[table["object"].isin(["tree", "person", "car", "pole"])]
     assert (common["effect"].abs() < 0.06).all(), common
-    # The callback writes the same counterfactual table plus deletion and their agreement.
-    callback = CausalCallback(GroundTruthSegmenter(dm.input_size), n_boot=1000, cache_dir=str(cache_dir))
-    callback.analyse(net, dm, tmp_path, [])
+    # The step writes the same counterfactual table plus deletion and their agreement.
+    context = Context(
+        net, "simple", test, tmp_path, Variant(), GroundTruthSegmenter(dm.input_size), cache_dir
+    )
+    step_options("causal").run(context)
     written = pd.read_csv(tmp_path / "causal.csv")
     assert set(written["method"]) == {"counterfactual", "deletion"}
     cf = written[written.method == "counterfactual"].reset_index(drop=True)
@@ -91,8 +90,8 @@ def test_render_cache_renders_once_and_keeps_causal_csv_byte_identical(
     cache = tmp_path / "cache"
 
     def run(name: str, render_cache: bool) -> bytes:
-        options = CausalOptions(n_boot=200, render_cache=render_cache)
-        run_causal(net, dm, tmp_path / name, options, segmenter, cache)
+        context = Context(net, "simple", dm.split_view("test"), tmp_path / name, Variant(), segmenter, cache)
+        step_options("causal", n_boot=200, render_cache=render_cache).run(context)
         return (tmp_path / name / "causal.csv").read_bytes()
 
     uncached = run("uncached", False)

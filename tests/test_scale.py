@@ -21,6 +21,7 @@ from pytorch_lightning.utilities import rank_zero
 from citylens.explain.store import open_store
 from citylens.models import CityClassifier
 from citylens.pipeline import Variant
+from citylens.pipeline.context import Context
 from citylens.pipeline.masks import compute_maps, shard_bounds
 from citylens.train import train
 
@@ -32,7 +33,7 @@ SMOKE = [
     "model=simple",
     "logger=csv",
     "callbacks.progress_bar=null",
-    "callbacks.explain.batch_size=4",
+    "analysis.steps.explain.batch_size=4",
 ]
 
 
@@ -91,7 +92,7 @@ def test_ddp_split_and_store_match_a_single_process(ddp_run: SimpleNamespace):
     assert ratios[0][keys].equals(ratios[1][keys])
 
 
-def test_ddp_store_equals_grad_cam_of_its_checkpoint_on_one_process(ddp_run: SimpleNamespace):
+def test_ddp_store_equals_grad_cam_of_its_checkpoint_on_one_process(ddp_run: SimpleNamespace, tmp_path: Path):
     module = CityClassifier.load_from_checkpoint(
         ddp_run.ddp / "checkpoints" / "best.ckpt", map_location="cpu"
     )
@@ -100,7 +101,8 @@ def test_ddp_store_equals_grad_cam_of_its_checkpoint_on_one_process(ddp_run: Sim
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        low_res, probs = compute_maps(module.eval().network, "simple", Variant(), datamodule, batch_size=4)
+        context = Context(module.eval().network, "simple", datamodule.split_view("test"), tmp_path, Variant())
+        low_res, probs = compute_maps(context, batch_size=4)
     finally:
         torch.set_num_threads(threads)
     store = open_store(ddp_run.ddp)

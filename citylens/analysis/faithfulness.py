@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 FAITHFULNESS_FILE = "faithfulness.csv"
-# Its inputs: a variant's object ratios (callbacks.objects) and the run's causal table (callbacks.causal).
+# Its inputs: a variant's object ratios (the objects step) and the run's causal table (the causal step).
 RATIOS_FILE = "object_ratios.csv"
 CAUSAL_FILE = "causal.csv"
 FAITHFULNESS_COLUMNS = [

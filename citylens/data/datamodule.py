@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,55 @@ class ViewDataset(Dataset):
         if self.hflip and torch.rand(()) < 0.5:
             image = image.flip(-1)
         return to_input(image[None])[0], int(self.targets[i])
+
+
+@dataclass(frozen=True)
+class SplitView:
+    """One split of a set-up data module as the after-fit analysis reads it (the SplitData protocol of
+    citylens.pipeline.context): records in split order, class indices, uint8 analysis views by index,
+    batches of views, and the facts recorded with every artefact."""
+
+    name: str
+    records: Sequence[ImageRecord]
+    cities: list[str]
+    input_size: int
+    fingerprint: str
+    split_seed: int
+    settings: dict[str, Any]
+    facts: dict[str, Any]
+    images: Any
+    rows: np.ndarray
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.image_id for r in self.records]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.cities)
+
+    def targets(self) -> np.ndarray:
+        """Class index of each image, in split order."""
+        return np.array([self.cities.index(r.city) for r in self.records], dtype=np.int64)
+
+    def views(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """uint8 (n, S, S, 3) analysis views of the images at `indices` (split order)."""
+        return np.stack([np.asarray(self.images[self.rows[i]]) for i in indices])
+
+    def batches(
+        self, batch_size: int = 64, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, torch.Tensor, list[ImageRecord]]]:
+        """Yield (index of the first image, uint8 (n, 3, S, S) views, records) over images start:stop."""
+        stop = len(self.records) if stop is None else stop
+        for i in range(start, stop, batch_size):
+            j = min(stop, i + batch_size)
+            yield i, torch.from_numpy(self.views(range(i, j))).permute(0, 3, 1, 2), list(self.records[i:j])
+
+    def describe(self) -> dict[str, Any]:
+        return self.facts
+
+    def split_settings(self) -> dict[str, Any]:
+        return self.settings
 
 
 class CityDataModule(pl.LightningDataModule):
@@ -163,20 +213,26 @@ class CityDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def analysis_batches(
-        self, split: str = "test", batch_size: int = 64, start: int = 0, stop: int | None = None
-    ) -> Iterator[tuple[int, torch.Tensor, list[ImageRecord]]]:
-        """Yield (index of the first image, uint8 (n,3,S,S) views, records) over a split, in order."""
-        records = self.splits[split][start:stop]
-        views = self.cache.images()
-        for i in range(0, len(records), batch_size):
-            chunk = records[i : i + batch_size]
-            rows = [self.row[r.image_id] for r in chunk]
-            yield start + i, torch.from_numpy(np.stack([views[j] for j in rows])).permute(0, 3, 1, 2), chunk
+    def split_view(self, split: str = "test") -> SplitView:
+        """The analysis' view of one split (set up first)."""
+        self.setup("test")
+        records = self.splits[split]
+        return SplitView(
+            split,
+            records,
+            list(self.cities),
+            self.input_size,
+            self.fingerprint,
+            self.split_seed,
+            self.split_settings(),
+            self.describe(),
+            self.cache.images(),
+            np.array([self.row[r.image_id] for r in records], dtype=np.int64),
+        )
 
     def targets(self, split: str = "test") -> np.ndarray:
         """City indices of a split, in split order."""
-        return np.array([self.cities.index(r.city) for r in self.splits[split]], dtype=np.int64)
+        return self.split_view(split).targets()
 
     def write_split(self, run_dir: Path) -> None:
         """Write split.csv (image_id, city, split) and, if any, skipped_images.csv to the run dir."""

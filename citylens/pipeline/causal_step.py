@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from citylens.analysis.causal import (
     measure,
     present_objects,
 )
+from citylens.analysis.faithfulness import CAUSAL_FILE
 from citylens.core.ade20k import ADE20K_CLASSES, class_name
 from citylens.core.io import write_csv
 from citylens.core.view import to_input
@@ -41,9 +42,9 @@ from citylens.data.synthetic.counterfactuals import (
     render_job,
     single_removals,
 )
+from citylens.pipeline.context import Context, SplitData, StepResult, data_root, is_synthetic
 from citylens.pipeline.masks import sample_indices
-from citylens.pipeline.objects_step import available_label_maps
-from citylens.segment import Segmenter
+from citylens.pipeline.steps import RUN, StepOptions
 
 __all__ = ["METHODS", "CausalOptions", "as_view", "causal_agreement", "run_causal"]
 
@@ -70,13 +71,8 @@ def network_predictor(module: torch.nn.Module, bf16: bool = False) -> Predict:
     return predict
 
 
-def _test_view(datamodule: Any, i: int) -> np.ndarray:
-    record = datamodule.splits["test"][i]
-    return np.asarray(datamodule.cache.images()[datamodule.row[record.image_id]])
-
-
 def _rendered(
-    datamodule: Any, indices: Sequence[int], workers: int, render_cache: Path | None = None
+    data: SplitData, indices: Sequence[int], workers: int, render_cache: Path | None = None
 ) -> Iterator[tuple[list[str], np.ndarray]]:
     """Per test image (in order), its optional objects and its views without each of them.
 
@@ -84,12 +80,10 @@ def _rendered(
     rendered into it once per dataset (by `workers` processes; 0: here) and read from it by every later run.
     None: rendered now, ahead of the network by `workers` processes.
     """
-    root, size = str(datamodule.root), datamodule.input_size
-    requests = single_removals(
-        SyntheticCities(root), [datamodule.splits["test"][i].image_id for i in indices]
-    )
+    root, size = str(data_root(data)), data.input_size
+    requests = single_removals(SyntheticCities(root), [data.records[i].image_id for i in indices])
     if render_cache is not None:
-        cache = CounterfactualCache(render_cache, datamodule.fingerprint, size, requests)
+        cache = CounterfactualCache(render_cache, data.fingerprint, size, requests)
         cache.build(root, workers)
         for _, removals, views in cache.views():
             yield [name for removal in removals for name in removal], views
@@ -102,7 +96,7 @@ def _rendered(
 
 
 def causal_probes(
-    datamodule: Any,
+    data: SplitData,
     indices: Sequence[int],
     methods: Sequence[str],
     labels: Any = None,
@@ -126,10 +120,10 @@ def causal_probes(
         raise ValueError(f"methods: {sorted(unknown) or 'none'}; choose from {list(METHODS)}")
     if "deletion" in methods and labels is None:
         raise ValueError("deletion needs the test images' label maps (labels=...)")
-    rendered = _rendered(datamodule, indices, workers, render_cache) if "counterfactual" in methods else None
+    rendered = _rendered(data, indices, workers, render_cache) if "counterfactual" in methods else None
     for i in indices:
-        record = datamodule.splits["test"][i]
-        view = _test_view(datamodule, i)
+        record = data.records[i]
+        view = data.views([i])[0]
         views, objects, kinds = [view[None]], [], []
         if rendered is not None:
             present, cf_views = next(rendered)
@@ -144,7 +138,7 @@ def causal_probes(
             views.append(delete_objects(view, masks, fill, blur_sigma))
             objects += [class_name(c) for c in classes]
             kinds += ["deletion"] * len(classes)
-        target = datamodule.cities.index(record.city)
+        target = data.cities.index(record.city)
         yield Probe(int(i), record.city, target, record.place, objects, kinds, np.concatenate(views))
 
 
@@ -169,83 +163,82 @@ def causal_effects(
     return causal_table(rows, n_boot=n_boot, seed=seed), rows
 
 
-def is_synthetic(datamodule: Any) -> bool:
-    """Whether the data module's test images come from the synthetic generator (counterfactuals possible)."""
-    return datamodule.describe().get("kind") == "synthetic"
-
-
 @dataclass(frozen=True)
-class CausalOptions:
-    """Settings of the causal step (conf/callbacks/causal.yaml says what each does); checked when made.
+class CausalOptions(StepOptions):
+    """The causal step (conf/analysis/steps/causal.yaml says what each setting does); checked when made.
 
     enabled: None = on for synthetic data, off for real data. methods: None = both on synthetic data,
     deletion on real data. max_images: test images used (None = all), a per-city sample fixed by the split.
-    render_cache: counterfactual views through the shared cache under `cache_dir` (rendered once per dataset).
+    render_cache: counterfactual views through the shared cache under the cache folder (rendered once per
+    dataset). A step of the run: causal.csv is the network's, shared by every variant.
     """
 
-    enabled: bool | None = None
-    methods: tuple[str, ...] | None = None
-    max_images: int | None = None
-    fill: str = "mean"
-    blur_sigma: float = 0.1
-    min_share: float = 0.001
-    batch_size: int = 256
-    bf16: bool = False
-    workers: int = 0
-    label_batch_size: int = 64
-    n_boot: int = 1000
-    seed: int = 0
-    render_cache: bool = True
+    name: ClassVar[str] = "causal"
+    makes: ClassVar[tuple[str, ...]] = (CAUSAL_FILE, "causal_agreement.csv")
+    scope: ClassVar[str] = RUN
+
+    enabled: bool | None
+    methods: tuple[str, ...] | None
+    max_images: int | None
+    fill: str
+    blur_sigma: float
+    min_share: float
+    batch_size: int
+    bf16: bool
+    workers: int
+    label_batch_size: int
+    n_boot: int
+    seed: int
+    render_cache: bool
+
+    def run(self, context: Context) -> StepResult:
+        return run_causal(context, self)
 
     def __post_init__(self) -> None:
+        if self.methods is not None:
+            object.__setattr__(self, "methods", tuple(self.methods))
         unknown = set(self.methods or ()) - set(METHODS)
         if unknown:
             raise ValueError(
-                f"callbacks.causal.methods: {sorted(unknown)} unknown; choose from {list(METHODS)}"
+                f"analysis.steps.causal.methods: {sorted(unknown)} unknown; choose from {list(METHODS)}"
             )
         if self.max_images is not None and self.max_images < 1:
-            raise ValueError(f"callbacks.causal.max_images: must be positive or null, got {self.max_images}")
+            raise ValueError(
+                f"analysis.steps.causal.max_images: must be positive or null, got {self.max_images}"
+            )
         check_fill(self.fill)
 
 
-def causal_indices(datamodule: Any, max_images: int | None, seed: int) -> np.ndarray:
+def causal_indices(data: SplitData, max_images: int | None, seed: int) -> np.ndarray:
     """Test images analysed: all, or `max_images` split evenly over the cities (fixed by the split)."""
-    targets = datamodule.targets("test")
+    targets = data.targets()
     if max_images is None or max_images >= len(targets):
         return np.arange(len(targets))
-    return sample_indices(targets, max(1, max_images // datamodule.num_classes), seed)
+    return sample_indices(targets, max(1, max_images // data.num_classes), seed)
 
 
-def run_causal(
-    module: torch.nn.Module,
-    datamodule: Any,
-    run_dir: Path,
-    options: CausalOptions = CausalOptions(),
-    segmenter: Segmenter | None = None,
-    cache_dir: Path | str = "data_cache",
-) -> dict[str, pd.DataFrame]:
-    """Write <run>/causal.csv and, when both methods ran, causal_agreement.csv; return the tables by name
-    (empty when the step is off for this data). Deletion needs `segmenter` for the test label maps."""
-    synthetic = is_synthetic(datamodule)
+def run_causal(context: Context, options: CausalOptions) -> StepResult:
+    """Write <run>/causal.csv and, when both methods ran, causal_agreement.csv (nothing when the step is off
+    for this data). Deletion needs the context's segmenter for the test label maps."""
+    data, run_dir = context.test, Path(context.run_dir)
+    synthetic = is_synthetic(data)
     if not (synthetic if options.enabled is None else options.enabled):
-        return {}
+        return StepResult()
     methods = list(options.methods or (METHODS if synthetic else ["deletion"]))
     if "counterfactual" in methods and not synthetic:
-        raise ValueError("callbacks.causal.methods: counterfactual needs synthetic data; use deletion")
+        raise ValueError("analysis.steps.causal.methods: counterfactual needs synthetic data; use deletion")
     labels = None
     if "deletion" in methods:
-        if segmenter is None:
-            raise ValueError("callbacks.causal.segmenter: deletion needs a segmenter (e.g. ${segmenter})")
-        labels = available_label_maps(
-            "causal deletion", segmenter, datamodule, Path(cache_dir), options.label_batch_size
-        )
+        if context.segmenter is None:
+            raise ValueError("analysis.steps.causal: deletion needs a segmenter (segmenter=...)")
+        labels = context.label_maps("causal deletion", options.label_batch_size)
         if labels is None:
             methods.remove("deletion")
     if not methods:
-        return {}
-    indices = causal_indices(datamodule, options.max_images, options.seed)
+        return StepResult()
+    indices = causal_indices(data, options.max_images, options.seed)
     probes = causal_probes(
-        datamodule,
+        data,
         indices,
         methods,
         labels,
@@ -253,18 +246,19 @@ def run_causal(
         options.blur_sigma,
         options.min_share,
         options.workers,
-        Path(cache_dir) / COUNTERFACTUAL_CACHE if options.render_cache else None,
+        Path(context.cache_dir) / COUNTERFACTUAL_CACHE if options.render_cache else None,
     )
     table, _ = causal_effects(
-        module, probes, options.batch_size, options.n_boot, options.seed, len(indices), options.bf16
+        context.network, probes, options.batch_size, options.n_boot, options.seed, len(indices), options.bf16
     )
-    write_csv(table, Path(run_dir) / "causal.csv")
-    tables = {"causal": table}
+    write_csv(table, run_dir / CAUSAL_FILE)
+    result = StepResult([run_dir / CAUSAL_FILE], {"causal": table})
     if set(methods) == set(METHODS):
         of = {m: table[table["method"] == m] for m in METHODS}
         agreement = causal_agreement(of["counterfactual"], of["deletion"])
-        write_csv(agreement, Path(run_dir) / "causal_agreement.csv")
-        tables["causal_agreement"] = agreement
+        write_csv(agreement, run_dir / "causal_agreement.csv")
+        result.files.append(run_dir / "causal_agreement.csv")
+        result.tables["causal_agreement"] = agreement
         log.info(
             "deletion vs counterfactual: Spearman %.3f over %d (city, object)",
             agreement["spearman"][0],
@@ -273,4 +267,4 @@ def run_causal(
     for city, rows in table[table["method"] == methods[0]].groupby("city"):
         top = ", ".join(f"{r.object} {r.effect:+.3f}" for r in rows.head(3).itertuples())
         log.info("causal (%s) %s: %s", methods[0], city, top)
-    return tables
+    return result

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -29,9 +29,9 @@ from citylens.core.io import write_csv
 from citylens.core.layers import resolve_target_layer
 from citylens.core.view import to_input
 from citylens.explain.methods import EXPLAINERS, build_explainer, explainer_name, is_attribution
-from citylens.pipeline.explain_step import test_views
+from citylens.pipeline.context import Context, SplitData, StepResult
 from citylens.pipeline.masks import sample_indices
-from citylens.pipeline.variant import Variant
+from citylens.pipeline.steps import StepOptions
 
 log = logging.getLogger("citylens.analysis")
 
@@ -63,14 +63,12 @@ def explainer_factory(name: str, options: dict[str, Any] | None = None) -> Expla
     return lambda network, layer: build_explainer(name, network, layer, options=options)
 
 
-def sanity_sample(
-    datamodule: Any, n_images: int, seed: int = 0
-) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def sanity_sample(data: SplitData, n_images: int, seed: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Up to n_images test images, as many per city, fixed by the split: (inputs, true cities, indices)."""
-    targets = datamodule.targets("test")
+    targets = data.targets()
     n_cities = max(1, len(np.unique(targets)))
     idx = sample_indices(targets, max(1, n_images // n_cities), seed)
-    views = torch.from_numpy(test_views(datamodule, idx)).permute(0, 3, 1, 2)
+    views = torch.from_numpy(data.views(idx)).permute(0, 3, 1, 2)
     return to_input(views), targets[idx], idx
 
 
@@ -104,38 +102,37 @@ def write_sanity(
 
 
 @dataclass(frozen=True)
-class FaithfulnessOptions:
-    """Settings of the faithfulness step (conf/callbacks/faithfulness.yaml); checked when made.
-
-    default_k: top-k compared where no planted objects give k. sanity: run the randomisation test on
+class FaithfulnessOptions(StepOptions):
+    """The faithfulness step (conf/analysis/steps/faithfulness.yaml says what each setting does); checked when
+    made. default_k: top-k compared where no planted objects give k. sanity: run the randomisation test on
     n_images test images (as many per city, fixed by the split), batch_size at a time."""
 
-    default_k: int = 3
-    sanity: bool = True
-    n_images: int = 64
-    batch_size: int = 32
-    seed: int = 0
+    name: ClassVar[str] = "faithfulness"
+    needs: ClassVar[tuple[str, ...]] = (RATIOS_FILE, ATTRIBUTION_FILE, f"../../{CAUSAL_FILE}")
+    makes: ClassVar[tuple[str, ...]] = (FAITHFULNESS_FILE, SANITY_FILE)
+
+    default_k: int
+    sanity: bool
+    n_images: int
+    batch_size: int
+    seed: int
 
     def __post_init__(self) -> None:
         if self.n_images < 1:
-            raise ValueError(f"callbacks.faithfulness.n_images must be >= 1, got {self.n_images}")
+            raise ValueError(f"analysis.steps.faithfulness.n_images must be >= 1, got {self.n_images}")
         if self.default_k < 1:
-            raise ValueError(f"callbacks.faithfulness.default_k must be >= 1, got {self.default_k}")
+            raise ValueError(f"analysis.steps.faithfulness.default_k must be >= 1, got {self.default_k}")
+
+    def run(self, context: Context) -> StepResult:
+        return run_faithfulness(context, self)
 
 
-def run_faithfulness(
-    network: nn.Module,
-    arch: str,
-    variant: Variant,
-    datamodule: Any,
-    run_dir: Path,
-    options: FaithfulnessOptions = FaithfulnessOptions(),
-) -> dict[str, pd.DataFrame]:
+def run_faithfulness(context: Context, options: FaithfulnessOptions) -> StepResult:
     """Write the variant's faithfulness.csv (when its object_ratios.csv and the run's causal.csv exist) and
-    sanity.csv (when options.sanity); return the tables by name."""
-    tables = {}
-    out = variant.dir(run_dir)
-    ratios, causal = out / RATIOS_FILE, Path(run_dir) / CAUSAL_FILE
+    sanity.csv (when options.sanity)."""
+    variant, run_dir, out = context.variant, Path(context.run_dir), context.out
+    result = StepResult()
+    ratios, causal = out / RATIOS_FILE, run_dir / CAUSAL_FILE
     missing = [p.name for p in (ratios, causal) if not p.is_file()]
     if missing:
         log.warning("faithfulness skipped: %s has no %s", run_dir, " or ".join(missing))
@@ -146,12 +143,13 @@ def run_faithfulness(
             pd.read_csv(causal),
             out,
             variant.threshold,
-            datamodule.describe().get("planted"),
+            context.test.describe().get("planted"),
             options.default_k,
             (str(ratios), str(causal)),
             pd.read_csv(attribution) if is_attribution(variant.explainer) and attribution.is_file() else None,
         )
-        tables["faithfulness"] = table
+        result.tables["faithfulness"] = table
+        result.files.append(out / FAITHFULNESS_FILE)
         scores = (
             f"{r.city} ({r.method}{', ' + r.statistic if 'statistic' in table else ''}) rho={r.spearman:.2f} "
             f"P@{r.k}={r.p_at_k:.2f}"
@@ -161,14 +159,15 @@ def run_faithfulness(
     if options.sanity and getattr(EXPLAINERS[variant.explainer], "needs_labels", False):
         log.info("sanity check skipped: %s perturbs objects through label maps", variant.explainer)
     elif options.sanity:
-        images, labels, _ = sanity_sample(datamodule, options.n_images, options.seed)
+        images, labels, _ = sanity_sample(context.test, options.n_images, options.seed)
+        network = context.network
         attribution = is_attribution(variant.explainer)
-        layer = network if attribution else resolve_target_layer(network, arch, variant.layer)[0]
+        layer = network if attribution else resolve_target_layer(network, context.arch, variant.layer)[0]
         with torch.inference_mode(False):
-            tables["sanity"] = write_sanity(
+            result.tables["sanity"] = write_sanity(
                 network,
                 layer,
-                arch,
+                context.arch,
                 images,
                 labels if variant.target == "label" else None,
                 out,
@@ -177,4 +176,5 @@ def run_faithfulness(
                 options.batch_size,
                 dict(variant.options),
             )
-    return tables
+        result.files.append(out / SANITY_FILE)
+    return result

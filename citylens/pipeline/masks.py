@@ -1,14 +1,12 @@
 """Masks of a run's test split for one analysis variant, into the variant's mask store.
 
-Plain functions over a network and a data module (anything with `splits`, `analysis_batches`, `targets`,
-`cities`, `input_size`, `fingerprint`, `split_seed`, `describe()`): no Lightning inside, so a notebook can
+Plain functions over an analysis context (citylens.pipeline.context): no Lightning inside, so a notebook can
 run them on a loaded checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +16,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import citylens
-from citylens.core.io import sha256
 from citylens.core.layers import LAYER_PRESETS
 from citylens.core.view import to_input
+from citylens.data.synthetic import SyntheticCities
+from citylens.data.synthetic.counterfactuals import as_view
 from citylens.explain.methods import build_explainer
 from citylens.explain.store import STORE_DIR, MaskStore, StoreError, open_store, write_store
+from citylens.pipeline.context import Context, SplitData, data_root, is_synthetic
 from citylens.pipeline.variant import Variant
 
 
@@ -59,36 +59,26 @@ def explainer_for(variant: Variant, network: nn.Module, arch: str, batch_size: i
 
 
 def compute_maps(
-    network: nn.Module,
-    arch: str,
-    variant: Variant,
-    datamodule: Any,
-    batch_size: int,
-    start: int = 0,
-    stop: int | None = None,
-    labels: Any = None,
-    empty_scenes: Callable[[Any, int, int], torch.Tensor] | None = None,
+    context: Context, batch_size: int, start: int = 0, stop: int | None = None, labels: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Low-resolution maps (n, h, w) and class probabilities (n, C) of test images start:stop.
 
     With `variant.target == "label"` each image's true city is explained, else its predicted city. An
     attribution explainer's maps are signed, at the input's resolution; an object explainer needs the test
     split's label maps (`labels`, indexed like the split), integrated gradients with baseline `empty` the
-    synthetic generator's scenes without their objects: `empty_scenes(datamodule, first, n)` gives the
-    inputs of test images first:first+n (citylens.pipeline.explain_step.empty_scene_inputs).
+    synthetic generator's scenes without their objects (empty_scene_inputs).
     """
-    explainer = explainer_for(variant, network, arch, batch_size)
+    variant, data, network = context.variant, context.test, context.network
+    explainer = explainer_for(variant, network, context.arch, batch_size)
     if getattr(explainer, "needs_labels", False) and labels is None:
         raise ValueError(f"explainer {variant.explainer}: needs the test images' label maps (a segmenter)")
-    if getattr(explainer, "needs_empty", False) and empty_scenes is None:
-        raise ValueError("explainer.options.baseline: 'empty' needs the empty scenes (empty_scenes=)")
-    stop = len(datamodule.splits["test"]) if stop is None else stop
-    true_cities = datamodule.targets("test")
+    stop = len(data.records) if stop is None else stop
+    true_cities = data.targets()
     device = next(network.parameters()).device
     maps_parts, prob_parts = [], []
     with torch.inference_mode(False):
         for first, views, _ in tqdm(
-            datamodule.analysis_batches("test", batch_size, start, stop),
+            data.batches(batch_size, start, stop),
             desc=f"masks ({variant.explainer})",
             total=-(-max(stop - start, 0) // batch_size),
             unit="batch",
@@ -99,36 +89,49 @@ def compute_maps(
             if getattr(explainer, "needs_labels", False):
                 extra["labels"] = torch.from_numpy(np.array(labels[first : first + n]))
             if getattr(explainer, "needs_empty", False):
-                extra["baselines"] = empty_scenes(datamodule, first, n).to(device)
+                extra["baselines"] = empty_scene_inputs(data, first, n).to(device)
             maps, logits = explainer.low_res(to_input(views.to(device)), targets, **extra)
             maps_parts.append(maps.cpu().numpy())
             prob_parts.append(logits.float().softmax(1).cpu().numpy())
     if not maps_parts:
-        return np.zeros((0, 0, 0), np.float32), np.zeros((0, datamodule.num_classes), np.float32)
+        return np.zeros((0, 0, 0), np.float32), np.zeros((0, data.num_classes), np.float32)
     return (
         np.concatenate(maps_parts).astype(np.float32, copy=False),
         np.concatenate(prob_parts).astype(np.float32, copy=False),
     )
 
 
-def store_provenance(
-    variant: Variant, datamodule: Any, arch: str, run_seed: int | None, checkpoint: str | None
-) -> dict[str, Any]:
+def empty_scene_inputs(data: SplitData, first: int, n: int) -> torch.Tensor:
+    """Network inputs (n, 3, S, S) of test images first:first+n rendered again by the synthetic generator
+    without any of their removable objects, as the causal step brings a rendering into the analysis view."""
+    if not is_synthetic(data):
+        raise ValueError("explainer.options.baseline: 'empty' needs synthetic data (the generator's scenes)")
+    scenes = SyntheticCities(data_root(data))
+    views = []
+    for record in data.records[first : first + n]:
+        present, _ = scenes.contents(record.image_id)
+        rgb, _ = scenes.render(record.image_id, remove=present)
+        views.append(as_view(rgb, data.input_size))
+    return to_input(torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2))
+
+
+def store_provenance(context: Context) -> dict[str, Any]:
     """What a variant's mask store is computed from: network, checkpoint (path, contents), variant, data."""
+    data, variant = context.test, context.variant
     return {
-        "arch": arch,
-        "seed": run_seed,
-        "checkpoint": checkpoint,
-        "checkpoint_sha256": sha256(Path(checkpoint)) if checkpoint and Path(checkpoint).is_file() else None,
-        "target_layer": LAYER_PRESETS.get(arch, {}).get(variant.layer, variant.layer),
+        "arch": context.arch,
+        "seed": context.run_seed,
+        "checkpoint": context.checkpoint,
+        "checkpoint_sha256": context.checkpoint_sha256,
+        "target_layer": LAYER_PRESETS.get(context.arch, {}).get(variant.layer, variant.layer),
         **variant.to_dict(),
-        "input_size": datamodule.input_size,
-        "dataset_fingerprint": datamodule.fingerprint,
-        "split_seed": datamodule.split_seed,
-        "split_settings": datamodule.split_settings(),
+        "input_size": data.input_size,
+        "dataset_fingerprint": data.fingerprint,
+        "split_seed": data.split_seed,
+        "split_settings": data.split_settings(),
         "citylens_version": citylens.__version__,
-        "city_names": datamodule.cities,
-        "dataset": datamodule.describe(),
+        "city_names": data.cities,
+        "dataset": data.describe(),
     }
 
 
@@ -151,24 +154,19 @@ def _json_equal(a: Any, b: Any) -> bool:
 
 
 def write_variant_store(
-    variant: Variant,
-    run_dir: Path,
-    datamodule: Any,
-    maps: tuple[np.ndarray, np.ndarray],
-    provenance: dict[str, Any],
+    context: Context, maps: tuple[np.ndarray, np.ndarray], provenance: dict[str, Any]
 ) -> MaskStore:
     """Write the variant's mask store (maps, probabilities, true cities, places, ids, provenance), open it."""
     low_res, probs = maps
-    records = datamodule.splits["test"]
-    out = variant.dir(run_dir)
+    records = context.test.records
     write_store(
-        out / STORE_DIR,
+        context.out / STORE_DIR,
         low_res,
         probs,
-        datamodule.targets("test"),
+        context.test.targets(),
         [r.image_id for r in records],
         [r.city for r in records],
         provenance,
         places=[r.place for r in records],
     )
-    return open_store(out)
+    return open_store(context.out)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -16,39 +15,37 @@ from citylens import figures
 from citylens.analysis.attribution import ATTRIBUTION_FILE, attribution_table, object_values
 from citylens.analysis.ratios import RatioAccumulator, planted_recovery, ratio_summary
 from citylens.core.io import write_csv
+from citylens.explain.explanation import validate_threshold
 from citylens.explain.methods import EXPLAINERS, is_attribution
-from citylens.explain.store import MaskStore, check_labels_match
+from citylens.explain.store import STORE_DIR, MaskStore, open_store
+from citylens.pipeline.context import Context, StepResult
+from citylens.pipeline.steps import StepOptions
 from citylens.pipeline.variant import Variant
-from citylens.segment import GroundTruthSegmenter, LabelMapCache, Segmenter, label_cache_key
 
 log = logging.getLogger("citylens.analysis")
 
 
-@dataclass
-class ObjectsResult:
-    """What the objects step wrote: its tables by name and the Figure 5 path."""
+@dataclass(frozen=True)
+class ObjectsOptions(StepOptions):
+    """The objects step (conf/analysis/steps/objects.yaml says what each setting does): label maps, object
+    ratios R_p^c, Figure 5, planted recovery and, for an attribution explainer, A_p^c."""
 
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    figure: Path | None = None
+    name: ClassVar[str] = "objects"
+    needs: ClassVar[tuple[str, ...]] = (f"{STORE_DIR}/meta.json",)
+    makes: ClassVar[tuple[str, ...]] = ("object_ratios.csv", ATTRIBUTION_FILE)
 
+    extra_thresholds: tuple[float, ...]
+    min_mean_pixels: float
+    batch_size: int
+    n_boot: int
+    seed: int
 
-def label_maps(
-    segmenter: Segmenter, datamodule: Any, cache_dir: Path, batch_size: int, store: MaskStore | None = None
-) -> Any:
-    """The test split's label maps from the shared cache, segmenting only what is not cached yet.
+    def __post_init__(self) -> None:
+        thresholds = tuple(validate_threshold(t) for t in self.extra_thresholds)
+        object.__setattr__(self, "extra_thresholds", thresholds)
 
-    With a `store`, refused (StoreError naming the first differing image) unless the data module's test split
-    and the cache's label maps are exactly the store's images in order, from the store's dataset.
-    """
-    ids = [r.image_id for r in datamodule.splits["test"]]
-    if store is not None:
-        check_labels_match(store, ids, datamodule.fingerprint)
-    key = label_cache_key(datamodule.fingerprint, "test", segmenter, datamodule.input_size, ids)
-    cache = LabelMapCache(Path(cache_dir) / "labels", key)
-    labels = cache.build(segmenter, datamodule.analysis_batches("test", batch_size), len(ids))
-    if store is not None:
-        check_labels_match(store, cache.image_ids(), None)
-    return labels
+    def run(self, context: Context) -> StepResult:
+        return run_objects(context, self)
 
 
 def selected(store: MaskStore, variant: Variant) -> np.ndarray:
@@ -116,63 +113,39 @@ def object_attribution(
     )
 
 
-def available_label_maps(
-    step: str,
-    segmenter: Segmenter,
-    datamodule: Any,
-    cache_dir: Path,
-    batch_size: int,
-    store: MaskStore | None = None,
-) -> Any:
-    """label_maps, or None with a warning naming `step` when the segmenter reads stored label maps (the
-    ground truth) and some test image has none: that data needs a network segmenter."""
-    unlabelled = [r.image_id for r in datamodule.splits["test"] if r.label_path is None]
-    if isinstance(segmenter, GroundTruthSegmenter) and unlabelled:
-        log.warning(
-            "%s skipped: %d test images have no stored label map (e.g. %s); choose a network segmenter "
-            "(segmenter=segformer or segmenter=csail) for this dataset",
-            step,
-            len(unlabelled),
-            unlabelled[0],
-        )
-        return None
-    return label_maps(segmenter, datamodule, cache_dir, batch_size, store)
-
-
-def run_objects(
-    store: MaskStore,
-    labels: Any,
-    variant: Variant,
-    out: Path,
-    extra_thresholds: Sequence[float] = (),
-    min_mean_pixels: float = 100,
-    planted: dict[str, list[str]] | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> ObjectsResult:
+def run_objects(context: Context, options: ObjectsOptions) -> StepResult:
     """object_ratios.csv, ratio_summary.csv, figures/fig5_ratios.png, (synthetic) recovery.csv and, for an
-    attribution explainer, object_attribution.csv in `out` (a CAM variant writes what it always wrote)."""
-    thresholds = sorted({variant.threshold, *extra_thresholds})
-    table = object_ratios(store, labels, variant, thresholds, min_mean_pixels, n_boot, seed)
-    result = ObjectsResult({"object_ratios": table, "ratio_summary": ratio_summary(table)})
-    write_csv(table, out / "object_ratios.csv")
-    write_csv(result.tables["ratio_summary"], out / "ratio_summary.csv")
+    attribution explainer, object_attribution.csv in the variant's folder (a CAM variant writes what it
+    always wrote). Nothing without label maps of the test images (a warning says why)."""
+    variant, out = context.variant, context.out
+    store = open_store(out)
+    labels = context.label_maps("object ratios", options.batch_size, store)
+    if labels is None:
+        return StepResult()
+    thresholds = sorted({variant.threshold, *options.extra_thresholds})
+    table = object_ratios(
+        store, labels, variant, thresholds, options.min_mean_pixels, options.n_boot, options.seed
+    )
+    tables = {"object_ratios": table, "ratio_summary": ratio_summary(table)}
     if is_attribution(variant.explainer):
-        result.tables["object_attribution"] = object_attribution(
-            store, labels, variant, min_mean_pixels, n_boot, seed
+        tables["object_attribution"] = object_attribution(
+            store, labels, variant, options.min_mean_pixels, options.n_boot, options.seed
         )
-        write_csv(result.tables["object_attribution"], out / ATTRIBUTION_FILE)
+    planted = context.test.describe().get("planted")
     at_threshold = None
     if planted:
         recovery = planted_recovery(table, planted)
-        result.tables["recovery"] = recovery.assign(planted_ranks=recovery["planted_ranks"].map(str))
-        write_csv(result.tables["recovery"], out / "recovery.csv")
+        tables["recovery"] = recovery.assign(planted_ranks=recovery["planted_ranks"].map(str))
         at_threshold = recovery[np.isclose(recovery["threshold"], variant.threshold)]
         log.info(
             "planted-object recovery at %.2f: %s",
             variant.threshold,
             ", ".join(f"{r.city} P@{r.k}={r.precision_at_k:.2f}" for r in at_threshold.itertuples()),
         )
+    files = []
+    for key, frame in tables.items():
+        files.append(out / (ATTRIBUTION_FILE if key == "object_attribution" else f"{key}.csv"))
+        write_csv(frame, files[-1])
     name = f"{store.meta['arch']}-s{store.meta['seed']} {variant.explainer}@{variant.layer}"
     fig = figures.ratio_bars(
         table[np.isclose(table["threshold"], variant.threshold)],
@@ -180,5 +153,5 @@ def run_objects(
         recovery=at_threshold,
         title=f"{name}: object ratios at threshold {variant.threshold} (Fig. 5)",
     )
-    result.figure = figures.save(fig, out / "figures" / "fig5_ratios.png")
-    return result
+    figure = figures.save(fig, out / "figures" / "fig5_ratios.png")
+    return StepResult([*files, figure], tables, {"fig5_ratios": figure})

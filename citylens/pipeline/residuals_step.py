@@ -12,14 +12,17 @@ size: a sweep over data settings) are another data group and never compared.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import pandas as pd
 
 from citylens.core.io import write_csv
 from citylens.explain.store import STORE_DIR, StoreError, check_same_images, data_difference, open_store
+from citylens.pipeline.context import Context, StepResult
 from citylens.pipeline.runs import is_sweep_dir, scan_sweep, stream_residuals
+from citylens.pipeline.steps import StepOptions
 from citylens.pipeline.variant import Variant
 
 log = logging.getLogger("citylens.analysis")
@@ -28,11 +31,7 @@ COLUMNS = ["run_a", "run_b", "arch_a", "arch_b", "seed_a", "seed_b", "ar", "n_im
 
 
 def run_residuals(
-    run_dir: Path | str,
-    variant: Variant,
-    sweep_dir: Path | str | None = None,
-    chunk: int = 128,
-    strict: bool = True,
+    run_dir: Path | str, variant: Variant, sweep_dir: Path | str | None, chunk: int, strict: bool
 ) -> pd.DataFrame:
     """AR of the run in `run_dir` against every finished sibling run, one row per sibling (COLUMNS).
 
@@ -82,17 +81,38 @@ def run_residuals(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_residuals(run_dir: Path | str, variant: Variant, **options: Any) -> pd.DataFrame | None:
-    """Write `<run>/analysis/<variant>/residuals.csv` (run_residuals, with its keyword `options`) and return
-    it; None, with a warning, when the variant has no mask store (the explain step did not run)."""
-    out = variant.dir(Path(run_dir))
+@dataclass(frozen=True)
+class ResidualsOptions(StepOptions):
+    """The residuals step (conf/analysis/steps/residuals.yaml says what each setting does). Never skipped as
+    done: what it reads is whichever runs of the sweep have finished."""
+
+    name: ClassVar[str] = "residuals"
+    needs: ClassVar[tuple[str, ...]] = (f"{STORE_DIR}/meta.json",)
+    makes: ClassVar[tuple[str, ...]] = ("residuals.csv",)
+    cached: ClassVar[bool] = False
+
+    chunk: int
+    strict: bool
+
+    def __post_init__(self) -> None:
+        if self.chunk < 1:
+            raise ValueError(f"analysis.steps.residuals.chunk: must be >= 1, got {self.chunk}")
+
+    def run(self, context: Context) -> StepResult:
+        return write_residuals(context, self)
+
+
+def write_residuals(context: Context, options: ResidualsOptions) -> StepResult:
+    """Write `<run>/analysis/<variant>/residuals.csv` (run_residuals); nothing, with a warning, when the
+    variant has no mask store (the explain step did not run)."""
+    out = context.out
     if not (out / STORE_DIR / "meta.json").is_file():
-        log.warning("residuals skipped: %s has no mask store (is callbacks.explain off?)", out)
-        return None
-    table = run_residuals(run_dir, variant, **options)
+        log.warning("residuals skipped: %s has no mask store (is analysis.steps.explain off?)", out)
+        return StepResult()
+    table = run_residuals(context.run_dir, context.variant, context.sweep_dir, options.chunk, options.strict)
     write_csv(table, out / "residuals.csv")
     if len(table):
         log.info("residuals: %s", ", ".join(f"{r.run_b} {r.ar:.4f}" for r in table.itertuples()))
     else:
         log.info("residuals: no earlier finished run in this sweep; wrote the header only")
-    return table
+    return StepResult([out / "residuals.csv"], {"residuals": table})

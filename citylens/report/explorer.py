@@ -89,7 +89,7 @@ def thumbnail_chunks(
     """{"overlay", "explanation"} thumbnails of every image of a store, `chunk` images at a time, in order.
 
     `read_views(indices)` gives the uint8 analysis views of those store rows (None: masks alone). This is what
-    the runs' W&B per-image table shows (callbacks.explain).
+    the runs' W&B per-image table shows (analysis.steps.explain).
     """
     for start in range(0, len(store), chunk):
         stop = min(len(store), start + chunk)

@@ -201,7 +201,8 @@ def _reading(choice: Choice, paper: Choice | None) -> str:
     if choice.n_cases == 0:
         return (
             f"the objects are ranked by the {choice.words()}, unscored: no causal table checks this sweep's "
-            "explanations (on real data, `callbacks.causal.enabled=true` adds the deletion check). Of the "
+            "explanations (on real data, `analysis.steps.causal.enabled=true` adds the deletion check). "
+            "Of the "
             "explainers measured on the synthetic cities this one followed the counterfactual effects best "
             "(docs/gpu.md)."
         )

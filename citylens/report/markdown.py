@@ -128,7 +128,7 @@ def reading_ratios(top: dict[str, list[str]]) -> str:
         lead = ", ".join(f"{obj} in {n}/{len(names)}" for obj, n in counts.head(2).items())
         parts.append(f"{city}: {lead}")
     if not parts:
-        return "No run has object ratios (callbacks.objects was off or failed)."
+        return "No run has object ratios (analysis.steps.objects was off or failed)."
     return "Top object per city across runs: " + "; ".join(parts) + " runs."
 
 
