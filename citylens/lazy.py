@@ -19,5 +19,10 @@ def lazy_names(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:
 
 
 def wandb_loggers(loggers: list[Any]) -> list[Any]:
-    """The W&B loggers among `loggers`, found by class name so that wandb is imported only when one exists."""
-    return [logger for logger in loggers if type(logger).__name__ == "WandbLogger"]
+    """The W&B loggers among `loggers` (Lightning's logger class is imported here, on first use, not at the
+    import of citylens; wandb itself only when a logger uses it)."""
+    if not loggers:
+        return []
+    from pytorch_lightning.loggers import WandbLogger
+
+    return [logger for logger in loggers if isinstance(logger, WandbLogger)]

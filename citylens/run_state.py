@@ -14,6 +14,7 @@ import re
 import shutil
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,15 +110,28 @@ def write_failed(run_dir: Path | str, err: BaseException) -> None:
     )
 
 
-def run_status(run_dir: Path | str) -> tuple[str, str]:
-    """('finished', ''), ('failed', error line) or ('unfinished', why) for a run folder."""
+@dataclass(frozen=True)
+class RunStatus:
+    """Where a run stands for the report: `state` finished, failed, unfinished, refused (its folder may not
+    be read) or ignored (e.g. it lacks the variant); `reason` the line shown to people (empty if finished)."""
+
+    state: str
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return self.reason or self.state
+
+
+def run_status(run_dir: Path | str) -> RunStatus:
+    """finished, failed (with the error line) or unfinished (with why) for a run folder."""
     run_dir = Path(run_dir)
     if read_complete(run_dir) is not None:
-        return "finished", ""
+        return RunStatus("finished")
     failed = read_json(run_dir / FAILED)
     if isinstance(failed, dict):
-        return "failed", str(failed.get("error", "failed"))
-    return "unfinished", f"no {COMPLETE} (still running, or killed: rerun the same command to resume)"
+        return RunStatus("failed", f"failed: {failed.get('error', 'failed')}")
+    why = f"no {COMPLETE} (still running, or killed: rerun the same command to resume)"
+    return RunStatus("unfinished", f"unfinished: {why}")
 
 
 def clean_temps(run_dir: Path | str) -> list[Path]:

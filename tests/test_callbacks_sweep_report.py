@@ -36,7 +36,7 @@ def test_hydra_callback_logs_a_failing_report_without_raising(
     assert "sweep report for" in caplog.text and "citylens-report" in caplog.text
     sweep = make_sweep(tmp_path)
     make_run(sweep / "0_simple-s0", "simple", 0, hand_masks["A"])
-    SweepReportCallback(wandb=False, n_boot=50, n_perm=100).on_multirun_end(
+    SweepReportCallback(wandb=False, options={"n_boot": 50, "n_perm": 100}).on_multirun_end(
         OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
     )
     assert (sweep / "report" / "report.md").is_file()
@@ -52,7 +52,7 @@ def test_a_failed_job_is_listed_with_its_error_and_the_sweep_exits_1(
     write_failed(sweep / "2_simple-s1", ConfigError("model.lr: learning rate must be positive, got -1"))
     make_run(sweep / "3_simpler-s1", "simpler", 1, hand_masks["B"], finished=False)
     with pytest.raises(SystemExit) as exit_info:
-        SweepReportCallback(wandb=False, n_boot=50, n_perm=100).on_multirun_end(
+        SweepReportCallback(wandb=False, options={"n_boot": 50, "n_perm": 100}).on_multirun_end(
             OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
         )
     assert exit_info.value.code == 1

@@ -71,7 +71,7 @@ def test_model_configs_instantiate_the_named_architecture(compose_cfg, arch: str
 
 @pytest.mark.parametrize("name", ["gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"])
 def test_explainer_configs_instantiate_the_named_method_at_the_layer(compose_cfg, name: str, tmp_path: Path):
-    from citylens.explain import EXPLAINERS
+    from citylens.explain import EXPLAINERS, build_explainer
 
     cfg = compose_cfg(
         [f"explainer={name}", "explainer.layer=last_conv", "model=simple", "data.input_size=64"],
@@ -80,7 +80,8 @@ def test_explainer_configs_instantiate_the_named_method_at_the_layer(compose_cfg
     )
     validate(cfg)
     network = instantiate(cfg.model, num_classes=2).network
-    explainer = instantiate(cfg.explainer)(network=network, arch=cfg.model.arch)
+    assert cfg.explainer.name == cfg.analysis.explainer == name  # built by name from the registry
+    explainer = build_explainer(cfg.explainer.name, network, cfg.explainer.layer, cfg.model.arch)
     assert type(explainer) is EXPLAINERS[name]
     assert explainer.target_layer is network.features[-2] and explainer.layer_path == "features.-2"
     assert compose_cfg([], tmp_path, tmp_path).explainer.layer == "last_block"
@@ -114,7 +115,14 @@ def test_bad_explainer_layers_are_refused_before_training(
         ("analysis.threshold=1.5", "analysis.threshold"),
         ("analysis.target=both", "analysis.target"),
         ("analysis.images=some", "analysis.images"),
-        ("explainer._target_=os.system", "explainer"),
+        ("explainer.name=os.system", "explainer"),
+        ("analysis.steps.explain.batch_size=0", "analysis.steps.explain.batch_size"),
+        ("analysis.steps.causal.fill=paint", "analysis.steps.causal.fill"),
+        ("+analysis.steps.objects.n_bootstrap=5", "analysis.steps.objects"),
+        (
+            "analysis.steps.residuals._target_=citylens.pipeline.objects_step.ObjectsOptions",
+            "analysis.steps.residuals",
+        ),
         ("data.batch_size=0", "data.batch_size"),
         ("trainer.max_epochs=0", "trainer.max_epochs"),
     ],
@@ -123,6 +131,16 @@ def test_bad_values_are_refused_naming_the_key(compose_cfg, override: str, key: 
     cfg = compose_cfg([override], tmp_path, tmp_path)
     with pytest.raises(ConfigError, match=f"^{key}:"):
         validate(cfg)
+
+
+def test_steps_come_from_their_yaml_and_null_switches_one_off(compose_cfg, tmp_path: Path):
+    from citylens.config import analysis_steps, step_options
+
+    steps = analysis_steps(compose_cfg(["analysis.steps.causal=null"], tmp_path, tmp_path))
+    assert [s.name for s in steps] == ["explain", "objects", "residuals", "faithfulness"]
+    assert steps[0] == step_options("explain") and steps[0].batch_size == 64
+    steps = analysis_steps(compose_cfg(["analysis.steps.objects.n_boot=7"], tmp_path, tmp_path))
+    assert [s.n_boot for s in steps if s.name == "objects"] == [7]
 
 
 def test_missing_data_path_is_refused(compose_cfg, tmp_path: Path):

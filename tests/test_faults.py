@@ -39,8 +39,8 @@ TINY = [
     "trainer.max_epochs=3",
     "logger=none",
     "callbacks.progress_bar=null",
-    "hydra.callbacks.sweep_report.n_boot=50",
-    "hydra.callbacks.sweep_report.n_perm=50",
+    "hydra.callbacks.sweep_report.options.n_boot=50",
+    "hydra.callbacks.sweep_report.options.n_perm=50",
 ]
 # The reference sweep: job 0 trains (the single-run reference), job 1 fails on its learning rate.
 SWEEP = ["-m", *TINY, "seed=0", "model.lr=1e-3,-1"]

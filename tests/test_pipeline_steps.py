@@ -69,12 +69,18 @@ def context(split_data, tmp_path: Path) -> Context:
     checkpoint = tmp_path / "best.ckpt"
     checkpoint.write_bytes(b"weights")
     RAN.clear()
-    return Context(nn.Identity(), "simple", split_data(), tmp_path / "run", Variant(), checkpoint=str(checkpoint))
+    return Context(
+        nn.Identity(), "simple", split_data(), tmp_path / "run", Variant(), checkpoint=str(checkpoint)
+    )
 
 
 def test_steps_run_after_what_they_need():
     assert [s.name for s in ordered([Second("!"), First("a")])] == ["first", "second"]
-    assert [s.name for s in ordered([OfTheRun(), Second("!"), First("a")])] == ["of_the_run", "first", "second"]
+    assert [s.name for s in ordered([OfTheRun(), Second("!"), First("a")])] == [
+        "of_the_run",
+        "first",
+        "second",
+    ]
 
 
 def test_circular_needs_are_refused_naming_the_steps():

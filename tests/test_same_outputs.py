@@ -161,3 +161,20 @@ def test_unknown_revision_is_a_clear_error(tmp_path: Path, capsys: pytest.Captur
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     assert so.main(["--repo", str(repo), "--base", "no-such-rev", "--head", "HEAD"]) == 2
     assert "no such revision" in capsys.readouterr().err
+
+
+def test_command_line_exclusions_cover_files_of_one_side_and_are_printed(tmp_path: Path) -> None:
+    base = write_tree(tmp_path / "a")
+    head = write_tree(tmp_path / "b")
+    (head / "sweep" / "0_simple-s0" / "steps").mkdir()
+    (head / "sweep" / "0_simple-s0" / "steps" / "causal.json").write_text("{}")
+    rules = so.RULES + (so.Rule("exclude", "*/steps/*.json", "excluded on the command line (--exclude)"),)
+    rows = {r.rel: r for r in so.compare(so.walk(base, "out/"), so.walk(head, "out/"), rules)}
+    assert rows["out/sweep/0_simple-s0/steps/causal.json"].status == "not-compared"
+    assert so.passed(rows.values())
+    assert not so.passed(so.compare(so.walk(base, "out/"), so.walk(head, "out/")))
+    out = io.StringIO()
+    so.print_report(list(rows.values()), rules, out=out)
+    assert (
+        "not compared: */steps/*.json (excluded on the command line (--exclude)) [1 files]" in out.getvalue()
+    )

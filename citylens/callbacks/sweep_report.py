@@ -23,18 +23,10 @@ log = logging.getLogger("citylens.report")
 class SweepReportCallback(Callback):
     """Builds <sweep dir>/report/ at the end of every multirun, logged to W&B as `citylens-report` does."""
 
-    def __init__(
-        self,
-        enabled: bool = True,
-        wandb: bool | None = None,
-        n_boot: int = 1000,
-        n_perm: int = 10000,
-        examples_per_city: int = 2,
-        explorer: bool = True,
-    ) -> None:
-        self.enabled, self.wandb = enabled, wandb
-        self.n_boot, self.n_perm, self.examples_per_city = n_boot, n_perm, examples_per_city
-        self.explorer = explorer
+    def __init__(self, enabled: bool = True, wandb: bool | None = None, options: Any = None) -> None:
+        """options: fields of citylens.report.sweep.Options (the report's settings; its defaults for the
+        rest), kept as a mapping so that the report modules load only when a multirun ends."""
+        self.enabled, self.wandb, self.options = enabled, wandb, dict(options or {})
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -48,13 +40,7 @@ class SweepReportCallback(Callback):
             from citylens.report.sweep import Options
             from citylens.run_views import view_reader
 
-            options = Options(
-                n_boot=self.n_boot,
-                n_perm=self.n_perm,
-                examples_per_city=self.examples_per_city,
-                explorer=self.explorer,
-            )
-            out = report(sweep_dir, self.wandb, options, view_reader)
+            out = report(sweep_dir, self.wandb, Options(**self.options), view_reader)
             log.info("sweep report: %s", out / "report.md")
         except Exception:
             log.exception(
@@ -71,9 +57,9 @@ def exit_on_failed_jobs(sweep_dir: Path) -> None:
 
     bad = {}
     for run_dir in candidate_dirs(sweep_dir) if sweep_dir.is_dir() else []:
-        status, why = run_status(run_dir)
-        if status != "finished":
-            bad[run_dir.name] = f"{status}: {why}"
+        status = run_status(run_dir)
+        if status.state != "finished":
+            bad[run_dir.name] = str(status)
     if bad:
         for name, why in bad.items():
             log.error("job %s %s", name, why)

@@ -206,7 +206,10 @@ class CausalOptions(StepOptions):
             raise ValueError(
                 f"analysis.steps.causal.max_images: must be positive or null, got {self.max_images}"
             )
-        check_fill(self.fill)
+        try:
+            check_fill(self.fill)
+        except ValueError as err:
+            raise ValueError(f"analysis.steps.causal.{err}") from None
 
 
 def causal_indices(data: SplitData, max_images: int | None, seed: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from citylens.analysis.residuals import PairwiseResiduals
 from citylens.core.io import read_json
 from citylens.explain.store import MaskStore, StoreError, check_same_images, data_key, open_store
 from citylens.pipeline.variant import ANALYSIS_DIR, Variant, list_variants
-from citylens.run_state import COMPLETE, FAILED, run_status
+from citylens.run_state import COMPLETE, FAILED, RunStatus, run_status
 
 REPORT_DIR = "report"
 
@@ -123,10 +123,11 @@ def escaping_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def open_run(path: Path, variant: str) -> Run:
-    """Open a finished run's variant; StoreError or FileNotFoundError says why it is not one."""
-    status, why = run_status(path)
-    if status != "finished":
-        raise FileNotFoundError(f"{status}: {why}")
+    """Open a finished run's variant; StoreError or FileNotFoundError says why it is not one (scan_sweep
+    checks the run's status and the symlink first, to tell failed, unfinished and refused runs apart)."""
+    status = run_status(path)
+    if status.state != "finished":
+        raise FileNotFoundError(str(status))
     folder = path / ANALYSIS_DIR / variant
     if not folder.is_dir():
         raise FileNotFoundError(f"no analysis variant {variant}")
@@ -153,23 +154,32 @@ def sweep_variants(sweep_dir: Path | str) -> list[str]:
 
 def scan_sweep(
     sweep_dir: Path | str, variant: str | None = None, exclude: Sequence[Path] = ()
-) -> tuple[list[Run], dict[str, str]]:
+) -> tuple[list[Run], dict[str, RunStatus]]:
     """Finished runs of a sweep for one variant (default: the primary one) in job order, and the others as
-    name -> why (failed, unfinished, refused)."""
+    name -> their status (failed, unfinished, refused, ignored) with the reason."""
     if variant is None:
         variants = sweep_variants(sweep_dir)
         variant = variants[0] if variants else ""
     finished, unfinished = [], {}
     skip = {Path(p).resolve() for p in exclude}
     for path in escaping_dirs(Path(sweep_dir)):
-        unfinished[path.name] = f"refused: a symlink leaving the sweep (to {path.resolve()})"
+        reason = f"refused: a symlink leaving the sweep (to {path.resolve()})"
+        unfinished[path.name] = RunStatus("refused", reason)
     for path in candidate_dirs(Path(sweep_dir)):
         if path.resolve() in skip:
             continue
-        try:
-            finished.append(open_run(path, variant))
-        except (FileNotFoundError, StoreError, json.JSONDecodeError) as err:
-            unfinished[path.name] = str(err)
+        status = run_status(path)
+        folder = path / ANALYSIS_DIR / variant
+        if status.state != "finished":
+            unfinished[path.name] = status
+        elif folder.is_dir() and leaves(folder, path):
+            reason = f"refused: {ANALYSIS_DIR}/{variant} is a symlink leaving the run folder"
+            unfinished[path.name] = RunStatus("refused", reason)
+        else:
+            try:
+                finished.append(open_run(path, variant))
+            except (FileNotFoundError, StoreError, json.JSONDecodeError) as err:
+                unfinished[path.name] = RunStatus("ignored", str(err))
     label_runs(finished)
     return finished, unfinished
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from citylens.report import markdown as md
 from citylens.report import sweep_figures
 from citylens.report.examples import Views, collect, load_views
 from citylens.report.tables import tsne_purity
+from citylens.run_state import RunStatus
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Section:
         return "\n\n".join(parts)
 
 
-def runs_section(runs: Sequence[Run], ignored: dict[str, str]) -> Section:
+def runs_section(runs: Sequence[Run], ignored: Mapping[str, RunStatus]) -> Section:
     """Which runs the report compares, with their test accuracy, and which it ignored and why."""
     table = pd.DataFrame(
         {

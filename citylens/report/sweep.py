@@ -60,6 +60,7 @@ from citylens.report.tables import (
     table2,
     variant_table,
 )
+from citylens.run_state import RunStatus
 
 log = logging.getLogger("citylens.report")
 
@@ -165,12 +166,6 @@ def _sections(
     return sections
 
 
-def status_of(reason: str) -> str:
-    """A run's status in runs.csv from the reason it was left out: failed, unfinished, refused or ignored."""
-    word = reason.split(":", 1)[0]
-    return word if word in ("failed", "unfinished", "refused") else "ignored"
-
-
 def build_report(sweep_dir: Path | str, options: Options | None = None, views: Views | None = None) -> Path:
     """Write <sweep>/report/ (tables, figures, report.md) from the sweep's finished runs; return its path.
 
@@ -184,7 +179,9 @@ def build_report(sweep_dir: Path | str, options: Options | None = None, views: V
         variants = sweep_variants(sweep_dir)
         finished, ignored = scan_sweep(sweep_dir, variants[0] if variants else None)
         groups, refused = data_groups(finished)
-        ignored.update({name: f"not comparable: {why}" for name, why in refused.items()})
+        ignored.update(
+            {name: RunStatus("ignored", f"not comparable: {why}") for name, why in refused.items()}
+        )
         groups = [order_by_arch(g) for g in groups]
         runs = [r for g in groups for r in g]
         for stale in [*sweep_dir.glob(f".{REPORT_DIR}.tmp*"), *sweep_dir.glob(f".{REPORT_DIR}.old*")]:
@@ -213,8 +210,8 @@ def build_report(sweep_dir: Path | str, options: Options | None = None, views: V
                     {
                         "run": [r.name for r in runs] + list(ignored),
                         "data_group": [k for k, g in enumerate(groups, 1) for _ in g] + [None] * len(ignored),
-                        "status": ["finished"] * len(runs) + [status_of(why) for why in ignored.values()],
-                        "reason": [""] * len(runs) + list(ignored.values()),
+                        "status": ["finished"] * len(runs) + [s.state for s in ignored.values()],
+                        "reason": [""] * len(runs) + [str(s) for s in ignored.values()],
                     }
                 ),
                 tmp / "runs.csv",
