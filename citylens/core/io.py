@@ -45,15 +45,19 @@ def sha256(path: Path | str) -> str:
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write bytes to `path` through a temporary sibling, fsync and os.replace: readers see the old file or
-    the new one, also after a crash."""
+    the new one, also after a crash. A write or rename that fails removes the temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: Path | str) -> Any:
