@@ -9,8 +9,8 @@ import pandas as pd
 
 
 def fmt(value: object, digits: int = 3) -> str:
-    """A table cell: floats to `digits` decimals, NaN and None as a dash."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+    """A table cell: floats to `digits` decimals; None, NaN and infinities (of any float type) as a dash."""
+    if value is None or (isinstance(value, float | np.floating) and not np.isfinite(value)):
         return "–"
     if isinstance(value, bool | np.bool_):
         return "yes" if value else "no"
