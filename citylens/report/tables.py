@@ -269,8 +269,16 @@ def comparison_tests(
 
 
 def _ranked(names: list[str], ranks: object) -> str:
-    """'fence #3, signboard #12': each planted object's rank in the ratio ranking ('not kept' if none)."""
-    values = ast.literal_eval(ranks) if isinstance(ranks, str) else ranks
+    """'fence #3, signboard #12': each planted object's rank in the ratio ranking ('not kept' if none).
+
+    `ranks` is recovery.csv's planted_ranks cell, "(3, None)"; a missing cell (None, NaN) or text that is no
+    Python literal shows as a dash, as missing values do in the report's tables."""
+    if ranks is None or (isinstance(ranks, float) and not np.isfinite(ranks)):
+        return "–"
+    try:
+        values = ast.literal_eval(ranks) if isinstance(ranks, str) else ranks
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return "–"
     if not isinstance(values, list | tuple) or len(values) != len(names):
         return str(ranks)
     return ", ".join(f"{n} #{r}" if r is not None else f"{n} not kept" for n, r in zip(names, values))
