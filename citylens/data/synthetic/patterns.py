@@ -7,7 +7,8 @@ import numpy as np
 
 def _axis(n: int, period: int, on: int, centre: bool, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Along one axis of n pixels: which pixels lie in an `on`-long run repeating every `period`, and the run
-    index of each pixel. Centred patterns hold only whole runs, with equal margins at both ends."""
+    index of each pixel. Centred patterns hold as many whole runs as fit (none if not one does) and ignore
+    `offset`; their margins at the two ends differ by at most one pixel, the odd one at the far end."""
     pos = np.arange(n) + offset
     if centre:
         runs = max(0, (n + period - on) // period)
@@ -29,7 +30,9 @@ def grid(
 ) -> np.ndarray:
     """Boolean (h, w) pattern of on-sized cells repeating every period pixels (windows, pickets, glyphs).
 
-    With `rng`, each cell is kept with probability `rate` (lit windows, the glyphs of a sign).
+    The cells start at the top-left corner, shifted back by `offset`; with `centre`, only whole cells are
+    drawn, centred (the offset is ignored; the bottom and right margins may be one pixel wider than the top
+    and left ones). With `rng`, each cell is kept with probability `rate` (lit windows, the glyphs of a sign).
     """
     rows, row_cell = _axis(h, period[0], on[0], centre, offset[0])
     cols, col_cell = _axis(w, period[1], on[1], centre, offset[1])
