@@ -159,7 +159,7 @@ def test_reading_ratios():
         "Top object per city across runs: tokyo: signboard in 2/3, fence in 1/3; "
         "pittsburgh: earth in 1/1 runs."
     )
-    assert md.reading_ratios({}) == "No run has object ratios (callbacks.objects was off or failed)."
+    assert md.reading_ratios({}).startswith("No run has object ratios (")
 
 
 def _spread(sd=(0.01, 0.05, np.nan), groups=(1, 1, 1)) -> pd.DataFrame:
