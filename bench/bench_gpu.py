@@ -7,7 +7,7 @@ Prints, with the device name, in one run on one random-weight network:
 - training images/s: the model-only step (random tensors already on the device: forward, backward, Adam)
   and a Lightning `fit` fed by the real data pipeline (synthetic cities -> view cache -> loader workers);
   target: pipeline >= 0.8x the model-only step;
-- Grad-CAM images/s next to the forward pass (target >= 0.9x on a GPU, 0.85x on a CPU, docs/gradcam.md);
+- Grad-CAM images/s next to the forward pass (target >= 0.9x on a GPU, 0.85x on a CPU, docs/explainers.md);
 - captum's pixel attributions next to the same forward pass: input x gradient, integrated gradients
   (16 steps) and SmoothGrad over input x gradient (8 noisy samples), target log P(class), as the pixel
   explainers run them; `python bench/bench_gradcam.py --device cuda` compares every CAM with pytorch-grad-cam;
@@ -18,7 +18,7 @@ Prints, with the device name, in one run on one random-weight network:
 - the wall time of the full after-fit analysis (Grad-CAM -> mask store, t-SNE and Figures 3, 4, 6; label
   maps, object ratios and Figure 5; the causal step: counterfactual scenes and deletion of every object, with
   its forward passes per second; residuals; faithfulness and the randomisation test) of the N test images.
-Compare with the H100 anchors in docs/gradcam.md (batch 256, 224 px).
+Compare with the H100 anchors in docs/explainers.md (batch 256, 224 px).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ CITIES = {
     "tokyo": {"planted": {"signboard": 0.9, "fence": 0.9}},
     "pittsburgh": {"planted": {"skyscraper": 0.9, "earth": 0.9}},
 }
-# Defaults per device type (a GPU run as in docs/gradcam.md; a small CPU dry run); 20% of images tested.
+# Defaults per device type (a GPU run as in docs/explainers.md; a small CPU dry run); 20% of images tested.
 DEFAULTS = {
     "cuda": {"size": 224, "batch": 256, "images_per_city": 4000, "seg_scale": 480, "steps": 20, "workers": 8},
     "cpu": {"size": 64, "batch": 16, "images_per_city": 150, "seg_scale": 64, "steps": 8, "workers": 0},

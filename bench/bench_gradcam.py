@@ -133,7 +133,7 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
-        # fp32 everywhere, as in the parity tests (docs/gradcam.md: TF32 breaks 1e-5 parity).
+        # fp32 everywhere, as in the parity tests (docs/explainers.md: TF32 breaks 1e-5 parity).
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     min_forward, min_reference = TARGETS[device.type]

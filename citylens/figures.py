@@ -204,3 +204,19 @@ def ratio_bars(
     fig.suptitle(title or "Object ratios (Figure 5)")
     fig.tight_layout()
     return fig
+
+
+def concept_rows(images: np.ndarray, maps: np.ndarray, row_titles: Sequence[str], title: str = "") -> Figure:
+    """The visual elements of one city: one row per concept, its strongest test images with the concept's
+    map over them (images (rows, n, H, W, 3) uint8, maps (rows, n, H, W) scaled to [0, 1] per row)."""
+    rows, n = images.shape[:2]
+    fig, axes = subplots(rows, n, figsize=(1.6 * n, 1.8 * rows), squeeze=False)
+    for r in range(rows):
+        for i in range(n):
+            axes[r, i].imshow(overlay(images[r, i], maps[r, i], alpha=0.45))
+            axes[r, i].set_xticks([])
+            axes[r, i].set_yticks([])
+        axes[r, 0].set_ylabel(row_titles[r], fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

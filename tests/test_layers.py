@@ -281,6 +281,7 @@ SUITE_WIDE = {
     "test_imports",
     "test_same_outputs",
     "test_bench",
+    "test_tools_results_doc",
 }
 
 

@@ -54,6 +54,7 @@ def analysis_context(
         network=network,
         arch=str(cfg.model.arch),
         test=datamodule.split_view("test"),
+        fit=datamodule.split_view("val"),
         run_dir=Path(run_dir),
         variant=analysis_variant(cfg),
         segmenter=segmenter,

@@ -30,7 +30,7 @@ def _torchvision(name: str, weights: str | None) -> nn.Module:
 def _vgg11(num_classes: int, input_size: int, weights: str | None) -> nn.Module:
     network = _torchvision("vgg11", weights)
     network.classifier[-1] = nn.Linear(network.classifier[-1].in_features, num_classes)
-    # In-place ReLUs would overwrite the activation saved at the target layer (docs/gradcam.md, pitfalls).
+    # In-place ReLUs would overwrite the activation saved at the target layer (docs/explainers.md, pitfalls).
     for module in network.modules():
         if isinstance(module, nn.ReLU):
             module.inplace = False

@@ -81,7 +81,8 @@ class Context:
     label maps come from (the shared label-map cache). run_seed and checkpoint: the run's identity, recorded
     with the masks. sweep_dir: the sweep whose finished runs the residuals compare against (None: the run's
     parent when it is a multirun folder). maps: precomputed (maps, probabilities) of the test split (under
-    DDP each rank explains its share and rank 0 gets them all).
+    DDP each rank explains its share and rank 0 gets them all). fit: the split a step may fit on without
+    touching the test images (the validation split: the concept bank).
     """
 
     network: nn.Module
@@ -95,6 +96,7 @@ class Context:
     checkpoint: str | None = None
     sweep_dir: Path | None = None
     maps: tuple[np.ndarray, np.ndarray] | None = None
+    fit: SplitData | None = None
 
     @property
     def out(self) -> Path:
