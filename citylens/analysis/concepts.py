@@ -1,0 +1,377 @@
+"""Concepts the networks found themselves: NMF of a layer's activations, scored by removal, named by lift.
+
+Plain functions on tensors and arrays (docs/concepts.md), in the spirit of CRAFT (Fel et al., CVPR 2023):
+
+1. `layer_activations`: the non-negative activations A (N, C, h, w) of one layer (a preset or dotted path);
+2. `fit_concepts`: scikit-learn's NMF of A over image locations, A ~ U W, gives the concept bank W (k, C),
+   fitted on images that are NOT the scored ones (the validation split): fitting on the scored images lets
+   the bank describe exactly those images, so their importances and names would be flattered (a leak);
+3. `concept_maps`: the coefficients U (N, k, h, w) of other images with the bank fixed;
+4. `concept_importance`: per image and concept, the drop of log P(target) when the concept is removed from
+   the activation (A - U_k W_k, the factorisation's residual kept, clamped at 0); `importance_table`
+   averages it per city with a place-resampling bootstrap interval;
+5. `concept_objects` / `concept_names`: each concept's objects by lift (share of the concept's mass on the
+   object over the object's share of the pixels) where label maps exist, or "matches no object";
+6. `concept_strength` / `match_concepts`: do two networks find the same concepts (Hungarian matching on the
+   correlation of per-image strengths over shared images)?
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from sklearn.decomposition import NMF, non_negative_factorization
+from torch import nn
+
+from citylens.analysis.stats import bootstrap_ci
+from citylens.core.ade20k import class_name
+from citylens.core.layers import ARCHITECTURES, LAYER_PRESETS, resolve_target_layer
+from citylens.core.view import to_input
+
+# One stage before the last convolution (docs/concepts.md, "Which layer"): 8x8 to 32x32 at 64 px, where the
+# planted objects are still separate parts of the grid. VGG11: the ReLU of the first conv of the 4th block;
+# ResNet18: the output of layer2 (the `layer2` preset); Simple: the ReLU of the 3rd conv; Simpler: the ReLU of
+# the 2nd conv (each before its max-pool).
+EARLIER_LAYERS: dict[str, str] = {
+    "vgg11": "features.12",
+    "resnet18": LAYER_PRESETS["resnet18"]["layer2"],
+    "simple": "features.7",
+    "simpler": "features.4",
+}
+TABLE_COLUMNS = ["city", "concept", "n_images", "importance", "importance_low", "importance_high"]
+OBJECT_COLUMNS = ["concept", "object_id", "object", "mass_share", "pixel_share", "lift"]
+
+Array = torch.Tensor | np.ndarray
+
+
+def _tensor(x: Array, name: str, ndim: int) -> torch.Tensor:
+    """A float32 CPU tensor of `ndim` dims from a tensor or array, or a ValueError naming `name`."""
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if t.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dims, got shape {tuple(t.shape)}")
+    return t.detach().to("cpu", torch.float32)
+
+
+def _layer(network: nn.Module, layer: str, arch: str | None) -> nn.Module:
+    """The submodule named by a preset (with `arch`) or a dotted path; ValueError naming `layer` if none."""
+    if arch is not None and arch not in ARCHITECTURES:
+        raise ValueError(f"concepts.layer: unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}")
+    try:
+        return resolve_target_layer(network, arch, layer)[0]
+    except ValueError as err:
+        raise ValueError(f"concepts.layer: unknown layer {layer!r} ({err})") from err
+
+
+def _device(network: nn.Module) -> torch.device:
+    param = next(network.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Network inputs in batches on `device`; uint8 analysis views are normalised as at test time."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].to(device)
+        yield to_input(x) if x.dtype == torch.uint8 else x.float()
+
+
+def layer_activations(
+    network: nn.Module, layer: str, images: torch.Tensor, batch_size: int = 64, arch: str | None = None
+) -> torch.Tensor:
+    """The ReLU-clamped output (N, C, h, w) of the layer `layer` (a dotted path, or a preset of `arch`) for
+    network inputs `images` (float; uint8 analysis views are normalised first), float32 on the CPU.
+
+    Clamped because NMF needs non-negative data; every default layer (EARLIER_LAYERS) is a ReLU output already.
+    """
+    module = _layer(network, layer, arch)
+    out: list[torch.Tensor] = []
+
+    def hook(_: nn.Module, __: object, output: torch.Tensor) -> None:
+        if not isinstance(output, torch.Tensor) or output.ndim != 4:
+            raise ValueError(f"concepts.layer {layer!r}: output is not an (N, C, h, w) tensor")
+        out.append(output.detach().clamp_min(0).to("cpu", torch.float32))
+
+    was_training = network.training
+    handle = module.register_forward_hook(hook)
+    try:
+        network.eval()
+        with torch.no_grad():
+            for x in _batches(images, batch_size, _device(network)):
+                network(x)
+    finally:
+        handle.remove()
+        network.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _rows(activations: Array) -> torch.Tensor:
+    """(N, C, h, w) -> (N*h*w, C): one row per image location."""
+    a = _tensor(activations, "activations", 4)
+    if (a < 0).any():
+        raise ValueError("activations must be non-negative (layer_activations clamps them)")
+    return a.permute(0, 2, 3, 1).reshape(-1, a.shape[1])
+
+
+def fit_concepts(
+    activations: Array, k: int, seed: int = 0, max_locations: int | None = 100_000, max_iter: int = 400
+) -> np.ndarray:
+    """The concept bank W (k, C) float32: scikit-learn's NMF of the activations (N, C, h, w) over locations.
+
+    Each row is scaled to unit length (its coefficients carry the magnitude), so coefficients of different
+    concepts are comparable. Deterministic for a `seed` (NNDSVDa initialisation; `seed` also draws the
+    `max_locations` rows NMF sees when there are more, which bounds its time and memory).
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"concepts.k must be an integer >= 1, got {k!r}")
+    x = _rows(activations).numpy()
+    if len(x) == 0:
+        raise ValueError("activations: no image locations to factorise")
+    if k > x.shape[1]:
+        raise ValueError(f"concepts.k: {k} concepts exceed the layer's {x.shape[1]} channels")
+    if max_locations is not None and len(x) > max_locations:
+        rows = np.random.default_rng(seed).choice(len(x), max_locations, replace=False)
+        x = x[np.sort(rows)]
+    model = NMF(n_components=int(k), init="nndsvda", random_state=seed, max_iter=max_iter, tol=1e-4)
+    model.fit(x.astype(np.float64))
+    bank = model.components_.astype(np.float32)
+    norms = np.linalg.norm(bank, axis=1, keepdims=True)
+    return bank / np.maximum(norms, 1e-12)
+
+
+def _check_bank(bank: Array, channels: int | None) -> np.ndarray:
+    """The bank as a float32 (k, C) array; ValueError if it is not one, or C is not `channels`."""
+    w = np.asarray(bank, dtype=np.float32)
+    if w.ndim != 2 or len(w) == 0 or (channels is not None and w.shape[1] != channels):
+        raise ValueError(f"bank: expected (k, {channels or 'C'}) with k >= 1, got shape {w.shape}")
+    if (w < 0).any():
+        raise ValueError("bank: must be non-negative (a bank from fit_concepts)")
+    return w
+
+
+def concept_maps(activations: Array, bank: Array, max_iter: int = 400) -> torch.Tensor:
+    """The coefficients U (N, k, h, w) float32 of every location with the bank W fixed: non-negative least
+    squares min ||A - U W|| over U >= 0 (scikit-learn's coordinate descent with W held fixed)."""
+    a = _tensor(activations, "activations", 4)
+    n, c, h, w = a.shape
+    bank_ = _check_bank(bank, c)
+    x = _rows(a).numpy().astype(np.float64)
+    if len(x) == 0:
+        return torch.zeros(n, len(bank_), h, w)
+    u, _, _ = non_negative_factorization(
+        x,
+        H=bank_.astype(np.float64),
+        n_components=len(bank_),
+        init="custom",
+        update_H=False,
+        solver="cd",
+        max_iter=max_iter,
+        tol=1e-6,
+    )
+    return torch.from_numpy(u.astype(np.float32)).reshape(n, h, w, -1).permute(0, 3, 1, 2).contiguous()
+
+
+def concept_importance(
+    network: nn.Module,
+    layer: str,
+    images: torch.Tensor,
+    targets: Sequence[int] | np.ndarray | torch.Tensor,
+    bank: Array,
+    maps: Array,
+    batch_size: int = 8,
+    arch: str | None = None,
+) -> np.ndarray:
+    """Per image and concept (N, k): log P(target) of the image minus log P(target) with concept k removed
+    from the layer's output, A -> max(A - U_k W_k, 0) (the rest of the factorisation and its residual kept).
+
+    The layer's output is patched in a forward hook that stacks, per image, the output and its k edits, so the
+    layers before `layer` run once per image and the rest k + 1 times. That needs the layer to be a cut of the
+    network (everything after it reads only its output), as every preset and EARLIER_LAYERS entry is.
+    Positive: the concept supports the target city; 0 exactly for a concept with zero coefficients.
+    """
+    module = _layer(network, layer, arch)
+    u = _tensor(maps, "maps", 4)
+    w = torch.from_numpy(_check_bank(bank, None))
+    if u.shape[1] != len(w):
+        raise ValueError(f"maps: {u.shape[1]} concepts for a bank of {len(w)}")
+    t = torch.as_tensor(np.asarray(targets), dtype=torch.long).reshape(-1)
+    if not len(images) == len(u) == len(t):
+        raise ValueError(f"{len(images)} images, {len(u)} concept maps and {len(t)} targets disagree")
+    k = len(w)
+    device = _device(network)
+    state: dict[str, torch.Tensor] = {}
+
+    def hook(_: nn.Module, __: object, output: torch.Tensor) -> torch.Tensor:
+        coeff = state["maps"]  # (B, k, h, w)
+        if output.ndim != 4 or output.shape[0] != len(coeff) or output.shape[1] != w.shape[1]:
+            raise ValueError(
+                f"concepts.layer {layer!r}: output shape {tuple(output.shape)} does not match the maps "
+                f"{tuple(coeff.shape)} and the bank {tuple(w.shape)}"
+            )
+        if output.shape[2:] != coeff.shape[2:]:
+            raise ValueError(
+                f"maps: grid {tuple(coeff.shape[2:])} differs from the layer's {tuple(output.shape[2:])}"
+            )
+        parts = torch.einsum("bkhw,kc->bkchw", coeff, w.to(output.device))  # U_k W_k per concept
+        # max(A - U_k W_k, 0) on the non-negative part; a negative entry (a layer that is no ReLU) is kept.
+        edited = output[:, None] - torch.minimum(parts, output.clamp_min(0)[:, None])
+        return torch.cat([output[:, None], edited], 1).flatten(0, 1)
+
+    was_training = network.training
+    handle = module.register_forward_hook(hook)
+    out = []
+    try:
+        network.eval()
+        with torch.no_grad():
+            for i, x in enumerate(_batches(images, batch_size, device)):
+                rows = slice(i * batch_size, i * batch_size + len(x))
+                state["maps"] = u[rows].to(device)
+                logp = network(x).log_softmax(1)
+                if logp.shape[0] != len(x) * (k + 1):
+                    raise ValueError(
+                        f"concepts.layer {layer!r} is not a cut of the network: {logp.shape[0]} outputs "
+                        f"for {len(x)} images x {k + 1} edits"
+                    )
+                logp = logp.reshape(len(x), k + 1, -1)
+                picked = logp.gather(2, t[rows].to(device)[:, None, None].expand(-1, k + 1, 1))[..., 0]
+                out.append((picked[:, :1] - picked[:, 1:]).cpu())
+    except RuntimeError as err:
+        raise ValueError(
+            f"concepts.layer {layer!r}: the network fails on the edited activations ({err}); the layer must "
+            "be a cut of the network (everything after it reads only its output)"
+        ) from err
+    finally:
+        handle.remove()
+        network.train(was_training)
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, k))
+
+
+def importance_table(
+    importance: np.ndarray,
+    targets: Sequence[int] | np.ndarray,
+    class_names: Sequence[str],
+    places: Sequence | np.ndarray | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per city and concept: n_images, the mean importance over the city's images and its percentile
+    bootstrap interval (resampling `places` with all their images; None: each image its own place).
+    Sorted by city, then importance (largest first)."""
+    imp = np.asarray(importance, dtype=np.float64)
+    t = np.asarray(targets).reshape(-1)
+    if imp.ndim != 2 or len(imp) != len(t):
+        raise ValueError(f"importance {imp.shape} and targets {t.shape}: need (N, k) and (N,)")
+    if places is not None and len(places) != len(t):
+        raise ValueError(f"places: {len(places)} for {len(t)} images")
+    if len(t) and (t.min() < 0 or t.max() >= len(class_names)):
+        raise ValueError(f"targets: a city index outside 0..{len(class_names) - 1}")
+    rows = []
+    for c, city in enumerate(class_names):
+        mine = t == c
+        if not mine.any():
+            continue
+        groups = None if places is None else np.asarray(places)[mine]
+        low, high = bootstrap_ci(imp[mine].T, n_boot, level, seed, groups=groups)
+        for j in range(imp.shape[1]):
+            rows.append([city, j, int(mine.sum()), imp[mine, j].mean(), low[j], high[j]])
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    table = table.sort_values(["city", "importance"], ascending=[True, False], kind="stable")
+    return table.reset_index(drop=True)
+
+
+def upsample_maps(maps: Array, size: int | tuple[int, int]) -> torch.Tensor:
+    """Concept maps (N, k, h, w) -> (N, k, H, W), bilinear (half-pixel, as the masks), clamped at 0."""
+    u = _tensor(maps, "maps", 4)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return F.interpolate(u, size=size, mode="bilinear", align_corners=False).clamp_min(0)
+
+
+def concept_objects(
+    maps_up: Array, label_maps: Array, removable_ids: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """Per concept and object: mass_share (the share of the concept's mass on the object's pixels),
+    pixel_share (the object's share of all pixels) and lift = mass_share / pixel_share, over all images.
+
+    maps_up (N, k, H, W) at the label maps' size (N, H, W); `removable_ids`: the ADE20K ids to report (e.g.
+    the objects a counterfactual can remove), None: every class present. Lift 1 is chance; a concept that
+    sits exactly on an object has lift 1 / pixel_share.
+    """
+    u = _tensor(maps_up, "maps_up", 4).double()
+    labels = torch.as_tensor(np.asarray(label_maps)).long()
+    if labels.ndim != 3 or labels.shape != (u.shape[0], *u.shape[2:]):
+        raise ValueError(f"label_maps {tuple(labels.shape)} do not match maps_up {tuple(u.shape)}")
+    ids = torch.unique(labels).tolist()
+    if removable_ids is not None:
+        ids = [i for i in ids if i in set(int(r) for r in removable_ids)]
+    total_mass = u.sum(dim=(0, 2, 3))
+    rows = []
+    for obj in ids:
+        where = (labels == obj).double()[:, None]
+        pixel_share = float(where.mean())
+        mass = (u * where).sum(dim=(0, 2, 3))
+        for j in range(u.shape[1]):
+            share = float(mass[j] / total_mass[j]) if total_mass[j] > 0 else 0.0
+            rows.append([j, obj, class_name(obj), share, pixel_share, share / pixel_share])
+    table = pd.DataFrame(rows, columns=OBJECT_COLUMNS)
+    return table.sort_values(["concept", "lift"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+def concept_names(table: pd.DataFrame, min_lift: float = 1.5) -> pd.DataFrame:
+    """Per concept of a `concept_objects` table: its best object by lift (with that lift and mass_share), or
+    object None when no object reaches `min_lift`: the concept matches no object."""
+    rows = []
+    for concept, group in table.groupby("concept", sort=True):
+        best = group.loc[group["lift"].idxmax()]
+        name = best["object"] if best["lift"] >= min_lift else None
+        rows.append((int(concept), name, float(best["lift"]), float(best["mass_share"])))
+    concept, name, lift, share = zip(*rows) if rows else ((), (), (), ())
+    # object dtype, so that "no object" stays None (a string column would turn it into NaN).
+    return pd.DataFrame(
+        {"concept": list(concept), "object": pd.Series(name, dtype=object), "lift": lift, "mass_share": share}
+    )
+
+
+def concept_strength(maps: Array) -> np.ndarray:
+    """Per image and concept (N, k): the mean coefficient over the grid, how much of the concept it holds."""
+    return _tensor(maps, "maps", 4).mean(dim=(2, 3)).numpy().astype(np.float64)
+
+
+@dataclass(frozen=True)
+class ConceptMatch:
+    """Concept i of network a paired with concept j of network b, their correlations, and the agreement
+    (the mean matched correlation, in [-1, 1])."""
+
+    pairs: list[tuple[int, int]]
+    correlations: np.ndarray
+    agreement: float
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every column of a with every column of b; 0 where a column is constant."""
+    za, zb = a - a.mean(0), b - b.mean(0)
+    na, nb = np.linalg.norm(za, axis=0), np.linalg.norm(zb, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = (za.T @ zb) / np.outer(na, nb)
+    return np.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def match_concepts(strength_a: np.ndarray, strength_b: np.ndarray) -> ConceptMatch:
+    """Hungarian matching of two networks' concepts on the correlation of their per-image strengths over the
+    same images (rows in the same order): the pairing with the largest total correlation, min(k_a, k_b) pairs."""
+    a, b = np.asarray(strength_a, np.float64), np.asarray(strength_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or len(a) != len(b):
+        raise ValueError(f"strengths {a.shape} and {b.shape}: need (N, k_a) and (N, k_b) over the same images")
+    if len(a) < 2:
+        raise ValueError(f"need at least 2 shared images to correlate, got {len(a)}")
+    corr = _correlation(a, b)
+    rows, cols = linear_sum_assignment(corr, maximize=True)
+    matched = corr[rows, cols]
+    pairs = [(int(i), int(j)) for i, j in zip(rows, cols)]
+    return ConceptMatch(pairs, matched, float(matched.mean()))
