@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import nnls
 from torch import nn
 
 from citylens.analysis.concepts import (
@@ -22,6 +23,7 @@ from citylens.analysis.concepts import (
     importance_table,
     layer_activations,
     match_concepts,
+    nnls_fixed_bank,
     upsample_maps,
 )
 from citylens.core.ade20k import class_index
@@ -56,6 +58,18 @@ def test_nmf_recovers_planted_concepts_and_their_maps():
     expected = u[:, order] * np.linalg.norm(w, axis=1)[order][None, :, None, None]
     np.testing.assert_allclose(maps.numpy(), expected, rtol=1e-2, atol=1e-2)
     np.testing.assert_allclose(concept_strength(maps), expected.mean(axis=(2, 3)), rtol=1e-2)
+
+
+def test_maps_are_the_nonnegative_least_squares_coefficients():
+    rng = np.random.default_rng(1)
+    bank = rng.random((5, 8)).astype(np.float32)  # overlapping rows: the constraint u >= 0 binds
+    rows = rng.random((50, 8)).astype(np.float32)
+    u = nnls_fixed_bank(torch.from_numpy(rows), torch.from_numpy(bank)).numpy()
+    expected = np.stack([nnls(bank.T.astype(np.float64), r.astype(np.float64))[0] for r in rows])
+    assert (expected == 0).mean() > 0.2  # a test of the constraint, not only of least squares
+    np.testing.assert_allclose(u, expected, atol=1e-4)
+    maps = concept_maps(rows.reshape(2, 5, 5, 8).transpose(0, 3, 1, 2), bank)
+    np.testing.assert_allclose(maps.numpy(), u.reshape(2, 5, 5, 5).transpose(0, 3, 1, 2), atol=1e-6)
 
 
 def test_bad_arguments_are_named():

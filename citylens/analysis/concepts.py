@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
-from sklearn.decomposition import NMF, non_negative_factorization
+from sklearn.decomposition import NMF
 from torch import nn
 
 from citylens.analysis.stats import bootstrap_ci
@@ -82,6 +82,10 @@ def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Ite
         yield to_input(x) if x.dtype == torch.uint8 else x.float()
 
 
+class _Reached(Exception):
+    """Raised by the activation hook to stop the forward pass once the layer has run."""
+
+
 def layer_activations(
     network: nn.Module, layer: str, images: torch.Tensor, batch_size: int = 64, arch: str | None = None
 ) -> torch.Tensor:
@@ -89,6 +93,7 @@ def layer_activations(
     network inputs `images` (float; uint8 analysis views are normalised first), float32 on the CPU.
 
     Clamped because NMF needs non-negative data; every default layer (EARLIER_LAYERS) is a ReLU output already.
+    The forward pass stops at the layer.
     """
     module = _layer(network, layer, arch)
     out: list[torch.Tensor] = []
@@ -97,6 +102,7 @@ def layer_activations(
         if not isinstance(output, torch.Tensor) or output.ndim != 4:
             raise ValueError(f"concepts.layer {layer!r}: output is not an (N, C, h, w) tensor")
         out.append(output.detach().clamp_min(0).to("cpu", torch.float32))
+        raise _Reached  # the layers after it are not needed
 
     was_training = network.training
     handle = module.register_forward_hook(hook)
@@ -104,7 +110,10 @@ def layer_activations(
         network.eval()
         with torch.no_grad():
             for x in _batches(images, batch_size, _device(network)):
-                network(x)
+                try:
+                    network(x)
+                except _Reached:
+                    pass
     finally:
         handle.remove()
         network.train(was_training)
@@ -155,26 +164,36 @@ def _check_bank(bank: Array, channels: int | None) -> np.ndarray:
     return w
 
 
-def concept_maps(activations: Array, bank: Array, max_iter: int = 400) -> torch.Tensor:
+def nnls_fixed_bank(
+    rows: torch.Tensor, bank: torch.Tensor, max_iter: int = 200, tol: float = 1e-6
+) -> torch.Tensor:
+    """min ||x - u W||^2 over u >= 0 for every row x of `rows` (M, C), the bank W (k, C) fixed: coordinate
+    descent on the k x k Gram matrix (scikit-learn's NMF solver for W, batched in torch over all rows and
+    on the rows' device), started from the clamped unconstrained least-squares solution. Stops when no
+    coefficient moves by more than `tol` times the largest coefficient in one sweep. (M, k) float32."""
+    x, w = rows.double(), bank.to(rows.device).double()
+    gram, b = w @ w.T, x @ w.T  # (k, k), (M, k)
+    u = (b @ torch.linalg.pinv(gram)).clamp_min(0)
+    diag = gram.diagonal().clamp_min(1e-12)
+    for _ in range(max_iter):
+        before = u.clone()
+        for j in range(len(w)):
+            step = (b[:, j] - u @ gram[:, j]) / diag[j]
+            u[:, j] = (u[:, j] + step).clamp_min(0)
+        if (u - before).abs().max() <= tol * max(float(u.max()), 1e-12):
+            break
+    return u.float()
+
+
+def concept_maps(activations: Array, bank: Array, max_iter: int = 200, tol: float = 1e-6) -> torch.Tensor:
     """The coefficients U (N, k, h, w) float32 of every location with the bank W fixed: non-negative least
-    squares min ||A - U W|| over U >= 0 (scikit-learn's coordinate descent with W held fixed)."""
+    squares min ||A - U W|| over U >= 0 at each location (`nnls_fixed_bank`), the coefficients a fitted NMF
+    would give the same locations, without refitting the bank."""
     a = _tensor(activations, "activations", 4)
     n, c, h, w = a.shape
-    bank_ = _check_bank(bank, c)
-    x = _rows(a).numpy().astype(np.float64)
-    if len(x) == 0:
-        return torch.zeros(n, len(bank_), h, w)
-    u, _, _ = non_negative_factorization(
-        x,
-        H=bank_.astype(np.float64),
-        n_components=len(bank_),
-        init="custom",
-        update_H=False,
-        solver="cd",
-        max_iter=max_iter,
-        tol=1e-6,
-    )
-    return torch.from_numpy(u.astype(np.float32)).reshape(n, h, w, -1).permute(0, 3, 1, 2).contiguous()
+    bank_ = torch.from_numpy(_check_bank(bank, c))
+    u = nnls_fixed_bank(_rows(a), bank_, max_iter, tol)
+    return u.reshape(n, h, w, -1).permute(0, 3, 1, 2).contiguous()
 
 
 def concept_importance(
