@@ -85,7 +85,9 @@ def bench_one(arch: str, size: int, args: argparse.Namespace, clock: Callable[[]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 images, k = 3, one repeat, 2000 locations: a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 images, k = 3, one repeat, 2000 locations: a smoke run"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 224])
     parser.add_argument("--archs", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
     parser.add_argument("--images", type=int, default=16, help="test images timed per call")
@@ -118,8 +120,8 @@ def main() -> None:
             t = bench_one(arch, size, args, clock)
             ratio = (t["maps"] + t["importance"]) / t["forward"]
             print(
-                f"{arch:<9} {size:>4} {EARLIER_LAYERS[arch]:<12} {t['forward']:>13.2f} ms {t['maps']:>13.2f} ms "
-                f"{t['importance']:>13.2f} ms {ratio:>15.1f}x {t['fit']:>15.2f}s",
+                f"{arch:<9} {size:>4} {EARLIER_LAYERS[arch]:<12} {t['forward']:>13.2f} ms "
+                f"{t['maps']:>13.2f} ms {t['importance']:>13.2f} ms {ratio:>15.1f}x {t['fit']:>15.2f}s",
                 flush=True,
             )
 

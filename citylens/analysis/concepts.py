@@ -61,7 +61,9 @@ def _tensor(x: Array, name: str, ndim: int) -> torch.Tensor:
 def _layer(network: nn.Module, layer: str, arch: str | None) -> nn.Module:
     """The submodule named by a preset (with `arch`) or a dotted path; ValueError naming `layer` if none."""
     if arch is not None and arch not in ARCHITECTURES:
-        raise ValueError(f"concepts.layer: unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}")
+        raise ValueError(
+            f"concepts.layer: unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}"
+        )
     try:
         return resolve_target_layer(network, arch, layer)[0]
     except ValueError as err:
@@ -92,8 +94,8 @@ def layer_activations(
     """The ReLU-clamped output (N, C, h, w) of the layer `layer` (a dotted path, or a preset of `arch`) for
     network inputs `images` (float; uint8 analysis views are normalised first), float32 on the CPU.
 
-    Clamped because NMF needs non-negative data; every default layer (EARLIER_LAYERS) is a ReLU output already.
-    The forward pass stops at the layer.
+    Clamped because NMF needs non-negative data; every default layer (EARLIER_LAYERS) is a ReLU output
+    already. The forward pass stops at the layer.
     """
     module = _layer(network, layer, arch)
     out: list[torch.Tensor] = []
@@ -339,7 +341,8 @@ def concept_objects(
             share = float(mass[j] / total_mass[j]) if total_mass[j] > 0 else 0.0
             rows.append([j, obj, class_name(obj), share, pixel_share, share / pixel_share])
     table = pd.DataFrame(rows, columns=OBJECT_COLUMNS)
-    return table.sort_values(["concept", "lift"], ascending=[True, False], kind="stable").reset_index(drop=True)
+    table = table.sort_values(["concept", "lift"], ascending=[True, False], kind="stable")
+    return table.reset_index(drop=True)
 
 
 def concept_names(table: pd.DataFrame, min_lift: float = 1.5) -> pd.DataFrame:
@@ -383,10 +386,12 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def match_concepts(strength_a: np.ndarray, strength_b: np.ndarray) -> ConceptMatch:
     """Hungarian matching of two networks' concepts on the correlation of their per-image strengths over the
-    same images (rows in the same order): the pairing with the largest total correlation, min(k_a, k_b) pairs."""
+    same images (rows in the same order): the pairing of largest total correlation, min(k_a, k_b) pairs."""
     a, b = np.asarray(strength_a, np.float64), np.asarray(strength_b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or len(a) != len(b):
-        raise ValueError(f"strengths {a.shape} and {b.shape}: need (N, k_a) and (N, k_b) over the same images")
+        raise ValueError(
+            f"strengths {a.shape} and {b.shape}: need (N, k_a) and (N, k_b) over the same images"
+        )
     if len(a) < 2:
         raise ValueError(f"need at least 2 shared images to correlate, got {len(a)}")
     corr = _correlation(a, b)
