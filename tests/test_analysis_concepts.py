@@ -18,6 +18,7 @@ from citylens.analysis.concepts import (
     concept_maps,
     concept_names,
     concept_objects,
+    concept_sobol,
     concept_strength,
     fit_concepts,
     importance_table,
@@ -118,6 +119,9 @@ def test_removal_importance_is_exact_on_a_hand_built_network():
     expected = torch.cat([log_p0[:2], -torch.log1p(torch.exp(3 * m[2:]))]) + np.log(2)
     np.testing.assert_allclose(importance[:, 0], expected.numpy(), rtol=1e-5)
     assert (importance[:2, 0] > 0).all() and importance[2, 0] < 0  # supports city 0, speaks against city 1
+    # CRAFT's total Sobol index: 0 for the absent concept, and all of the variance for the only one present.
+    sobol = concept_sobol(net, "0", x, targets, bank, maps, n_designs=32)
+    assert np.array_equal(sobol[:, 1], np.zeros(3)) and (sobol[:, 0] > 0.5).all()
     # The residual is kept: a one-concept bank along channel 0 + 1 removes only its projection.
     half = np.full((1, 2), np.sqrt(0.5), np.float32)
     importance_half = concept_importance(net, "0", x, targets, half, concept_maps(acts, half))
@@ -151,6 +155,8 @@ def test_earlier_layers_and_batched_removal_on_every_architecture(networks, one_
             expected[:, j] = (base - net(x).log_softmax(1)[range(3), targets]).numpy()
             handle.remove()
     np.testing.assert_allclose(importance, expected, atol=1e-5)
+    chunked = concept_importance(net, EARLIER_LAYERS[arch], x, targets, bank, maps, batch_size=2, max_rows=3)
+    np.testing.assert_allclose(chunked, expected, atol=1e-5)  # the edits in several passes
     assert np.abs(expected).max() > 1e-4  # the edits change the output
 
 
