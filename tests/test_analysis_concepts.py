@@ -111,7 +111,10 @@ def test_removal_importance_is_exact_on_a_hand_built_network():
     bank = np.eye(2, dtype=np.float32)
     maps = concept_maps(acts, bank)
     targets = [0, 0, 1]
+    net.train()
+    net[1].eval()
     importance = concept_importance(net, "0", x, targets, bank, maps, batch_size=2)
+    assert [m.training for m in net] == [True, False, True, True]  # each module's mode is left as it was
     assert importance.shape == (3, 2)
     assert np.array_equal(importance[:, 1], np.zeros(3))  # a concept with zero coefficients
     m = acts[:, 0].mean(dim=(1, 2)).double()

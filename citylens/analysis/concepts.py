@@ -18,6 +18,7 @@ Plain functions on tensors and arrays (docs/concepts.md), in the spirit of CRAFT
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -84,6 +85,19 @@ def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Ite
         yield to_input(x) if x.dtype == torch.uint8 else x.float()
 
 
+@contextlib.contextmanager
+def _eval_mode(network: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients for the duration; every module's own mode is restored afterwards."""
+    modes = [(module, module.training) for module in network.modules()]
+    try:
+        network.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 class _Reached(Exception):
     """Raised by the activation hook to stop the forward pass once the layer has run."""
 
@@ -106,11 +120,9 @@ def layer_activations(
         out.append(output.detach().clamp_min(0).to("cpu", torch.float32))
         raise _Reached  # the layers after it are not needed
 
-    was_training = network.training
     handle = module.register_forward_hook(hook)
     try:
-        network.eval()
-        with torch.no_grad():
+        with _eval_mode(network):
             for x in _batches(images, batch_size, _device(network)):
                 try:
                     network(x)
@@ -118,7 +130,6 @@ def layer_activations(
                     pass
     finally:
         handle.remove()
-        network.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -246,12 +257,10 @@ def _edited_log_probs(
         edited = output[:, None] - torch.minimum(removed, output.clamp_min(0)[:, None])
         return edited.flatten(0, 1)
 
-    was_training = network.training
     handle = module.register_forward_hook(hook)
     out = []
     try:
-        network.eval()
-        with torch.no_grad():
+        with _eval_mode(network):
             for i, x in enumerate(_batches(images, batch_size, device)):
                 rows = slice(i * batch_size, i * batch_size + len(x))
                 state["maps"] = u[rows].to(device)
@@ -277,7 +286,6 @@ def _edited_log_probs(
         ) from err
     finally:
         handle.remove()
-        network.train(was_training)
     return torch.cat(out).double().numpy() if out else np.zeros((0, len(keep)))
 
 
