@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.optimize import nnls
@@ -87,7 +88,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="concepts.layer: unknown layer 'features.99'"):
         layer_activations(nn.Sequential(nn.ReLU()), "features.99", torch.zeros(1, 2, 4, 4))
     with pytest.raises(ValueError, match="label_maps"):
-        concept_objects(torch.zeros(2, 3, 8, 8), np.zeros((2, 4, 4), np.uint8))
+        concept_objects(torch.zeros(2, 3, 8, 8), np.zeros((3, 4, 4), np.uint8))
     with pytest.raises(ValueError, match="over the same images"):
         match_concepts(np.zeros((5, 2)), np.zeros((4, 2)))
 
@@ -194,6 +195,12 @@ def test_lift_of_a_concept_on_an_object_and_names():
     assert set(only_cars["object"]) == {"car"}
     up = upsample_maps(torch.ones(1, 2, 2, 2), 8)
     assert up.shape == (1, 2, 8, 8) and torch.allclose(up, torch.ones(1, 2, 8, 8))
+    # Maps on a coarser grid are upsampled inside, a chunk of images at a time, to the same table.
+    coarse = torch.rand(5, 3, 4, 4)
+    labels = np.random.default_rng(0).integers(0, 4, (5, 8, 8)).astype(np.uint8)
+    pd.testing.assert_frame_equal(
+        concept_objects(coarse, labels, chunk=2), concept_objects(upsample_maps(coarse, 8), labels)
+    )
 
 
 def test_hungarian_matching_recovers_a_permutation():

@@ -400,31 +400,46 @@ def upsample_maps(maps: Array, size: int | tuple[int, int]) -> torch.Tensor:
 
 
 def concept_objects(
-    maps_up: Array, label_maps: Array, removable_ids: Sequence[int] | None = None
+    maps: Array,
+    label_maps: Array,
+    removable_ids: Sequence[int] | None = None,
+    chunk: int = 32,
 ) -> pd.DataFrame:
     """Per concept and object: mass_share (the share of the concept's mass on the object's pixels),
     pixel_share (the object's share of all pixels) and lift = mass_share / pixel_share, over all images.
 
-    maps_up (N, k, H, W) at the label maps' size (N, H, W); `removable_ids`: the ADE20K ids to report (e.g.
-    the objects a counterfactual can remove), None: every class present. Lift 1 is chance; a concept that
-    sits exactly on an object has lift 1 / pixel_share.
+    maps (N, k, h, w): concept maps at the label maps' size (N, H, W), or at their own grid, in which case
+    they are upsampled (`upsample_maps`) `chunk` images at a time, so the full-size maps never sit in memory
+    at once. `removable_ids`: the ADE20K ids to report (e.g. the objects a counterfactual can remove), None:
+    every class present. Lift 1 is chance; a concept that sits exactly on an object has lift 1 / pixel_share.
     """
-    u = _tensor(maps_up, "maps_up", 4).double()
+    u = _tensor(maps, "maps", 4)
     labels = torch.as_tensor(np.asarray(label_maps)).long()
-    if labels.ndim != 3 or labels.shape != (u.shape[0], *u.shape[2:]):
-        raise ValueError(f"label_maps {tuple(labels.shape)} do not match maps_up {tuple(u.shape)}")
+    if labels.ndim != 3 or len(labels) != len(u):
+        raise ValueError(f"label_maps {tuple(labels.shape)} do not match the maps {tuple(u.shape)}")
     ids = torch.unique(labels).tolist()
     if removable_ids is not None:
-        ids = [i for i in ids if i in set(int(r) for r in removable_ids)]
-    total_mass = u.sum(dim=(0, 2, 3))
+        wanted = {int(r) for r in removable_ids}
+        ids = [i for i in ids if i in wanted]
+    size = tuple(labels.shape[1:])
+    mass = torch.zeros(u.shape[1], len(ids), dtype=torch.float64)
+    total = torch.zeros(u.shape[1], dtype=torch.float64)
+    pixels = torch.zeros(len(ids), dtype=torch.float64)
+    for start in range(0, len(u), chunk):
+        part = u[start : start + chunk]
+        part = part if tuple(part.shape[2:]) == size else upsample_maps(part, size)
+        onehot = (labels[start : start + chunk, ..., None] == torch.tensor(ids)).float()  # (n, H, W, objects)
+        mass += torch.einsum("nkhw,nhwo->ko", part, onehot).double()
+        total += part.sum(dim=(0, 2, 3)).double()
+        pixels += onehot.sum(dim=(0, 1, 2)).double()
+    pixel_share = pixels / labels.numel()
     rows = []
-    for obj in ids:
-        where = (labels == obj).double()[:, None]
-        pixel_share = float(where.mean())
-        mass = (u * where).sum(dim=(0, 2, 3))
+    for o, obj in enumerate(ids):
         for j in range(u.shape[1]):
-            share = float(mass[j] / total_mass[j]) if total_mass[j] > 0 else 0.0
-            rows.append([j, obj, class_name(obj), share, pixel_share, share / pixel_share])
+            share = float(mass[j, o] / total[j]) if total[j] > 0 else 0.0
+            rows.append(
+                [j, obj, class_name(obj), share, float(pixel_share[o]), share / float(pixel_share[o])]
+            )
     table = pd.DataFrame(rows, columns=OBJECT_COLUMNS)
     table = table.sort_values(["concept", "lift"], ascending=[True, False], kind="stable")
     return table.reset_index(drop=True)
