@@ -40,7 +40,6 @@ from citylens.analysis.concepts import (
     importance_table,
     layer_activations,
     match_concepts,
-    upsample_maps,
 )
 from citylens.config import run_config
 from citylens.core.ade20k import class_index
@@ -91,9 +90,7 @@ def probe_run(run_dir: Path, args: argparse.Namespace) -> Probed:
     causal = causal[causal["method"] == "counterfactual"] if "method" in causal else causal
     removable = sorted(set(causal["object"])) or list(OPTIONAL)
     labels = np.stack([GroundTruthSegmenter(datamodule.input_size).load(r) for r in records])
-    objects = concept_objects(
-        upsample_maps(maps, datamodule.input_size), labels, [class_index(o) for o in removable]
-    )
+    objects = concept_objects(maps, labels, [class_index(o) for o in removable])  # upsampled inside
     names = concept_names(objects, args.min_lift)
     table = table.merge(names, on="concept", how="left")
     top2 = {
