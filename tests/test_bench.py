@@ -14,6 +14,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 # script -> (tiny arguments, a line fragment its result must print)
 TINY = {
     "bench_causal.py": (["--archs", "simple", "--images-per-city", "30", "--size", "32"], "causal/rest"),
+    "bench_concepts.py": (["--quick"], "concepts/forward"),
     "bench_data.py": (["--images", "8", "--size", "32", "--batch", "4", "--workers", "1"], "img/s"),
     "bench_explorer.py": (["--images", "12", "--runs", "2"], "explorer.html"),
     "bench_gpu.py": (
