@@ -229,8 +229,8 @@ def one_cue(cache_dir: Path, train_tiny) -> tuple[nn.Module, SyntheticCityData]:
 def test_the_cue_citys_top_concept_is_named_after_the_cue(one_cue, one_thread):
     net, dm = one_cue
     layer = "6"  # the tiny network's second conv block (16x16 at 32 px), one stage before the last conv
-    _, val, _ = next(dm.analysis_batches("val", batch_size=len(dm.splits["val"])))
-    _, test, records = next(dm.analysis_batches("test", batch_size=len(dm.splits["test"])))
+    _, val, _ = next(dm.split_view("val").batches(len(dm.splits["val"])))
+    _, test, records = next(dm.split_view("test").batches(len(dm.splits["test"])))
     bank = fit_concepts(layer_activations(net, layer, val), 6, seed=0)  # fitted on other images
     maps = concept_maps(layer_activations(net, layer, test), bank)
     targets = dm.targets("test")

@@ -64,7 +64,7 @@ class Probed:
 
 def _views(datamodule: object, split: str) -> tuple[torch.Tensor, list]:
     views, records = [], []
-    for _, batch, chunk in datamodule.analysis_batches(split, batch_size=256):
+    for _, batch, chunk in datamodule.split_view(split).batches(256):
         views.append(batch)
         records += chunk
     return torch.cat(views), records

@@ -76,7 +76,8 @@ def average_residual(masks_a: Masks, masks_b: Masks) -> float:
 def to_common_size(masks: Masks, size: int | tuple[int, int]) -> Masks:
     """Resample (N,H,W) masks to `size` with bilinear interpolation, half-pixel centres (align_corners=False).
 
-    Same as Grad-CAM's own upsampling (docs/explainers.md); returns the input's type (NumPy or torch) and dtype.
+    Same as Grad-CAM's own upsampling (docs/explainers.md); returns the input's type (NumPy or torch)
+    and dtype.
     """
     hw = (size, size) if isinstance(size, int) else tuple(size)
     is_np = not isinstance(masks, torch.Tensor)
