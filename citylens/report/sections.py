@@ -16,7 +16,7 @@ from citylens.pipeline.runs import Run, city_index, planted_objects
 from citylens.report import markdown as md
 from citylens.report import sweep_figures
 from citylens.report.examples import Views, collect, load_views
-from citylens.report.tables import tsne_purity
+from citylens.report.tables import CONCEPT_COMPARISON, IMPORTANCE_COMPARISON, tsne_purity
 from citylens.run_state import RunStatus
 
 
@@ -170,8 +170,10 @@ def stats_section(tests: pd.DataFrame, n_runs: int, group: int | None = None) ->
         },
     )
     reading = md.reading_comparison(tests.iloc[1], "object-ratio profiles", "L1 distance", n_runs)
-    if len(tests) > 3:
-        more = md.reading_comparison(tests.iloc[3], "object-importance rankings", "1 - rho", n_runs)
+    others = {IMPORTANCE_COMPARISON: ("object-importance rankings", "1 - rho"),
+              CONCEPT_COMPARISON: ("matched concepts", "1 - correlation")}  # fmt: skip
+    for row in tests.iloc[3:].itertuples(index=False):
+        more = md.reading_comparison(pd.Series(row._asdict()), *others[row.comparison], n_runs)
         reading += " " + more[:1].upper() + more[1:]
     note = (
         "Null hypothesis: the runs are exchangeable, i.e. which architecture a run has does not change "
@@ -180,8 +182,9 @@ def stats_section(tests: pd.DataFrame, n_runs: int, group: int | None = None) ->
         "random sample above 10,000), the statistic (mean distance of cross-architecture pairs minus "
         "same-architecture pairs) recomputed from the run x run matrix each time; p = share at least as "
         "extreme, the observed one included. AR is the primary test; the ratio-profile tests (and the "
-        "object-importance one, 1 - Spearman rho of two runs' rankings of the headline statistic, where it "
-        "was computed) are secondary, their p Holm-adjusted. "
+        "object-importance one, 1 - Spearman rho of two runs' rankings of the headline statistic, and the "
+        "concept one, 1 - the matched concepts' correlation, where computed) are secondary, their p "
+        "Holm-adjusted. "
         f"Table 2's intervals: {md.INTERVAL_WORDS}."
     )
     title = f"Statistics: do architectures differ more than seeds?{group_tag(group)[0]}"

@@ -33,6 +33,7 @@ from citylens.pipeline.runs import (
     stream_residuals,
     sweep_variants,
 )
+from citylens.report.concepts import concept_agreement, concept_section, concept_summary
 from citylens.report.examples import Views
 from citylens.report.explorer import build_explorer
 from citylens.report.faithfulness import faithfulness_sections
@@ -89,7 +90,9 @@ def _variant_runs(sweep_dir: Path, variants: list[str]) -> dict[str, list[list[R
     return found
 
 
-GROUP_TABLES = ("table2.csv", "table2_grouped.csv", "ratio_distances.csv", "statistics.csv")
+GROUP_TABLES = (
+    "table2.csv", "table2_grouped.csv", "ratio_distances.csv", "statistics.csv", "concept_agreement.csv"
+)  # fmt: skip
 
 
 def _group_sections(
@@ -110,7 +113,8 @@ def _group_sections(
     per_pair, grouped = table2(runs, pairs, options.n_boot, options.seed)
     distances = ratio_distances(runs, threshold)
     agreement = importance_agreement(runs, choice.variant, choice.statistic) if choice else None
-    tests = comparison_tests(runs, per_pair, distances, options.n_perm, options.seed, agreement)
+    concepts = concept_agreement(runs)
+    tests = comparison_tests(runs, per_pair, distances, options.n_perm, options.seed, agreement, concepts)
     sections = table2_sections(runs, per_pair, grouped, tests, out, group)
     sections.append(stats_section(tests, len(runs), group))
     fig6 = fig6_section(
@@ -120,7 +124,7 @@ def _group_sections(
         name = "explorer" if group is None else f"explorer_group{group}"
         reader = views(runs[0]) if views is not None else None
         build_explorer(runs, out, pairs, per_pair, threshold, reader, name=name)
-    tables = dict(zip(GROUP_TABLES, (per_pair, grouped, distances, tests)))
+    tables = dict(zip(GROUP_TABLES, (per_pair, grouped, distances, tests, concepts)))
     return sections, fig6, {k: t.assign(data_group=group or 1) for k, t in tables.items()}
 
 
@@ -163,6 +167,11 @@ def _sections(
         write_csv(recovery, out / "recovery.csv")
         sections.append(recovery_section(recovery))
     sections += faithfulness_sections(runs, out)
+    summary = concept_summary(runs)
+    if len(summary):
+        write_csv(summary, out / "concepts.csv")
+        agreement = pd.concat([concept_agreement(g) for g in groups], ignore_index=True)
+        sections.append(concept_section(runs, summary, agreement))
     return sections
 
 

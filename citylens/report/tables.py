@@ -73,6 +73,7 @@ TEST_COLUMNS = [
 ]
 MAX_EXACT = 10000
 IMPORTANCE_COMPARISON = "object-importance ranking distance (1 - Spearman rho)"
+CONCEPT_COMPARISON = "concept distance (1 - matched correlation of per-image strength)"
 
 
 def paper_ar(arch_a: str, arch_b: str) -> float:
@@ -247,9 +248,11 @@ def comparison_tests(
     n_perm: int = 10000,
     seed: int = 0,
     agreement: pd.DataFrame | None = None,
+    concepts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Tests of "architectures differ more than seeds" for AR (primary), the ratio profiles (L1, JS) and, when
-    `agreement` has pairs (report.headline.importance_agreement), the object-importance rankings (1 - rho).
+    `agreement` has pairs (report.headline.importance_agreement), the object-importance rankings (1 - rho),
+    and when `concepts` has pairs (report.concepts.concept_agreement), the matched concepts (1 - agreement).
 
     Each relabels the architecture labels across the runs (`relabel_test`: every distinct relabelling up to
     MAX_EXACT, else n_perm random ones) and recomputes mean cross-architecture minus mean same-architecture
@@ -263,6 +266,8 @@ def comparison_tests(
     ]
     if agreement is not None and len(agreement):
         rows.append(_test_row(IMPORTANCE_COMPARISON, runs, agreement, "distance", n_perm, seed))
+    if concepts is not None and len(concepts):
+        rows.append(_test_row(CONCEPT_COMPARISON, runs, concepts, "distance", n_perm, seed))
     table = pd.DataFrame(rows).assign(primary=[True] + [False] * (len(rows) - 1))
     table["p_adjusted"] = np.r_[table["p_value"].iloc[:1], holm(table["p_value"].iloc[1:])]
     return table[TEST_COLUMNS]
