@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from citylens.config import step_options
+from citylens.app.config import step_options
 from citylens.data.datamodule import SyntheticCityData
 from citylens.data.synthetic import DEFAULT_CITIES
 from citylens.explain.store import open_store

@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from citylens.analysis.residuals import PairwiseResiduals
+from citylens.core.run_folder import write_complete
 from citylens.explain.store import write_store
 from citylens.pipeline import Variant
 from citylens.pipeline.runs import scan_sweep
 from citylens.report.browser import find_chromium, headless_chromium
 from citylens.report.explorer import ASSET_DIR, build_explorer
-from citylens.run_state import write_complete
 
 CITIES = ["pittsburgh", "tokyo"]
 VARIANT = Variant()

@@ -37,7 +37,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from citylens.config import step_options
+from citylens.app.config import step_options
 from citylens.core.layers import ARCHITECTURES
 from citylens.data import SyntheticCityData
 from citylens.explain import GradCAM, build_explainer

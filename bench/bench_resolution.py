@@ -40,9 +40,9 @@ METHOD = "counterfactual"
 
 
 def sweep_command(args: argparse.Namespace, size: int, sweep_dir: Path) -> list[str]:
-    """`python -m citylens.train -m experiment=demo ...` for one size."""
+    """`python -m citylens.app.train -m experiment=demo ...` for one size."""
     own, *extra = args.explainers
-    cmd = [sys.executable, "-m", "citylens.train", "-m", "experiment=demo", "logger=csv"]
+    cmd = [sys.executable, "-m", "citylens.app.train", "-m", "experiment=demo", "logger=csv"]
     cmd += [f"model={','.join(args.archs)}", f"seed={','.join(map(str, args.seeds))}"]
     cmd += [f"data.input_size={size}", f"data.images_per_city={args.images_per_city}", f"explainer={own}"]
     cmd += [f"extra_variants=[{','.join(extra)}]"]

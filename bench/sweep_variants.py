@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from citylens.analyze import analyze
+from citylens.app.analyze import analyze
 from citylens.core.layers import LAYER_PRESETS
 from citylens.explain.methods import CAMS
 from citylens.pipeline import Variant

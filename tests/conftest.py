@@ -36,12 +36,12 @@ from torch import nn
 from citylens.core.ade20k import class_index
 from citylens.core.layers import LAYER_PRESETS
 from citylens.core.records import ImageRecord
+from citylens.core.run_folder import write_complete
 from citylens.data.datamodule import SplitView
 from citylens.data.synthetic import SyntheticCities, renderable_classes
 from citylens.explain.store import write_store
 from citylens.models import build_model
 from citylens.pipeline import Variant
-from citylens.run_state import write_complete
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Real street photos with their sources and licences (tests/data/real/README.md, SOURCES.tsv).
@@ -100,7 +100,7 @@ def compose_cfg() -> Callable[[list[str], Path, Path], DictConfig]:
 
 
 def _run_cli(args: list[str], root: Path, timeout: int = 900, **env_vars: str) -> subprocess.CompletedProcess:
-    """`python -m citylens.train ARGS` with outputs and caches under `root`; fails the test on error."""
+    """`python -m citylens.app.train ARGS` with outputs and caches under `root`; fails the test on error."""
     env = {
         **os.environ,
         **env_vars,
@@ -109,7 +109,7 @@ def _run_cli(args: list[str], root: Path, timeout: int = 900, **env_vars: str) -
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
     }
-    cmd = [sys.executable, "-m", "citylens.train", *args]
+    cmd = [sys.executable, "-m", "citylens.app.train", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc
@@ -117,7 +117,7 @@ def _run_cli(args: list[str], root: Path, timeout: int = 900, **env_vars: str) -
 
 @pytest.fixture(scope="session")
 def run_cli() -> Callable[..., subprocess.CompletedProcess]:
-    """`run_cli(args, root, timeout=900, **env)`: `python -m citylens.train ARGS` under `root`, must pass."""
+    """`run_cli(args, root, timeout=900, **env)`: `python -m citylens.app.train ARGS` in `root`, must pass."""
     return _run_cli
 
 

@@ -42,7 +42,7 @@ def test_city_with_no_readable_image_is_an_error(write_folder_dataset, tmp_path:
 
 
 def test_smoke_training_on_a_folder_dataset(compose_cfg, write_folder_dataset, tmp_path: Path):
-    from citylens.train import train
+    from citylens.app.train import train
 
     root = tmp_path / "photos"
     write_folder_dataset(root, {"paris": 15, "oxford": 15})

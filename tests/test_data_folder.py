@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from citylens.core.errors import ConfigError
 from citylens.data.cache import ViewCache
 from citylens.data.folder import scan_folder
-from citylens.errors import ConfigError
 
 
 def test_scan_folder_errors_name_key_and_layout(tmp_path: Path):

@@ -275,7 +275,7 @@ def test_view_cache_is_reused_by_a_second_data_module(fake: Fake, tmp_path: Path
 def test_config_mirrors_the_class_and_takes_mat_lists(compose_cfg, fake: Fake, tmp_path: Path):
     from hydra.utils import instantiate
 
-    from citylens.config import ConfigError, validate
+    from citylens.app.config import ConfigError, validate
 
     mats = f"[{fake.pittsburgh}/datasets/pitts250k_train.mat,datasets/pitts250k_train.mat]"
     roots = [f"data.pittsburgh_root={fake.pittsburgh}", f"data.tokyo_root={fake.tokyo}"]
@@ -290,7 +290,7 @@ def test_config_mirrors_the_class_and_takes_mat_lists(compose_cfg, fake: Fake, t
 
 
 def test_smoke_training_run_end_to_end(compose_cfg, fake: Fake, tmp_path: Path, cache_dir: Path):
-    from citylens.train import train
+    from citylens.app.train import train
 
     run_dir = tmp_path / "run"
     overrides = [

@@ -1,7 +1,7 @@
 """The fault suite: real subprocesses SIGKILLed at each phase, rerun with the same command, compared with an
 uninterrupted run; failed jobs inside a sweep; bad input refused in one line; run folders read as data.
 
-Kills land at exact phases through citylens.faults (CITYLENS_KILL_AT: the process SIGKILLs itself there).
+Kills land at exact phases through citylens.core.faults (CITYLENS_KILL_AT: the process SIGKILLs itself there).
 Tiny data (15 images per city at 32 px, 3 epochs of 2 batches) keeps each run to seconds; the reference is one
 uninterrupted sweep with a failing job, the command of the issue's "done when" (docs/faults.md).
 """
@@ -22,14 +22,14 @@ import pytest
 import torch
 import yaml
 
-from citylens.analyze import analyze
-from citylens.config import ConfigError, preflight, run_config
+from citylens.app.analyze import analyze
+from citylens.app.config import ConfigError, preflight, run_config
+from citylens.app.run_views import view_reader
+from citylens.app.train import train
+from citylens.core.run_folder import best_checkpoint, check_complete, read_complete
 from citylens.pipeline.runs import open_run
 from citylens.pipeline.variant import ANALYSIS_DIR, Variant, list_variants
 from citylens.report.examples import load_views
-from citylens.run_state import best_checkpoint, check_complete, read_complete
-from citylens.run_views import view_reader
-from citylens.train import train
 
 TINY = [
     "experiment=smoke",
@@ -55,7 +55,7 @@ def cli(
     cache: Path,
     kill_at: str | None = None,
     kill_after: int = 0,
-    module: str = "citylens.train",
+    module: str = "citylens.app.train",
 ) -> subprocess.CompletedProcess:
     """Run a citylens command line with its caches in `cache`, optionally SIGKILLed at a kill point."""
     env = {
@@ -275,7 +275,7 @@ def test_too_few_images_for_the_split_is_refused_before_training(write_folder_da
 
 
 def test_missing_launcher_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("citylens.config._importable", lambda module: False)
+    monkeypatch.setattr("citylens.app.config._importable", lambda module: False)
     with pytest.raises(ConfigError, match=r"hydra/launcher=parallel: .*pip install -e \.\[scale\]"):
         preflight(["-m", "hydra/launcher=parallel", "seed=0,1"])
     assert preflight(["data.cities={lyon: {planted: {fence: 0.9}}}"]) == [
@@ -288,7 +288,7 @@ def test_missing_launcher_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch
 def test_kill_during_analysis_then_citylens_analyze_finishes_the_run(ref: SimpleNamespace, tmp_path: Path):
     run = tmp_path / "run"
     killed(cli([*ONE_RUN, f"hydra.run.dir={run}"], ref.cache, kill_at="analysis"))
-    ok(cli([str(run)], ref.cache, module="citylens.analyze"))
+    ok(cli([str(run)], ref.cache, module="citylens.app.analyze"))
     assert read_complete(run)["written_by"] == "citylens-analyze"
     assert_same_run(run, ref.run)
 

@@ -20,9 +20,6 @@ PACKAGE = TESTS.parent / "citylens"
 LAYERS: dict[str, int] = {
     "": 0,  # citylens/__init__.py: the version
     "core": 0,
-    "errors": 0,
-    "faults": 0,
-    "lazy": 0,
     "data": 1,
     "models": 1,
     "explain": 1,
@@ -30,14 +27,10 @@ LAYERS: dict[str, int] = {
     "analysis": 2,
     "figures": 2,
     "pipeline": 3,
-    "run_state": 3,
     "report": 4,
-    "report.cli": 5,
-    "run_views": 5,
-    "callbacks": 5,
-    "config": 5,
-    "train": 6,
-    "analyze": 6,
+    "app": 5,
+    "app.train": 6,
+    "app.analyze": 6,
 }
 
 
@@ -176,8 +169,8 @@ def _tree(root: Path, files: dict[str, str]) -> Path:
             "segment/base.py: sideways between level-1 packages to citylens.data.records",
         ),
         (
-            {"report/__init__.py": "", "report/x.py": "from citylens import run_views\n"},
-            "report/x.py: up from level 4 to citylens.run_views (level 5)",
+            {"report/__init__.py": "", "report/x.py": "from citylens.app import run_views\n"},
+            "report/x.py: up from level 4 to citylens.app.run_views (level 5)",
         ),
         ({"newthing.py": ""}, "module citylens.newthing has no place in the layer table"),
         (
@@ -194,7 +187,9 @@ def test_the_check_finds_back_edges_sideways_edges_strays_and_cycles(tmp_path: P
     root = _tree(tmp_path, {"__init__.py": "", "data/__init__.py": "", "data/records.py": "", **files})
     (root / "report").mkdir(exist_ok=True)
     (root / "report" / "sweep.py").write_text("")
-    (root / "run_views.py").write_text("")
+    (root / "app").mkdir(exist_ok=True)
+    (root / "app" / "__init__.py").write_text("")
+    (root / "app" / "run_views.py").write_text("")
     found = problems(root)
     assert len(found) == 1 and found[0].endswith(expected), found
 
@@ -205,15 +200,16 @@ def test_allowed_imports_pass(tmp_path: Path):
         {
             "__init__.py": "",
             "core/__init__.py": "",
-            "core/io.py": "import citylens\nfrom citylens.faults import kill_point\n",
+            "core/io.py": "import citylens\nfrom citylens.core.faults import kill_point\n",
             "segment/__init__.py": "from citylens.segment.base import Segmenter\n",
             "segment/base.py": "from citylens.core.io import x\n",
             "report/__init__.py": "",
-            "report/cli.py": "from citylens.run_views import view_reader\n",
-            "run_views.py": "from citylens.report import sweep\n",
+            "app/__init__.py": "",
+            "app/report_cli.py": "from citylens.app.run_views import view_reader\n",
+            "app/run_views.py": "from citylens.report import sweep\n",
             "report/sweep.py": "from citylens import figures\n",
             "figures.py": "from citylens.segment import base\n",
-            "faults.py": "",
+            "core/faults.py": "",
         },
     )
     assert problems(root) == []

@@ -26,14 +26,14 @@ def test_wheel_install_runs_the_three_clis_from_another_directory(tmp_path: Path
     assert (target / "citylens" / "conf" / "train.yaml").is_file()
     env = {**os.environ, "PYTHONPATH": str(target)}
     where = subprocess.run(
-        [sys.executable, "-c", "import citylens.train as t; print(t.__file__); print(t.CONF_DIR)"],
+        [sys.executable, "-c", "import citylens.app.train as t; print(t.__file__); print(t.CONF_DIR)"],
         capture_output=True,
         text=True,
         env=env,
         cwd=elsewhere,
         check=True,
     ).stdout.split()
-    assert where == [str(target / "citylens" / "train.py"), str(target / "citylens" / "conf")]
+    assert where == [str(target / "citylens" / "app" / "train.py"), str(target / "citylens" / "conf")]
     for cli, expected in (
         ("citylens-train", "== Configuration groups =="),
         ("citylens-analyze", "citylens-analyze RUN_DIR"),

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from citylens.config import step_options
+from citylens.app.config import step_options
 from citylens.core.ade20k import class_index
 from citylens.data.datamodule import SyntheticCityData
 from citylens.data.synthetic import SyntheticCities

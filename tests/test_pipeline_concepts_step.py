@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from citylens.config import ConfigError, step_options
+from citylens.app.config import ConfigError, step_options
 from citylens.data.datamodule import SyntheticCityData
 from citylens.pipeline import Variant
 from citylens.pipeline.concepts_step import COLUMNS, causal_ranks, concept_layer

@@ -12,7 +12,7 @@ import torch
 
 from citylens.analysis.faithfulness import faithfulness
 from citylens.analysis.sanity import SANITY_COLUMNS
-from citylens.config import ConfigError, step_options
+from citylens.app.config import ConfigError, step_options
 from citylens.models.build import build_model
 from citylens.pipeline import Variant
 from citylens.pipeline.context import Context

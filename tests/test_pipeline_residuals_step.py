@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from citylens.config import ConfigError, step_options
+from citylens.app.config import ConfigError, step_options
 from citylens.explain.store import StoreError
 from citylens.pipeline.context import Context
 from citylens.pipeline.residuals_step import COLUMNS, run_residuals

@@ -14,7 +14,7 @@ import yaml
 from hydra.utils import get_class
 from torch import nn
 
-from citylens.config import CONF_DIR
+from citylens.app.config import CONF_DIR
 from citylens.pipeline import Variant
 from citylens.pipeline.context import Context, StepResult
 from citylens.pipeline.steps import RUN, StepOptions, is_current, ordered, record_path, run_analysis

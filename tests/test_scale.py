@@ -18,12 +18,12 @@ from hydra.utils import instantiate
 from lightning_utilities.core import rank_zero as utils_rank_zero
 from pytorch_lightning.utilities import rank_zero
 
+from citylens.app.train import train
 from citylens.explain.store import open_store
 from citylens.models import CityClassifier
 from citylens.pipeline import Variant
 from citylens.pipeline.context import Context
 from citylens.pipeline.masks import compute_maps, shard_bounds
-from citylens.train import train
 
 VARIANT = f"analysis/{Variant().name}"
 
@@ -142,7 +142,7 @@ def test_slurm_tasks_share_one_run_dir(tmp_path: Path):
         "OMP_NUM_THREADS": "1",
     }
     env = {**os.environ, **slurm, "CITYLENS_OUTPUTS": str(tmp_path / "out"), "CITYLENS_CACHE": str(tmp_path)}
-    cmd = [sys.executable, "-m", "citylens.train", *args]
+    cmd = [sys.executable, "-m", "citylens.app.train", *args]
     tasks = [
         subprocess.Popen(
             cmd,

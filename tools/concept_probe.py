@@ -41,12 +41,12 @@ from citylens.analysis.concepts import (
     layer_activations,
     match_concepts,
 )
-from citylens.config import run_config
+from citylens.app.config import run_config
 from citylens.core.ade20k import class_index
 from citylens.core.io import atomic_path
+from citylens.core.run_folder import best_checkpoint
 from citylens.data.synthetic import OPTIONAL
 from citylens.models import CityClassifier
-from citylens.run_state import best_checkpoint
 from citylens.segment import GroundTruthSegmenter
 
 

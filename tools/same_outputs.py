@@ -46,7 +46,7 @@ from pathlib import Path
 
 from citylens.core.io import sha256
 
-# The sweep both sides run (python -m citylens.train -m ...): about a minute per tree on 2 CPU cores.
+# The sweep both sides run (python -m citylens.app.train -m ...): about a minute per tree on 2 CPU cores.
 SWEEP = ["experiment=smoke", "data.input_size=32", "model=simple,simpler", "seed=0,1"]
 
 
@@ -323,7 +323,7 @@ def run_sweep(
     cmd = [
         python,
         "-m",
-        "citylens.train",
+        "citylens.app.train",
         "-m",
         *overrides,
         f"paths.output_dir={root / 'out'}",

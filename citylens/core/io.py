@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from citylens.faults import kill_point
+from citylens.core.faults import kill_point
 
 log = logging.getLogger("citylens")
 

@@ -6,7 +6,7 @@ with the data module. Image records and views live in the core layer (citylens.c
 
 from __future__ import annotations
 
-from citylens.lazy import lazy_names
+from citylens.core.lazy import lazy_names
 
 _WHERE = {
     "CityDataModule": "citylens.data.datamodule",

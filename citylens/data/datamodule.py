@@ -19,13 +19,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from citylens.core.errors import ConfigError
 from citylens.core.io import atomic_path
 from citylens.core.records import ImageRecord
 from citylens.core.view import to_input
 from citylens.data.cache import ViewCache
 from citylens.data.folder import scan_folder
 from citylens.data.split import SPLITS, balance, min_per_city, split_records, subsample
-from citylens.errors import ConfigError
 
 log = logging.getLogger("citylens.data")
 

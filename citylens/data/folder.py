@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from citylens.core.errors import ConfigError
 from citylens.core.records import ImageRecord
-from citylens.errors import ConfigError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LABEL_SUFFIX = ".labels.png"

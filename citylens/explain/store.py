@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from citylens.core.layout import ANALYSIS_DIR, STORE_DIR, variant_dirs
+from citylens.core.run_folder import ANALYSIS_DIR, STORE_DIR, variant_dirs
 from citylens.explain.cam import upsample_masks
 
 FORMAT_VERSION = 2

@@ -5,7 +5,7 @@ Names are loaded on first use, so the network builders can be imported without p
 
 from __future__ import annotations
 
-from citylens.lazy import lazy_names
+from citylens.core.lazy import lazy_names
 
 _WHERE = {
     "build_model": "citylens.models.build",

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 
 from citylens import figures
 from citylens.analysis.embedding import embed_masks
+from citylens.core.faults import kill_point
 from citylens.core.io import write_csv
 from citylens.explain.explanation import explain
 from citylens.explain.methods import EXPLAINERS
 from citylens.explain.store import STORE_DIR, MaskStore
-from citylens.faults import kill_point
 from citylens.pipeline.context import Context, SplitData, StepResult
 from citylens.pipeline.masks import (
     compute_maps,

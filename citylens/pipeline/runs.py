@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from citylens.analysis.residuals import PairwiseResiduals
 from citylens.core.io import read_json
+from citylens.core.run_folder import COMPLETE, FAILED, RunStatus, run_status
 from citylens.explain.store import MaskStore, StoreError, check_same_images, data_key, open_store
 from citylens.pipeline.variant import ANALYSIS_DIR, Variant, list_variants
-from citylens.run_state import COMPLETE, FAILED, RunStatus, run_status
 
 REPORT_DIR = "report"
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from citylens.core.layout import ANALYSIS_DIR, variant_dirs
+from citylens.core.run_folder import ANALYSIS_DIR, variant_dirs
 
 TARGETS = ("label", "prediction")
 IMAGE_SETS = ("all", "correct")

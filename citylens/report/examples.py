@@ -1,8 +1,9 @@
 """Figure 6 across runs: the same sample test images, their views, every run's masks.
 
-The views come from a `Views` callable given by the caller (the adapters pass citylens.run_views.view_reader,
-which re-creates the run's data module from its recorded config); without one, or when it finds no data,
-the figure shows the masks alone. Taking the reader as an argument keeps the report below the config layer.
+The views come from a `Views` callable given by the caller (the adapters pass
+citylens.app.run_views.view_reader, which re-creates the run's data module from its recorded config);
+without one, or when it finds no data, the figure shows the masks alone. Taking the reader as an
+argument keeps the report below the config layer.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pandas as pd
 
 from citylens.analysis.faithfulness import CAUSAL_FILE, FAITHFULNESS_FILE, RATIOS_FILE
 from citylens.analysis.sanity import FULL, SANITY_FILE, SANITY_FLAG_RHO
-from citylens.core import layout
+from citylens.core import run_folder
 from citylens.core.io import write_csv
 from citylens.figures import save
 from citylens.pipeline.runs import Run
@@ -34,7 +34,7 @@ SANITY_TITLE = "Sanity check: do the masks depend on what the networks learned?"
 def variant_dirs(run: Run) -> dict[str, Path]:
     """A run's analysis folders by variant name: each `<run>/analysis/<variant>/` with a mask store, else
     (a run of the layout before variants) the run folder."""
-    return {p.name: p for p in layout.variant_dirs(run.path)} or {DEFAULT_VARIANT: run.path}
+    return {p.name: p for p in run_folder.variant_dirs(run.path)} or {DEFAULT_VARIANT: run.path}
 
 
 def causal_path(run: Run) -> Path:

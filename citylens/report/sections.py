@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from citylens.core.run_folder import RunStatus
 from citylens.explain.store import data_difference
 from citylens.figures import explainer_grid, save
 from citylens.pipeline.masks import sample_indices
@@ -17,7 +18,6 @@ from citylens.report import markdown as md
 from citylens.report import sweep_figures
 from citylens.report.examples import Views, collect, load_views
 from citylens.report.tables import CONCEPT_COMPARISON, IMPORTANCE_COMPARISON, tsne_purity
-from citylens.run_state import RunStatus
 
 
 @dataclass

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from citylens.core.errors import ConfigError
+from citylens.core.faults import kill_point
 from citylens.core.io import atomic_write_text, file_lock, write_csv
-from citylens.errors import ConfigError
-from citylens.faults import kill_point
+from citylens.core.run_folder import RunStatus
 from citylens.pipeline.runs import (
     REPORT_DIR,
     Run,
@@ -61,7 +62,6 @@ from citylens.report.tables import (
     table2,
     variant_table,
 )
-from citylens.run_state import RunStatus
 
 log = logging.getLogger("citylens.report")
 
@@ -179,7 +179,7 @@ def build_report(sweep_dir: Path | str, options: Options | None = None, views: V
     """Write <sweep>/report/ (tables, figures, report.md) from the sweep's finished runs; return its path.
 
     `views` gives a run's view reader for Figure 6 and the explorer (the adapters pass
-    citylens.run_views.view_reader); None draws the masks alone."""
+    citylens.app.run_views.view_reader); None draws the masks alone."""
     sweep_dir = Path(sweep_dir).resolve()
     if not is_sweep_dir(sweep_dir):
         raise ConfigError(f"{sweep_dir}: not a sweep folder (no multirun.yaml); give outputs/sweeps/<stamp>")

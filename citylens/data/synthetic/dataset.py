@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from citylens.core.faults import kill_point
 from citylens.core.io import atomic_path, atomic_write_text, file_lock, short_hash
 from citylens.core.workers import worker_pool
 from citylens.data.synthetic.config import (
@@ -28,7 +29,6 @@ from citylens.data.synthetic.config import (
     normalize_cities,
 )
 from citylens.data.synthetic.scene import render_scene, render_variants
-from citylens.faults import kill_point
 
 
 def city_probabilities(

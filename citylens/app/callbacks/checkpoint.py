@@ -19,8 +19,8 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from citylens.core.faults import kill_point
 from citylens.core.io import atomic_path
-from citylens.faults import kill_point
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

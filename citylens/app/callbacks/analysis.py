@@ -21,8 +21,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from citylens.config import analysis_steps, analysis_variant
-from citylens.lazy import wandb_loggers
+from citylens.app.config import analysis_steps, analysis_variant
+from citylens.core.lazy import wandb_loggers
 from citylens.pipeline.context import Context, StepResult
 from citylens.pipeline.explain_step import ExplainOptions, explainer_label_maps
 from citylens.pipeline.masks import compute_maps, shard_bounds

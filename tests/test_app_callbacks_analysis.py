@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from pytorch_lightning import loggers as pl_loggers
 
-from citylens.callbacks.analysis import analyse, log_image_table, on_rank_zero
+from citylens.app.callbacks.analysis import analyse, log_image_table, on_rank_zero
 
 
 class WandbLogger(pl_loggers.WandbLogger):

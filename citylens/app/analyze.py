@@ -19,10 +19,10 @@ import torch
 import yaml
 from hydra.utils import instantiate
 
-from citylens.callbacks.analysis import analyse
-from citylens.config import ConfigError, run_config, validate
-from citylens.run_state import best_checkpoint, clean_temps, write_complete
-from citylens.train import build_loggers, finish_loggers
+from citylens.app.callbacks.analysis import analyse
+from citylens.app.config import ConfigError, run_config, validate
+from citylens.app.train import build_loggers, finish_loggers
+from citylens.core.run_folder import best_checkpoint, clean_temps, write_complete
 
 log = logging.getLogger("citylens")
 

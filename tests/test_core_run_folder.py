@@ -1,4 +1,4 @@
-"""The names of a run folder's analysis layout (citylens/core/layout.py)."""
+"""A run folder: the names of its analysis layout and its state (citylens/core/run_folder.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from citylens.core import layout
+from citylens.core import run_folder as layout
 from citylens.explain import store
 from citylens.pipeline import Variant
 

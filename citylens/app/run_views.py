@@ -1,7 +1,7 @@
 """A finished run's analysis views, read from its data as its recorded config describes it (adapter level).
 
 The data module is re-created from the run's recorded overrides on citylens' own config files
-(citylens.config.run_config: overrides naming code are refused, nothing saved in the run folder is
+(citylens.app.config.run_config: overrides naming code are refused, nothing saved in the run folder is
 instantiated), so the views are the images the run's explainer saw. The data cache folder is looked up where
 the run had it. The report CLI and the sweep-report callback pass `view_reader` to the report
 (citylens.report.sweep.build_report), which itself stays below the config layer.
@@ -16,7 +16,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from citylens.config import run_config
+from citylens.app.config import run_config
 from citylens.pipeline.runs import Run
 from citylens.report.examples import ViewReader
 

@@ -36,9 +36,9 @@ class SweepReportCallback(Callback):
 
     def _report(self, sweep_dir: Path) -> None:
         try:
-            from citylens.report.cli import report
+            from citylens.app.report_cli import report
+            from citylens.app.run_views import view_reader
             from citylens.report.sweep import Options
-            from citylens.run_views import view_reader
 
             out = report(sweep_dir, self.wandb, Options(**self.options), view_reader)
             log.info("sweep report: %s", out / "report.md")
@@ -52,8 +52,8 @@ class SweepReportCallback(Callback):
 
 def exit_on_failed_jobs(sweep_dir: Path) -> None:
     """Log every failed or unfinished job of the sweep with its error line; exit with status 1 if any."""
+    from citylens.core.run_folder import run_status
     from citylens.pipeline.runs import candidate_dirs
-    from citylens.run_state import run_status
 
     bad = {}
     for run_dir in candidate_dirs(sweep_dir) if sweep_dir.is_dir() else []:

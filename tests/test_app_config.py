@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from citylens.config import ConfigError, validate
+from citylens.app.config import ConfigError, validate
 
 # conf/, read at collection time for the parametrisations below (a fixture cannot feed parametrize).
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -134,10 +134,10 @@ def test_bad_values_are_refused_naming_the_key(compose_cfg, override: str, key: 
 
 
 def test_steps_come_from_their_yaml_and_null_switches_one_off(compose_cfg, tmp_path: Path):
-    from citylens.config import analysis_steps, step_options
+    from citylens.app.config import analysis_steps, step_options
 
     steps = analysis_steps(compose_cfg(["analysis.steps.causal=null"], tmp_path, tmp_path))
-    assert [s.name for s in steps] == ["explain", "objects", "residuals", "faithfulness"]
+    assert [s.name for s in steps] == ["explain", "objects", "residuals", "faithfulness", "concepts"]
     assert steps[0] == step_options("explain") and steps[0].batch_size == 64
     steps = analysis_steps(compose_cfg(["analysis.steps.objects.n_boot=7"], tmp_path, tmp_path))
     assert [s.n_boot for s in steps if s.name == "objects"] == [7]
@@ -155,7 +155,7 @@ def test_missing_data_path_is_refused(compose_cfg, tmp_path: Path):
 def test_cli_refuses_a_bad_value_before_training(tmp_path: Path):
     env = {**os.environ, "CITYLENS_OUTPUTS": str(tmp_path / "out"), "CITYLENS_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
-        [sys.executable, "-m", "citylens.train", "experiment=smoke", "model.lr=-1"],
+        [sys.executable, "-m", "citylens.app.train", "experiment=smoke", "model.lr=-1"],
         capture_output=True,
         text=True,
         env=env,
@@ -194,7 +194,7 @@ def test_bad_attribution_options_are_refused_naming_the_key(compose_cfg, overrid
 
 
 def test_attribution_configs_give_the_variant_its_options(compose_cfg, tmp_path: Path):
-    from citylens.config import analysis_variant
+    from citylens.app.config import analysis_variant
 
     cfg = compose_cfg(["explainer=ig", "explainer.options.baseline=blur"], tmp_path, tmp_path)
     variant = analysis_variant(cfg)

@@ -17,8 +17,8 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
+from citylens.core.errors import ConfigError
 from citylens.core.layers import ARCHITECTURES, resolve_target_layer
-from citylens.errors import ConfigError
 from citylens.explain.attribution import INPUT_LAYER
 from citylens.models import build_model
 from citylens.pipeline.steps import StepOptions
@@ -38,8 +38,9 @@ __all__ = [
 
 def conf_dir() -> str:
     """The configs: citylens/conf inside an installed wheel, else the checkout's top-level conf/."""
-    packaged = Path(__file__).resolve().parent / "conf"
-    return str(packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "conf")
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "conf"
+    return str(packaged if packaged.is_dir() else package.parent / "conf")
 
 
 CONF_DIR = conf_dir()

@@ -1,4 +1,6 @@
-"""A run folder's state: finished (complete.json), failed (failed.json) or unfinished, and its checkpoints.
+"""A run folder: its layout and its state. The one home of the names of what a run folder holds: the
+analysis variants under `<run>/analysis/<variant>/` with their mask store `masks/` (docs/variants.md), the
+checkpoints, and the state: finished (complete.json), failed (failed.json) or unfinished.
 
 `complete.json` is written last, atomically, by citylens-train and citylens-analyze; it lists every artefact
 under the run folder (walked, so it follows wherever the analysis writes) with its size and SHA-256, so a
@@ -24,6 +26,18 @@ import citylens
 from citylens.core.io import atomic_write_json, read_json, sha256
 
 log = logging.getLogger("citylens")
+
+ANALYSIS_DIR = "analysis"
+STORE_DIR = "masks"
+
+
+def variant_dirs(run_dir: Path | str) -> list[Path]:
+    """The run's variant folders (under `<run>/analysis/`, holding a mask store's meta.json), sorted."""
+    root = Path(run_dir) / ANALYSIS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / STORE_DIR / "meta.json").is_file())
+
 
 COMPLETE = "complete.json"
 FAILED = "failed.json"
@@ -91,7 +105,7 @@ def check_complete(run_dir: Path | str, hashes: bool = False) -> list[str]:
 
 def error_line(err: BaseException) -> str:
     """One line saying what went wrong: the message of a ConfigError, else `Type: message`."""
-    from citylens.errors import ConfigError
+    from citylens.core.errors import ConfigError
 
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return text if isinstance(err, ConfigError) else f"{type(err).__name__}: {text}".rstrip(": ")
@@ -172,7 +186,7 @@ def resume_checkpoint(run_dir: Path | str) -> Path | None:
 
 def best_checkpoint(run_dir: Path | str) -> Path:
     """A run's best checkpoint (checkpoints/best.ckpt); if damaged, last.ckpt with a warning."""
-    from citylens.errors import ConfigError
+    from citylens.core.errors import ConfigError
 
     best, last = (Path(run_dir) / CHECKPOINTS / n for n in ("best.ckpt", "last.ckpt"))
     if checkpoint_info(best) is not None:

@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from citylens.app.run_views import view_reader
 from citylens.pipeline.runs import candidate_dirs, is_sweep_dir
 from citylens.report.examples import Views
 from citylens.report.sweep import Options, build_report
-from citylens.run_views import view_reader
 
 log = logging.getLogger("citylens.report")
 

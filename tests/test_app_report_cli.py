@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from citylens.errors import ConfigError
+from citylens.core.errors import ConfigError
 from citylens.report import cli
 from citylens.report.sweep import Options, build_report
 

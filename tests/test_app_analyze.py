@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from citylens.analysis.ratios import object_ratios
-from citylens.analyze import analyze
+from citylens.app.analyze import analyze
+from citylens.app.train import train
 from citylens.data.datamodule import to_input
 from citylens.explain import GradCAM, upsample_masks
 from citylens.explain.store import StoreError, open_store
 from citylens.models import CityClassifier
 from citylens.pipeline import Variant, list_variants
 from citylens.segment import GroundTruthSegmenter
-from citylens.train import train
 
 DEFAULT = Variant()
 
@@ -168,7 +168,7 @@ def test_analyze_against_another_split_is_refused_naming_the_first_differing_ima
 
 
 def test_analyze_refuses_a_bad_threshold(run: dict):
-    from citylens.config import ConfigError
+    from citylens.app.config import ConfigError
 
     with pytest.raises(ConfigError, match="analysis.threshold"):
         analyze(run["run_dir"], ["analysis.threshold=-0.1"])

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from citylens.app.train import build_loggers, finish_loggers, train
 from citylens.explain.store import open_store
 from citylens.pipeline import Variant
-from citylens.train import build_loggers, finish_loggers, train
 
 FAST = ["experiment=smoke", "logger=none", "callbacks.progress_bar=null"]
 
@@ -142,7 +142,7 @@ def test_extra_variants_are_analysed_after_the_run_and_checked_first(run_cli, tm
     bad = tmp_path / "bad"
     env = {**os.environ, "CITYLENS_OUTPUTS": str(bad / "out"), "CITYLENS_CACHE": str(bad / "cache")}
     proc = subprocess.run(
-        [sys.executable, "-m", "citylens.train", "experiment=smoke", "extra_variants=[nope]"],
+        [sys.executable, "-m", "citylens.app.train", "experiment=smoke", "extra_variants=[nope]"],
         capture_output=True,
         text=True,
         env={**env, "WANDB_MODE": "offline"},

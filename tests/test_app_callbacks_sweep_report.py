@@ -20,10 +20,10 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from citylens.callbacks.sweep_report import SweepReportCallback
-from citylens.errors import ConfigError
+from citylens.app.callbacks.sweep_report import SweepReportCallback
+from citylens.core.errors import ConfigError
+from citylens.core.run_folder import write_failed
 from citylens.report.sweep import Options
-from citylens.run_state import write_failed
 
 FAST = Options(n_boot=200, n_perm=1000, examples_per_city=1)
 

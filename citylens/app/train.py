@@ -24,9 +24,9 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import citylens
-from citylens.callbacks.analysis import AnalysisCallback, analyse
-from citylens.callbacks.checkpoint import AtomicCheckpointIO, ResumeState
-from citylens.config import (
+from citylens.app.callbacks.analysis import AnalysisCallback, analyse
+from citylens.app.callbacks.checkpoint import AtomicCheckpointIO, ResumeState
+from citylens.app.config import (
     CONF_DIR,
     ConfigError,
     analysis_variant,
@@ -35,8 +35,8 @@ from citylens.config import (
     validate,
 )
 from citylens.core.io import atomic_write_json, read_json
-from citylens.lazy import wandb_loggers
-from citylens.run_state import (
+from citylens.core.lazy import wandb_loggers
+from citylens.core.run_folder import (
     COMPLETE,
     FAILED,
     best_checkpoint,
