@@ -46,7 +46,7 @@ from pathlib import Path
 
 from citylens.core.io import sha256
 
-# The sweep both sides run (python -m citylens.app.train -m ...): about a minute per tree on 2 CPU cores.
+# The sweep both sides run (citylens-train -m ...): about a minute per tree on 2 CPU cores.
 SWEEP = ["experiment=smoke", "data.input_size=32", "model=simple,simpler", "seed=0,1"]
 
 
@@ -320,10 +320,12 @@ def run_sweep(
     """Run the sweep with PYTHONPATH=tree at the fixed paths under root; returns the wall time in s."""
     for name in ("out", "work"):
         (root / name).mkdir(parents=True, exist_ok=True)
+    # citylens-train's module: citylens/app/train.py since the adapters moved into citylens/app.
+    module = "citylens.app.train" if (tree / "citylens" / "app" / "train.py").is_file() else "citylens.train"
     cmd = [
         python,
         "-m",
-        "citylens.app.train",
+        module,
         "-m",
         *overrides,
         f"paths.output_dir={root / 'out'}",
