@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from citylens.app import report_cli as cli
 from citylens.core.errors import ConfigError
-from citylens.report import cli
 from citylens.report.sweep import Options, build_report
 
 FAST = Options(n_boot=200, n_perm=1000, examples_per_city=1)
