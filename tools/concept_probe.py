@@ -8,8 +8,9 @@ For each finished run (a folder with .hydra/overrides.yaml, checkpoints and caus
 the concept bank is fitted by NMF on the validation images' activations at `--layer` (`earlier`: one stage
 before the last conv, EARLIER_LAYERS; or a preset such as last_conv, or a dotted path), the test images'
 concept maps are taken with the bank fixed, each concept is scored per city by removal (drop of
-log P(true city); or `--importance sobol`, CRAFT's total Sobol index) and named by lift among the objects of causal.csv (the objects the counterfactual renderer
-can remove), using the ground-truth label maps of the synthetic cities. Printed per run and city: the two
+log P(true city); or `--importance sobol`, CRAFT's total Sobol index) and named by lift among the objects
+of causal.csv (the objects the counterfactual renderer can remove), using the ground-truth label maps of the
+synthetic cities. Printed per run and city: the two
 most important concepts with their names, the two objects of largest counterfactual effect, and whether
 the top concept (and either of the top two) is named after one of them; then the counts over all run-city
 cases, and, for two or more runs, the Hungarian agreement of every pair of runs' concepts (per-image
