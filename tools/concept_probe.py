@@ -1,14 +1,16 @@
 """Probe the concept analysis on finished runs: concepts against the counterfactual effects, and agreement.
 
     python tools/concept_probe.py RUN_DIR [RUN_DIR ...] [--layer earlier] [--k 12] [--seed 0]
-                                  [--min-lift 1.5] [--out DIR] [--override KEY=VALUE ...]
+                                  [--importance removal|sobol] [--n-designs 16] [--min-lift 1.5]
+                                  [--out DIR] [--override KEY=VALUE ...]
 
 For each finished run (a folder with .hydra/overrides.yaml, checkpoints and causal.csv, docs/concepts.md):
 the concept bank is fitted by NMF on the validation images' activations at `--layer` (`earlier`: one stage
 before the last conv, EARLIER_LAYERS; or a preset such as last_conv, or a dotted path), the test images'
 concept maps are taken with the bank fixed, each concept is scored per city by removal (drop of
-log P(true city)) and named by lift among the objects of causal.csv (the objects the counterfactual renderer
-can remove), using the ground-truth label maps of the synthetic cities. Printed per run and city: the two
+log P(true city); or `--importance sobol`, CRAFT's total Sobol index) and named by lift among the objects
+of causal.csv (the objects the counterfactual renderer can remove), using the ground-truth label maps of the
+synthetic cities. Printed per run and city: the two
 most important concepts with their names, the two objects of largest counterfactual effect, and whether
 the top concept (and either of the top two) is named after one of them; then the counts over all run-city
 cases, and, for two or more runs, the Hungarian agreement of every pair of runs' concepts (per-image
@@ -35,6 +37,7 @@ from citylens.analysis.concepts import (
     concept_maps,
     concept_names,
     concept_objects,
+    concept_sobol,
     concept_strength,
     fit_concepts,
     importance_table,
@@ -83,7 +86,10 @@ def probe_run(run_dir: Path, args: argparse.Namespace) -> Probed:
     targets = datamodule.targets("test")
     bank = fit_concepts(layer_activations(network, layer, val, arch=arch), args.k, seed=args.seed)
     maps = concept_maps(layer_activations(network, layer, test, arch=arch), bank)
-    importance = concept_importance(network, layer, test, targets, bank, maps, arch=arch)
+    if args.importance == "sobol":
+        importance = concept_sobol(network, layer, test, targets, bank, maps, args.n_designs, arch=arch)
+    else:
+        importance = concept_importance(network, layer, test, targets, bank, maps, arch=arch)
     table = importance_table(importance, targets, datamodule.cities, places=[r.place for r in records])
 
     causal = pd.read_csv(run_dir / "causal.csv")
@@ -146,6 +152,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layer", default="earlier", help="'earlier' (EARLIER_LAYERS), a preset or a path")
     parser.add_argument("--k", type=int, default=12, help="concepts per run")
     parser.add_argument("--seed", type=int, default=0, help="NMF seed")
+    parser.add_argument(
+        "--importance",
+        choices=["removal", "sobol"],
+        default="removal",
+        help="removal: drop of log P(true city) without the concept; sobol: CRAFT's total Sobol index",
+    )
+    parser.add_argument("--n-designs", type=int, default=16, help="random masks per Sobol design")
     parser.add_argument("--min-lift", type=float, default=1.5, help="below it a concept matches no object")
     parser.add_argument("--out", type=Path, default=None, help="write <run>.concepts.csv files here")
     parser.add_argument("--override", nargs="*", default=[], help="extra config overrides for every run")
