@@ -86,7 +86,9 @@ def test_analyse_runs_the_configured_steps_logs_them_and_skips_them_when_current
     analyse(cfg, module, datamodule, tmp_path / "run", [logger], str(checkpoint))
     out = tmp_path / "run" / "analysis" / "gradcam-last_conv-label-all-t0.5"
     assert (out / "object_ratios.csv").is_file() and (tmp_path / "run" / "causal.csv").is_file()
-    assert {"tsne", "object_ratios", "causal", "faithfulness", "residuals", "images"} <= set(logger.tables)
+    assert {"tsne", "object_ratios", "causal", "faithfulness", "residuals", "concepts", "images"} <= set(
+        logger.tables
+    )
     assert len(logger.tables["images"]["data"]) == len(datamodule.splits["test"])
     assert logger.images["fig3_tsne"] == [str(out / "figures" / "fig3_tsne.png")]
     before = (out / "object_ratios.csv").stat().st_mtime_ns
@@ -95,4 +97,4 @@ def test_analyse_runs_the_configured_steps_logs_them_and_skips_them_when_current
         analyse(cfg, module, datamodule, tmp_path / "run", [again], str(checkpoint))
     assert (out / "object_ratios.csv").stat().st_mtime_ns == before
     assert set(again.tables) == {"residuals"}  # never cached: it reads whichever runs have finished
-    assert caplog.text.count("already done with these inputs") == 4
+    assert caplog.text.count("already done with these inputs") == 5  # all but the residuals

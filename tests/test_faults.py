@@ -46,7 +46,7 @@ TINY = [
 SWEEP = ["-m", *TINY, "seed=0", "model.lr=1e-3,-1"]
 ONE_RUN = [*TINY, "seed=0", "model.lr=1e-3"]
 # Files whose bytes depend on paths, times or the order of writes, compared otherwise or not at all.
-SKIP_PARTS = {"checkpoints", ".hydra", "csv", "figures", "wandb"}
+SKIP_PARTS = {"checkpoints", ".hydra", "csv", "figures", "wandb", "steps"}
 SKIP_NAMES = {"complete.json", "metrics.json", "meta.json", "train.log", "failed.json"}
 
 
@@ -108,6 +108,13 @@ def assert_same_run(run: Path, ref: Path) -> None:
     for name in ("metrics.json", f"{ANALYSIS_DIR}/{Variant().name}/masks/meta.json"):
         got, want = (json.loads((d / name).read_text()) for d in (run, ref))
         assert without_paths(got) == without_paths(want), name
+    # Step records name the checkpoint's hash (its bytes hold a pid-named folder): the rest must agree.
+    records = sorted(p.relative_to(ref) for p in ref.rglob("steps/*.json"))
+    assert records and records == sorted(p.relative_to(run) for p in run.rglob("steps/*.json"))
+    for rel in records:
+        got, want = (json.loads((d / rel).read_text()) for d in (run, ref))
+        for key in ("step", "options", "variant", "data", "segmenter"):
+            assert got[key] == want[key], (rel, key)
     weights = [
         torch.load(d / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"] for d in (run, ref)
     ]

@@ -175,6 +175,11 @@ def stats_section(tests: pd.DataFrame, n_runs: int, group: int | None = None) ->
     for row in tests.iloc[3:].itertuples(index=False):
         more = md.reading_comparison(pd.Series(row._asdict()), *others[row.comparison], n_runs)
         reading += " " + more[:1].upper() + more[1:]
+    concept_words = (
+        "; the concept one, 1 - the matched concepts' correlation of per-image strength"
+        if CONCEPT_COMPARISON in set(tests["comparison"])
+        else ""
+    )
     note = (
         "Null hypothesis: the runs are exchangeable, i.e. which architecture a run has does not change "
         "how far apart its explanations are. The test relabels the runs, not the pairs: every distinct "
@@ -182,9 +187,8 @@ def stats_section(tests: pd.DataFrame, n_runs: int, group: int | None = None) ->
         "random sample above 10,000), the statistic (mean distance of cross-architecture pairs minus "
         "same-architecture pairs) recomputed from the run x run matrix each time; p = share at least as "
         "extreme, the observed one included. AR is the primary test; the ratio-profile tests (and the "
-        "object-importance one, 1 - Spearman rho of two runs' rankings of the headline statistic, and the "
-        "concept one, 1 - the matched concepts' correlation, where computed) are secondary, their p "
-        "Holm-adjusted. "
+        "object-importance one, 1 - Spearman rho of two runs' rankings of the headline statistic, where it "
+        f"was computed{concept_words}) are secondary, their p Holm-adjusted. "
         f"Table 2's intervals: {md.INTERVAL_WORDS}."
     )
     title = f"Statistics: do architectures differ more than seeds?{group_tag(group)[0]}"
