@@ -178,3 +178,14 @@ def test_command_line_exclusions_cover_files_of_one_side_and_are_printed(tmp_pat
     assert (
         "not compared: */steps/*.json (excluded on the command line (--exclude)) [1 files]" in out.getvalue()
     )
+
+
+def test_command_line_drop_key_extends_the_rule_of_the_same_file() -> None:
+    rules = so.command_line_rules(["*/steps/*.json"], ["*/complete.json:artefacts..hydra/*", "*/x.json:k"])
+    complete = [r for r in rules if r.pattern == "*/complete.json"]
+    assert len(complete) == 1 and complete[0].keys[-1] == "artefacts..hydra/*"
+    assert complete[0].keys[:-1] == next(r for r in so.RULES if r.pattern == "*/complete.json").keys
+    assert so.rule_for("out/sweep/r/steps/explain.json", rules).kind == "exclude"
+    assert so.rule_for("out/sweep/r/x.json", rules).keys == ("k",)
+    with pytest.raises(ValueError, match="expected GLOB:KEY"):
+        so.command_line_rules([], ["no-colon"])

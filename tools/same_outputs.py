@@ -240,6 +240,25 @@ def compare(base: dict[str, Path], head: dict[str, Path], rules: Iterable[Rule] 
     return rows
 
 
+def command_line_rules(excludes: Iterable[str], drop_keys: Iterable[str], rules: tuple = RULES) -> tuple:
+    """RULES with --exclude GLOB and --drop-key GLOB:KEY added; a key dropped from a file that a JSON rule
+    already covers extends that rule (the first matching rule is the one applied)."""
+    rules = tuple(rules) + tuple(
+        Rule("exclude", g, "excluded on the command line (--exclude)") for g in excludes
+    )
+    for spec in drop_keys:
+        glob, _, key = spec.partition(":")
+        if not glob or not key:
+            raise ValueError(f"--drop-key {spec!r}: expected GLOB:KEY")
+        same = [r for r in rules if r.kind == "json" and r.pattern == glob]
+        if same:
+            extended = Rule("json", glob, f"{same[0].reason}; and --drop-key {key}", (*same[0].keys, key))
+            rules = tuple(extended if r is same[0] else r for r in rules)
+        else:
+            rules += (Rule("json", glob, "dropped on the command line (--drop-key)", (key,)),)
+    return rules
+
+
 def passed(rows: Iterable[Row]) -> bool:
     return all(r.status in ("identical", "not-compared") for r in rows)
 
@@ -476,14 +495,10 @@ def main(argv: list[str] | None = None) -> int:
         "--overrides", nargs="+", default=SWEEP, help=f"the sweep's overrides (default: {' '.join(SWEEP)})"
     )
     args = parser.parse_args(argv)
-    rules = RULES + tuple(
-        Rule("exclude", g, "excluded on the command line (--exclude)") for g in args.exclude
-    )
-    for spec in args.drop_key:
-        glob, _, key = spec.partition(":")
-        if not key:
-            parser.error(f"--drop-key {spec!r}: expected GLOB:KEY")
-        rules += (Rule("json", glob, "dropped on the command line (--drop-key)", keys=(key,)),)
+    try:
+        rules = command_line_rules(args.exclude, args.drop_key)
+    except ValueError as err:
+        parser.error(str(err))
 
     worktrees: list[Path] = []
     root: Path | None = None
