@@ -23,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,11 +38,12 @@ from citylens.core.ade20k import class_index
 from citylens.core.layers import LAYER_PRESETS
 from citylens.core.records import ImageRecord
 from citylens.core.run_folder import write_complete
-from citylens.data.datamodule import SplitView
+from citylens.data.datamodule import SplitView, SyntheticCityData
 from citylens.data.synthetic import SyntheticCities, renderable_classes
 from citylens.explain.store import write_store
 from citylens.models import build_model
 from citylens.pipeline import Variant
+from citylens.pipeline.context import Context
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Real street photos with their sources and licences (tests/data/real/README.md, SOURCES.tsv).
@@ -436,3 +438,41 @@ def _train_tiny(datamodule: object, epochs: int = 20, seed: int = 0) -> nn.Modul
 def train_tiny() -> Callable[..., nn.Module]:
     """`train_tiny(datamodule, epochs=20, seed=0)`: a small CNN trained on the data module for seconds."""
     return _train_tiny
+
+
+# One cue: city a plants a signboard in every image, city b never; nothing else tells them apart.
+ONE_CUE = {"a": {"planted": {"signboard": 1.0}}, "b": {"planted": {"signboard": 0.0}}}
+
+
+def _one_cue_data(cache_dir: Path, n: int = 100, size: int = 32) -> SyntheticCityData:
+    dm = SyntheticCityData(
+        ONE_CUE, images_per_city=n, image_size=size, input_size=size, cache_dir=str(cache_dir), hflip=False
+    )
+    dm.setup()
+    return dm
+
+
+@pytest.fixture(scope="session")
+def one_cue_data(cache_dir: Path) -> Callable[..., SyntheticCityData]:
+    """`one_cue_data(n=100, size=32)`: the one-cue cities (set up), n images per city at `size` px."""
+    return lambda n=100, size=32: _one_cue_data(cache_dir, n, size)
+
+
+@pytest.fixture(scope="session")
+def one_cue(cache_dir: Path) -> tuple[nn.Module, SyntheticCityData]:
+    """The tiny network trained for seconds on the one-cue cities (100 images per city, 32 px), and them."""
+    dm = _one_cue_data(cache_dir)
+    return _train_tiny(dm), dm
+
+
+def _simple_context(data: Any, run_dir: Path, variant: Variant | None = None, **kwargs: Any) -> Context:
+    torch.manual_seed(0)
+    network, _ = build_model("simple", 2, input_size=data.input_size)
+    return Context(network.eval(), "simple", data, run_dir, variant or Variant(), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def simple_context() -> Callable[..., Context]:
+    """`simple_context(data, run_dir, variant=None, **fields)`: a step's context with a seeded random Simple
+    network for the split `data` (e.g. split_data())."""
+    return _simple_context

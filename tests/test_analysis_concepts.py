@@ -4,8 +4,6 @@ city's most important concept is named after the cue."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,11 +28,8 @@ from citylens.analysis.concepts import (
 )
 from citylens.core.ade20k import class_index
 from citylens.core.layers import resolve_target_layer
-from citylens.data.datamodule import SyntheticCityData
 from citylens.data.synthetic import OPTIONAL
 from citylens.segment import GroundTruthSegmenter
-
-ONE_CUE = {"a": {"planted": {"signboard": 1.0}}, "b": {"planted": {"signboard": 0.0}}}
 
 
 def _planted(n: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -215,15 +210,6 @@ def test_hungarian_matching_recovers_a_permutation():
     assert unrelated.agreement < 0.5
     constant = match_concepts(a[:, :2], np.ones((40, 2)))
     assert constant.agreement == 0.0  # a constant strength correlates with nothing
-
-
-@pytest.fixture(scope="module")
-def one_cue(cache_dir: Path, train_tiny) -> tuple[nn.Module, SyntheticCityData]:
-    dm = SyntheticCityData(
-        ONE_CUE, images_per_city=100, image_size=32, input_size=32, cache_dir=str(cache_dir), hflip=False
-    )
-    dm.setup()
-    return train_tiny(dm), dm
 
 
 def test_the_cue_citys_top_concept_is_named_after_the_cue(one_cue, one_thread):

@@ -3,8 +3,6 @@ options, and on one-cue synthetic cities the planted cue credited most."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -14,12 +12,9 @@ from torch import nn
 from citylens.analysis.attribution import attribution_table, object_values
 from citylens.core.ade20k import class_index
 from citylens.core.view import to_input
-from citylens.data.datamodule import SyntheticCityData
 from citylens.explain import build_explainer
 from citylens.explain.attribution import compact_mask, fill_images
 from citylens.segment import GroundTruthSegmenter
-
-ONE_CUE = {"a": {"planted": {"signboard": 1.0}}, "b": {"planted": {"signboard": 0.0}}}
 
 
 def _log_probs(network: nn.Module):
@@ -134,15 +129,6 @@ def test_bad_options_are_refused_naming_the_key(networks, name: str, options: di
 def test_attribution_explainers_explain_the_input(networks):
     with pytest.raises(ValueError, match="^explainer.layer: .* explains the network's input"):
         build_explainer("ig", networks["simpler"], "last_block")
-
-
-@pytest.fixture(scope="module")
-def one_cue(cache_dir: Path, train_tiny) -> tuple[nn.Module, SyntheticCityData]:
-    dm = SyntheticCityData(
-        ONE_CUE, images_per_city=100, image_size=32, input_size=32, cache_dir=str(cache_dir), hflip=False
-    )
-    dm.setup()
-    return train_tiny(dm), dm
 
 
 @pytest.mark.parametrize("name", ["ig", "occlusion"])

@@ -10,26 +10,15 @@ import torch
 
 from citylens.app.config import step_options
 from citylens.core.ade20k import class_index
-from citylens.data.datamodule import SyntheticCityData
 from citylens.data.synthetic import SyntheticCities
 from citylens.pipeline import Variant
 from citylens.pipeline.causal_step import COUNTERFACTUAL_CACHE, as_view, causal_effects, causal_probes
 from citylens.pipeline.context import Context
 from citylens.segment import GroundTruthSegmenter
 
-ONE_CUE = {"a": {"planted": {"signboard": 1.0}}, "b": {"planted": {"signboard": 0.0}}}
 
-
-def _data(cache_dir: Path, n: int = 100, size: int = 32) -> SyntheticCityData:
-    dm = SyntheticCityData(
-        ONE_CUE, images_per_city=n, image_size=size, input_size=size, cache_dir=str(cache_dir), hflip=False
-    )
-    dm.setup()
-    return dm
-
-
-def test_counterfactual_of_nothing_is_the_view_the_classifier_saw(cache_dir: Path) -> None:
-    dm = _data(cache_dir, n=10)
+def test_counterfactual_of_nothing_is_the_view_the_classifier_saw(cache_dir: Path, one_cue_data) -> None:
+    dm = one_cue_data(n=10)
     scenes = SyntheticCities(dm.root)
     labels = np.stack([GroundTruthSegmenter(dm.input_size).load(r) for r in dm.splits["test"]])
     n = len(labels)
@@ -54,8 +43,10 @@ def test_counterfactual_of_nothing_is_the_view_the_classifier_saw(cache_dir: Pat
         assert {"sky", "building", "road"} <= set(deletion.objects) and set(deletion.methods) == {"deletion"}
 
 
-def test_trained_network_relies_on_the_only_cue(cache_dir: Path, tmp_path: Path, train_tiny) -> None:
-    dm = _data(cache_dir)
+def test_trained_network_relies_on_the_only_cue(
+    cache_dir: Path, tmp_path: Path, train_tiny, one_cue_data
+) -> None:
+    dm = one_cue_data()
     net = train_tiny(dm)
     with torch.no_grad():
         accuracy = np.mean([(net(x).argmax(1) == y).float().mean().item() for x, y in dm.test_dataloader()])
@@ -82,9 +73,9 @@ def test_trained_network_relies_on_the_only_cue(cache_dir: Path, tmp_path: Path,
 
 
 def test_render_cache_renders_once_and_keeps_causal_csv_byte_identical(
-    cache_dir: Path, tmp_path: Path, renders: list[str], train_tiny
+    cache_dir: Path, tmp_path: Path, renders: list[str], train_tiny, one_cue_data
 ) -> None:
-    dm = _data(cache_dir, n=40)
+    dm = one_cue_data(n=40)
     net = train_tiny(dm, epochs=0)  # untrained: the test compares files, not effects
     segmenter = GroundTruthSegmenter(dm.input_size)
     cache = tmp_path / "cache"

@@ -11,22 +11,10 @@ import pytest
 from torch import nn
 
 from citylens.app.config import ConfigError, step_options
-from citylens.data.datamodule import SyntheticCityData
 from citylens.pipeline import Variant
 from citylens.pipeline.concepts_step import COLUMNS, causal_ranks, concept_layer
 from citylens.pipeline.context import Context
 from citylens.segment import GroundTruthSegmenter
-
-ONE_CUE = {"a": {"planted": {"signboard": 1.0}}, "b": {"planted": {"signboard": 0.0}}}
-
-
-@pytest.fixture(scope="module")
-def one_cue(cache_dir: Path, train_tiny) -> tuple[nn.Module, SyntheticCityData]:
-    dm = SyntheticCityData(
-        ONE_CUE, images_per_city=100, image_size=32, input_size=32, cache_dir=str(cache_dir), hflip=False
-    )
-    dm.setup()
-    return train_tiny(dm), dm
 
 
 def test_the_cue_citys_top_concept_is_named_after_the_cue_and_ranked_first(

@@ -9,15 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import citylens.pipeline.explain_step as explain_step
 from citylens.app.config import ConfigError, step_options
 from citylens.explain.methods import EXPLAINERS, is_attribution
 from citylens.explain.store import open_store
-from citylens.models.build import build_model
 from citylens.pipeline import Variant
-from citylens.pipeline.context import Context
 from citylens.pipeline.explain_step import explainer_label_maps, needs_label_maps
 from citylens.pipeline.masks import compute_maps
 from citylens.segment import GroundTruthSegmenter
@@ -30,15 +27,9 @@ def _one_thread(one_thread):
     return None
 
 
-def _context(data, run_dir: Path, variant: Variant | None = None, **kwargs) -> Context:
-    torch.manual_seed(0)
-    network, _ = build_model("simple", 2, input_size=data.input_size)
-    return Context(network.eval(), "simple", data, run_dir, variant or Variant(), **kwargs)
-
-
-def test_the_step_writes_the_store_the_tsne_table_and_the_figures(split_data, tmp_path: Path):
+def test_the_step_writes_the_store_the_tsne_table_and_the_figures(split_data, tmp_path: Path, simple_context):
     data = split_data(n=12, size=32)
-    context = _context(data, tmp_path, run_seed=1)
+    context = simple_context(data, tmp_path, run_seed=1)
     result = step_options("explain", **STEP).run(context)
     out = context.out
     store = open_store(out)
@@ -69,13 +60,13 @@ def test_the_step_writes_the_store_the_tsne_table_and_the_figures(split_data, tm
 
 
 def test_the_maps_in_the_context_are_stored_without_computing_any(
-    split_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    split_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, simple_context
 ):
     data = split_data(n=8, size=32)
     maps = np.random.default_rng(0).random((8, 2, 2)).astype(np.float32)
     probs = np.tile(np.array([[0.9, 0.1]], np.float32), (8, 1))
     monkeypatch.setattr(explain_step, "compute_maps", _refuse)
-    context = _context(data, tmp_path, maps=(maps, probs))
+    context = simple_context(data, tmp_path, maps=(maps, probs))
     step_options("explain", **STEP).run(context)
     store = open_store(context.out)
     assert np.array_equal(store.low_res, maps) and np.array_equal(store.probs, probs)
@@ -87,24 +78,24 @@ def _refuse(*args, **kwargs):
 
 
 def test_a_store_of_the_same_checkpoint_is_kept_another_is_recomputed(
-    split_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    split_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, simple_context
 ):
     data = split_data(n=8, size=32)
     checkpoint = tmp_path / "best.ckpt"
     checkpoint.write_bytes(b"one")
     step = step_options("explain", **STEP)
-    step.run(_context(data, tmp_path / "run", checkpoint=str(checkpoint)))
-    first = open_store(_context(data, tmp_path / "run").out)
+    step.run(simple_context(data, tmp_path / "run", checkpoint=str(checkpoint)))
+    first = open_store(simple_context(data, tmp_path / "run").out)
     (tmp_path / "run" / "analysis" / Variant().name / "tsne.csv").unlink()
     with monkeypatch.context() as patch:
         patch.setattr(explain_step, "compute_maps", _refuse)
-        step.run(_context(data, tmp_path / "run", checkpoint=str(checkpoint)))  # same contents: kept
+        step.run(simple_context(data, tmp_path / "run", checkpoint=str(checkpoint)))  # same contents: kept
     assert (first.path.parent / "tsne.csv").is_file()
     checkpoint.write_bytes(b"two")  # retrained: the masks are computed again
     calls = []
     real = explain_step.compute_maps
     monkeypatch.setattr(explain_step, "compute_maps", lambda *a, **k: calls.append(1) or real(*a, **k))
-    step.run(_context(data, tmp_path / "run", checkpoint=str(checkpoint)))
+    step.run(simple_context(data, tmp_path / "run", checkpoint=str(checkpoint)))
     assert calls == [1]
     assert open_store(first.path.parent).meta["checkpoint_sha256"] != first.meta["checkpoint_sha256"]
 
@@ -115,13 +106,15 @@ def test_only_object_explainers_need_label_maps():
         assert needs_label_maps(variant) == (name in ("occlusion", "shapley")), name
 
 
-def test_label_maps_for_the_explainer(split_data, tmp_path: Path):
+def test_label_maps_for_the_explainer(split_data, tmp_path: Path, simple_context):
     data = split_data(n=4, size=32)
-    assert explainer_label_maps(_context(data, tmp_path), 4) is None  # a CAM: no segmenter asked
+    assert explainer_label_maps(simple_context(data, tmp_path), 4) is None  # a CAM: no segmenter asked
     occlusion = Variant("occlusion", layer="input")
     with pytest.raises(ValueError, match="explainer occlusion: needs label maps, but no segmenter"):
-        explainer_label_maps(_context(data, tmp_path, occlusion), 4)
-    unlabelled = _context(data, tmp_path, occlusion, segmenter=GroundTruthSegmenter(32), cache_dir=tmp_path)
+        explainer_label_maps(simple_context(data, tmp_path, occlusion), 4)
+    unlabelled = simple_context(
+        data, tmp_path, occlusion, segmenter=GroundTruthSegmenter(32), cache_dir=tmp_path
+    )
     with pytest.raises(ValueError, match="explainer occlusion: the test images have no label maps"):
         explainer_label_maps(unlabelled, 4)
 

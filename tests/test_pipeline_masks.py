@@ -19,9 +19,7 @@ from citylens.data.synthetic import SyntheticCities
 from citylens.data.synthetic.counterfactuals import as_view
 from citylens.explain.methods import GradCAM, build_explainer
 from citylens.explain.store import open_store
-from citylens.models.build import build_model
 from citylens.pipeline import Variant
-from citylens.pipeline.context import Context
 from citylens.pipeline.masks import (
     compute_maps,
     empty_scene_inputs,
@@ -36,12 +34,6 @@ from citylens.pipeline.masks import (
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread):
     return None
-
-
-def _context(data, run_dir: Path, variant: Variant | None = None, **kwargs) -> Context:
-    torch.manual_seed(0)
-    network, _ = build_model("simple", 2, input_size=data.input_size)
-    return Context(network.eval(), "simple", data, run_dir, variant or Variant(), **kwargs)
 
 
 def _inputs(data, indices) -> torch.Tensor:
@@ -99,9 +91,9 @@ def test_shards_are_as_even_as_whole_batches_allow():
 # ---------------------------------------------------------------- maps
 
 
-def test_maps_are_gradcam_of_the_true_cities_on_the_split_rows(split_data, tmp_path: Path):
+def test_maps_are_gradcam_of_the_true_cities_on_the_split_rows(split_data, tmp_path: Path, simple_context):
     data = split_data(n=12, size=32)
-    context = _context(data, tmp_path)
+    context = simple_context(data, tmp_path)
     maps, probs = compute_maps(context, batch_size=4, start=2, stop=10)
     cam = GradCAM(context.network, "last_block", arch="simple")
     x = _inputs(data, range(2, 10))  # rows run backwards in the split view: a lookup by position differs
@@ -114,10 +106,10 @@ def test_maps_are_gradcam_of_the_true_cities_on_the_split_rows(split_data, tmp_p
     assert not np.allclose(maps, wrong_rows.numpy(), atol=1e-3)
 
 
-def test_prediction_target_explains_the_argmax(split_data, tmp_path: Path):
+def test_prediction_target_explains_the_argmax(split_data, tmp_path: Path, simple_context):
     data = split_data(n=12, size=32)
-    by_label, _ = compute_maps(_context(data, tmp_path), batch_size=5)
-    context = _context(data, tmp_path, Variant(target="prediction"))
+    by_label, _ = compute_maps(simple_context(data, tmp_path), batch_size=5)
+    context = simple_context(data, tmp_path, Variant(target="prediction"))
     by_prediction, probs = compute_maps(context, batch_size=5)
     expected, _ = GradCAM(context.network, "last_block", arch="simple").low_res(_inputs(data, range(12)))
     np.testing.assert_allclose(by_prediction, expected.numpy(), atol=1e-5)
@@ -127,9 +119,11 @@ def test_prediction_target_explains_the_argmax(split_data, tmp_path: Path):
     assert not np.allclose(by_label[~agree], by_prediction[~agree], atol=1e-3)
 
 
-def test_batches_do_not_change_the_maps_and_an_empty_range_is_empty(split_data, tmp_path: Path):
+def test_batches_do_not_change_the_maps_and_an_empty_range_is_empty(
+    split_data, tmp_path: Path, simple_context
+):
     data = split_data(n=12, size=32)
-    context = _context(data, tmp_path)
+    context = simple_context(data, tmp_path)
     whole, whole_probs = compute_maps(context, batch_size=12)
     in_threes, probs = compute_maps(context, batch_size=3)
     np.testing.assert_allclose(in_threes, whole, atol=1e-5)
@@ -140,10 +134,10 @@ def test_batches_do_not_change_the_maps_and_an_empty_range_is_empty(split_data, 
     assert maps.shape == (0, 0, 0) and probs.shape == (0, 2)
 
 
-def test_an_object_explainer_reads_the_label_maps_of_its_images(split_data, tmp_path: Path):
+def test_an_object_explainer_reads_the_label_maps_of_its_images(split_data, tmp_path: Path, simple_context):
     data = split_data(n=8, size=32)
     variant = Variant("occlusion", layer="input")
-    context = _context(data, tmp_path, variant)
+    context = simple_context(data, tmp_path, variant)
     with pytest.raises(ValueError, match="explainer occlusion: needs the test images' label maps"):
         compute_maps(context, batch_size=4)
     labels = np.zeros((8, 32, 32), np.uint8)
@@ -162,11 +156,11 @@ def test_an_object_explainer_reads_the_label_maps_of_its_images(split_data, tmp_
 # ---------------------------------------------------------------- the store and its provenance
 
 
-def test_store_round_trip_with_provenance(split_data, tmp_path: Path):
+def test_store_round_trip_with_provenance(split_data, tmp_path: Path, simple_context):
     data = split_data(n=12, size=32)
     checkpoint = tmp_path / "best.ckpt"
     checkpoint.write_bytes(b"weights")
-    context = _context(data, tmp_path / "run", run_seed=3, checkpoint=str(checkpoint))
+    context = simple_context(data, tmp_path / "run", run_seed=3, checkpoint=str(checkpoint))
     maps = compute_maps(context, batch_size=6)
     provenance = store_provenance(context)
     assert provenance["checkpoint_sha256"] == sha256(checkpoint)
@@ -203,7 +197,9 @@ def test_empty_scenes_need_synthetic_data(split_data):
         empty_scene_inputs(data, 0, 2)
 
 
-def test_empty_scenes_are_the_images_rendered_without_their_objects(cache_dir: Path, tmp_path: Path):
+def test_empty_scenes_are_the_images_rendered_without_their_objects(
+    cache_dir: Path, tmp_path: Path, simple_context
+):
     cities = {"a": {"planted": {"signboard": 1.0}}, "b": {"planted": {"fence": 1.0}}}
     dm = SyntheticCityData(
         cities, images_per_city=10, image_size=32, input_size=32, cache_dir=str(cache_dir), hflip=False
@@ -225,7 +221,7 @@ def test_empty_scenes_are_the_images_rendered_without_their_objects(cache_dir: P
         assert not torch.equal(empty[k : k + 1], full)  # something was removed
     # Integrated gradients from the empty scenes: compute_maps passes them as its baselines.
     variant = Variant("ig", layer="input", options={"baseline": "empty", "n_steps": 4})
-    context = _context(test, tmp_path, variant)
+    context = simple_context(test, tmp_path, variant)
     maps, _ = compute_maps(context, batch_size=2, start=1, stop=n)
     explainer = build_explainer("ig", context.network, "input", "simple", options=dict(variant.options))
     expected, _ = explainer.low_res(_inputs(test, range(1, n)), test.targets()[1:], baselines=empty)
