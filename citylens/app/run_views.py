@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -49,8 +48,9 @@ def view_reader(run: Run) -> ViewReader | None:
         cfg.data.cache_dir = _cache_dir(run, str(configured))
         datamodule = instantiate(cfg.data)
         datamodule.setup("test")
-        views, row = datamodule.cache.images(), datamodule.row
+        test = datamodule.split_view("test")
     except Exception as err:  # any failure costs only the background images, not the report
         log.warning("no images for %s (%s: %s); drawing the masks alone", run.name, type(err).__name__, err)
         return None
-    return lambda image_ids: np.stack([np.asarray(views[row[i]]) for i in image_ids])
+    index = {image_id: i for i, image_id in enumerate(test.ids)}
+    return lambda image_ids: test.views([index[i] for i in image_ids])
