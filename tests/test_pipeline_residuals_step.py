@@ -78,8 +78,11 @@ def test_mismatched_store_refused_naming_both_runs(
     assert lenient["run_b"].tolist() == ["0_simple-s0"]
 
 
-def test_run_without_a_store_is_skipped(default_variant, split_data, tmp_path: Path):
-    run_step(tmp_path, default_variant, split_data())
+def test_run_without_a_store_is_skipped(default_variant, split_data, tmp_path: Path, caplog):
+    context = Context(nn.Identity(), "simple", split_data(), tmp_path, default_variant)
+    result = step_options("residuals").run(context)
+    assert result.files == [] and result.tables == {}
+    assert "residuals skipped" in caplog.text and "has no mask store" in caplog.text
     assert not (default_variant.dir(tmp_path) / "residuals.csv").exists()
 
 
