@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from pytorch_lightning import loggers as pl_loggers
 
-from citylens.app.callbacks.analysis import analyse, log_image_table, on_rank_zero
+from citylens.app.callbacks.analysis import log_image_table, on_rank_zero, run_steps
 
 
 class WandbLogger(pl_loggers.WandbLogger):
@@ -83,7 +83,7 @@ def test_analyse_runs_the_configured_steps_logs_them_and_skips_them_when_current
     checkpoint = tmp_path / "best.ckpt"
     torch.save(module.state_dict(), checkpoint)
     logger = WandbLogger()
-    analyse(cfg, module, datamodule, tmp_path / "run", [logger], str(checkpoint))
+    run_steps(cfg, module, datamodule, tmp_path / "run", [logger], str(checkpoint))
     out = tmp_path / "run" / "analysis" / "gradcam-last_conv-label-all-t0.5"
     assert (out / "object_ratios.csv").is_file() and (tmp_path / "run" / "causal.csv").is_file()
     assert {"tsne", "object_ratios", "causal", "faithfulness", "residuals", "concepts", "images"} <= set(
@@ -94,7 +94,7 @@ def test_analyse_runs_the_configured_steps_logs_them_and_skips_them_when_current
     before = (out / "object_ratios.csv").stat().st_mtime_ns
     again = WandbLogger()
     with caplog.at_level(logging.INFO, logger="citylens.analysis"):
-        analyse(cfg, module, datamodule, tmp_path / "run", [again], str(checkpoint))
+        run_steps(cfg, module, datamodule, tmp_path / "run", [again], str(checkpoint))
     assert (out / "object_ratios.csv").stat().st_mtime_ns == before
     assert set(again.tables) == {"residuals"}  # never cached: it reads whichever runs have finished
     assert caplog.text.count("already done with these inputs") == 5  # all but the residuals

@@ -19,7 +19,7 @@ import torch
 import yaml
 from hydra.utils import instantiate
 
-from citylens.app.callbacks.analysis import analyse
+from citylens.app.callbacks.analysis import run_steps
 from citylens.app.config import ConfigError, run_config, validate
 from citylens.app.train import build_loggers, finish_loggers
 from citylens.core.run_folder import best_checkpoint, clean_temps, write_complete
@@ -46,7 +46,7 @@ def analyze(run_dir: Path | str, overrides: list[str] | None = None) -> dict[str
     try:
         log.info("analysis of %s", checkpoint)
         if cfg.get("analysis") is not None:
-            analyse(cfg, module, datamodule, run_dir, loggers, str(checkpoint))
+            run_steps(cfg, module, datamodule, run_dir, loggers, str(checkpoint))
         failed = False
     finally:
         finish_loggers(loggers, failed)

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import citylens
-from citylens.app.callbacks.analysis import AnalysisCallback, analyse
+from citylens.app.callbacks.analysis import AnalysisCallback, run_steps
 from citylens.app.callbacks.checkpoint import AtomicCheckpointIO, ResumeState
 from citylens.app.config import (
     CONF_DIR,
@@ -196,7 +196,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 run_dir,
             )
             for extra in extras if trainer.is_global_zero else []:
-                analyse(extra, model.eval(), datamodule, run_dir, loggers, trainer.ckpt_path)
+                run_steps(extra, model.eval(), datamodule, run_dir, loggers, trainer.ckpt_path)
         failed = False
     finally:
         finish_loggers(loggers, failed)

@@ -28,7 +28,9 @@ from citylens.analysis.residuals import PairwiseResiduals
 from citylens.core.io import atomic_path, atomic_write_text
 from citylens.explain.explanation import explain, overlay
 from citylens.explain.store import MaskStore
+from citylens.figures import CITY_COLOURS
 from citylens.pipeline.runs import Run, planted_objects
+from citylens.report.examples import ViewReader
 from citylens.report.sweep_figures import run_colours
 
 EXPLORER_FILE = "explorer.html"
@@ -38,9 +40,7 @@ ATLAS_COLS = 10
 THUMBS_PER_ATLAS = ATLAS_COLS * ATLAS_COLS
 CAUSAL_TOP = 3
 JPEG_QUALITY = 80
-CITY_COLOURS = [to_hex(c) for c in colormaps["tab10"].colors]
-
-ViewReader = Callable[[Sequence[str]], np.ndarray]
+CITY_HEX = [to_hex(c) for c in CITY_COLOURS]
 
 
 def _numbers(values: Any, digits: int = 4) -> list[float | None]:
@@ -228,7 +228,7 @@ def explorer_data(
     thresholds = sorted({t for rr in ratio_runs if rr for t in rr["threshold"]})
     return {
         "cities": cities,
-        "city_colours": [CITY_COLOURS[i % len(CITY_COLOURS)] for i in range(len(cities))],
+        "city_colours": [CITY_HEX[i % len(CITY_HEX)] for i in range(len(cities))],
         "image_ids": list(first.image_ids),
         "city": [city_of.get(c, -1) for c in first.cities],
         "threshold": threshold,

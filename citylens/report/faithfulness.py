@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from citylens.analysis.causal import METHODS
 from citylens.analysis.faithfulness import CAUSAL_FILE, FAITHFULNESS_FILE, RATIOS_FILE
 from citylens.analysis.sanity import FULL, SANITY_FILE, SANITY_FLAG_RHO
 from citylens.core import run_folder
@@ -26,7 +27,6 @@ from citylens.report.sections import Section
 
 DEFAULT_VARIANT = "default"
 # The causal truth a table is scored against, best first: the renderer's counterfactual, else deletion.
-METHODS = ("counterfactual", "deletion")
 TITLE = "Do the explanations point at what the networks use?"
 SANITY_TITLE = "Sanity check: do the masks depend on what the networks learned?"
 

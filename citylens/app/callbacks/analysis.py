@@ -3,7 +3,7 @@
 After the post-fit test, `AnalysisCallback` runs the run's analysis steps (citylens.pipeline.run_analysis) on
 the tested checkpoint, once. Under DDP every rank first explains its share of the test split and rank 0
 gathers the maps (the same result as a single process); rank 0 then runs the steps over the whole test split
-while the other ranks wait at a barrier, so the process group stays up until it is done. `analyse` is the
+while the other ranks wait at a barrier, so the process group stays up until it is done. `run_steps` is the
 same analysis on a loaded module, for `citylens-analyze` and a run's extra variants.
 """
 
@@ -103,7 +103,7 @@ def log_result(loggers: list[Any], context: Context, result: StepResult) -> None
         log_image_table(loggers, "images", frame, chunks)
 
 
-def analyse(
+def run_steps(
     cfg: DictConfig,
     module: pl.LightningModule,
     datamodule: Any,
@@ -156,10 +156,10 @@ class AnalysisCallback(pl.Callback):
                     maps = gather_maps(trainer, context, explain[0])
         on_rank_zero(
             trainer,
-            lambda: analyse(
+            lambda: run_steps(
                 self.cfg, pl_module, trainer.datamodule, run_dir, trainer.loggers, trainer.ckpt_path, maps
             ),
         )
 
 
-__all__ = ["AnalysisCallback", "StepOptions", "analyse", "analysis_context", "on_rank_zero"]
+__all__ = ["AnalysisCallback", "StepOptions", "analysis_context", "on_rank_zero", "run_steps"]
