@@ -20,6 +20,7 @@ def write_concepts(run_dir: Path, maps: np.ndarray, ids: list[str], rows: list[t
     """concepts.csv from (city, concept, importance, object, causal_rank) rows, and the concept store."""
     table = pd.DataFrame(rows, columns=["city", "concept", "importance", "object", "causal_rank"])
     table.to_csv(run_dir / "concepts.csv", index=False)
+    (run_dir / "causal.csv").write_text("city,object,effect,method\n")  # the run has a causal table
     (run_dir / "concepts").mkdir()
     np.save(run_dir / "concepts" / "maps.npy", maps.astype(np.float32))
     (run_dir / "concepts" / "meta.json").write_text(json.dumps({"image_ids": ids}))
@@ -72,9 +73,9 @@ def test_renumbered_concepts_agree_fully_and_unrelated_ones_less(runs):
 def test_section_counts_the_cases_on_the_causal_top_two(runs):
     summary = concept_summary(runs)
     section = concept_section(runs, summary, concept_agreement(runs))
-    # ranked cases: run 0 tokyo (top rank 1), run 1 tokyo (9, second 2), run 2 tokyo (9, second 2)
+    # run 0: tokyo (top rank 1), pittsburgh (no object: a miss); runs 1, 2: tokyo (top 9, second 2)
     assert (
-        "top 2 in 1 of 3 run-city cases with a causal table, one of its two most important in 3"
+        "top 2 in 1 of 4 run-city cases with a causal table, one of its two most important in 3"
         in section.reading
     )
     assert "seed pairs 1.00" in section.reading and "| signboard |" in section.body

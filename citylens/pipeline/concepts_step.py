@@ -152,7 +152,9 @@ def run_concepts(context: Context, options: ConceptsOptions) -> StepResult:
     scores = np.concatenate(importance) if importance else np.zeros((0, options.k), np.float32)
     places = [r.place for r in test.records]
     table = importance_table(scores, targets, test.cities, places, options.n_boot, seed=options.seed)
-    labels = context.label_maps("concept names", options.batch_size) if context.segmenter is not None else None
+    labels = (
+        context.label_maps("concept names", options.batch_size) if context.segmenter is not None else None
+    )
     objects = pd.DataFrame(columns=["concept", "object_id", "object", "mass_share", "pixel_share", "lift"])
     if labels is not None and len(maps_all):
         objects = concept_objects(maps_all, np.array(labels))

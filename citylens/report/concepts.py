@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from citylens.analysis.concepts import concept_strength, match_concepts
+from citylens.analysis.faithfulness import CAUSAL_FILE
 from citylens.core.io import read_json
 from citylens.pipeline.runs import Run, pair_group
 from citylens.report import markdown as md
@@ -21,7 +22,9 @@ from citylens.report.sections import Section
 
 CONCEPTS_FILE = "concepts.csv"
 AGREEMENT_COLUMNS = ["group", "run_a", "run_b", "label_a", "label_b", "n_images", "agreement", "distance"]
-SUMMARY_COLUMNS = ["run", "label", "city", "concept", "object", "importance", "causal_rank", "second_rank"]
+SUMMARY_COLUMNS = [
+    "run", "label", "city", "concept", "object", "importance", "causal_rank", "second_rank", "has_causal",
+]  # fmt: skip
 
 
 def run_concepts(run: Run) -> tuple[pd.DataFrame, np.ndarray, list[str]] | None:
@@ -35,13 +38,15 @@ def run_concepts(run: Run) -> tuple[pd.DataFrame, np.ndarray, list[str]] | None:
 
 
 def concept_summary(runs: Sequence[Run]) -> pd.DataFrame:
-    """Per run and city: the most important concept, its object and causal rank, and the causal rank of the
-    second most important concept's object."""
+    """Per run and city: the most important concept, its object and causal rank, the causal rank of the
+    second most important concept's object, and whether the run has a causal table at all (a concept named
+    after an object without a causal effect, or after none, then has no rank: it is not on the top 2)."""
     rows = []
     for run in runs:
         found = run_concepts(run)
         if found is None:
             continue
+        has_causal = (run.path / CAUSAL_FILE).is_file()
         for city, table in found[0].groupby("city", sort=False):
             top = table.sort_values("importance", ascending=False, kind="stable")
             second = top["causal_rank"].iloc[1] if len(top) > 1 else np.nan
@@ -50,7 +55,7 @@ def concept_summary(runs: Sequence[Run]) -> pd.DataFrame:
                 {"run": run.name, "label": run.label, "city": city, "concept": int(first["concept"]),
                  "object": first["object"] if isinstance(first["object"], str) else "no object",
                  "importance": float(first["importance"]), "causal_rank": float(first["causal_rank"]),
-                 "second_rank": float(second)}
+                 "second_rank": float(second), "has_causal": has_causal}
             )  # fmt: skip
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -76,9 +81,9 @@ def concept_agreement(runs: Sequence[Run]) -> pd.DataFrame:
 
 def concept_section(runs: Sequence[Run], summary: pd.DataFrame, agreement: pd.DataFrame) -> Section:
     """The concepts each run found, their names, how often they are the causal truth, and their agreement."""
-    ranked = summary[np.isfinite(summary["causal_rank"].to_numpy(dtype=float))] if len(summary) else summary
-    on_top2 = int((ranked["causal_rank"] <= 2).sum()) if len(ranked) else 0
-    either = int(((ranked["causal_rank"] <= 2) | (ranked["second_rank"] <= 2)).sum()) if len(ranked) else 0
+    ranked = summary[summary["has_causal"].astype(bool)] if len(summary) else summary
+    on_top2 = int((ranked["causal_rank"] <= 2).sum())
+    either = int(((ranked["causal_rank"] <= 2) | (ranked["second_rank"] <= 2)).sum())
     if len(ranked):
         reading = (
             f"a city's most important concept sits on an object of its counterfactual top 2 in {on_top2} of "
