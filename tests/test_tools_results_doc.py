@@ -58,6 +58,12 @@ Browse every test image of every run: [explorer.html](explorer.html)
 **Reading:** Cities separate.
 
 ![Figure 3](fig3_tsne_runs.png)
+
+## Concepts the networks found
+
+**Reading:** A city's most important concept sits on an object of its counterfactual top 2 in 13 of 16 cases.
+
+![vgg11-s0: tokyo](../0_vgg11-s0/concepts/figures/concepts_tokyo.png)
 """
 
 TABLE2 = """group,arch_a,arch_b,pair,n_pairs,ar,ci_low,ci_high,seed_sd,paper_ar,data_group
@@ -133,6 +139,7 @@ def test_the_block_is_replaced_and_the_rest_left_as_it_was(sweep: Path, doc: Pat
     # Figures and relative links point into the report folder: dropped / made plain text.
     assert "![" not in block and "](" not in block
     assert "Figure 3" not in block  # only the key sections
+    assert "### Concepts the networks found" in block and "top 2 in 13 of 16 cases" in block
     assert "results_doc: " in capsys.readouterr().out
 
 

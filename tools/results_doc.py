@@ -12,7 +12,9 @@ document with:
 - Table 2 (table2_grouped.csv: AR per group of pairs, 95% interval over test places, SD across seeds, the
   paper's value) with report.md's reading of it;
 - the tests of "architectures differ more than seeds" (statistics.csv: AR, the object-ratio profiles and
-  the agreement of the object-importance rankings) with report.md's reading of them.
+  the agreement of the object-importance rankings) with report.md's reading of them;
+- "Concepts the networks found" (report.md: each run's most important concept per city, its name and causal
+  rank, the agreement of matched concepts), when the sweep has it.
 
 The block is stamped with the sweep folder's name, not a date; the text outside the markers is left as it
 is. Links and figures of report.md point into the report folder, so they become plain text here. A missing
@@ -32,7 +34,7 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 REPORT_DIR = "report"
 REPORT_MD, TABLE2, STATISTICS = "report.md", "table2_grouped.csv", "statistics.csv"
-HEADLINE, RUNS = "What makes each city recognisable", "Runs"
+HEADLINE, RUNS, CONCEPTS = "What makes each city recognisable", "Runs", "Concepts the networks found"
 TABLE2_TITLE, STATISTICS_TITLE = "Table 2: average residual", "Statistics: "
 
 
@@ -158,6 +160,8 @@ def results_block(sweep_dir: Path) -> str:
     stats_readings = [reading(body) for title, body in found.items() if title.startswith(STATISTICS_TITLE)]
     parts += ["### Do architectures differ more than seeds?", *[r for r in stats_readings if r]]
     parts.append(statistics_block(tests))
+    if CONCEPTS in found:
+        parts += [f"### {CONCEPTS}", plain(found[CONCEPTS])]
     return "\n\n".join(parts)
 
 
