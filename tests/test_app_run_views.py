@@ -34,6 +34,8 @@ def test_views_are_the_test_images_of_the_recorded_data(
     test = dm.split_view("test")
     picked = [test.ids[3], test.ids[0]]
     np.testing.assert_array_equal(reader(picked), test.views([3, 0]))
+    train = dm.split_view("train")  # any image of the run's data, not only its test images
+    np.testing.assert_array_equal(reader([train.ids[1]]), train.views([1]))
     with pytest.raises(KeyError):
         reader(["nowhere/x.jpg"])
 

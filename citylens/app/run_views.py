@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -38,8 +39,9 @@ def _cache_dir(run: Run, configured: str) -> str:
 
 
 def view_reader(run: Run) -> ViewReader | None:
-    """A reader of the run's analysis views by image id (uint8 (n, S, S, 3)), or None (with a warning) if the
-    data is unavailable. The data module is set up once, so a caller reading many chunks pays for it once."""
+    """A reader of the run's analysis views by image id, of any split (uint8 (n, S, S, 3)), or None (with a
+    warning) if the data is unavailable. The data module is set up once, so a caller reading many chunks pays
+    for it once."""
     saved = run.path / ".hydra" / "config.yaml"
     try:
         recorded = OmegaConf.load(saved) if saved.is_file() else OmegaConf.create()
@@ -48,9 +50,9 @@ def view_reader(run: Run) -> ViewReader | None:
         cfg.data.cache_dir = _cache_dir(run, str(configured))
         datamodule = instantiate(cfg.data)
         datamodule.setup("test")
-        test = datamodule.split_view("test")
+        splits = [datamodule.split_view(name) for name in datamodule.splits]
     except Exception as err:  # any failure costs only the background images, not the report
         log.warning("no images for %s (%s: %s); drawing the masks alone", run.name, type(err).__name__, err)
         return None
-    index = {image_id: i for i, image_id in enumerate(test.ids)}
-    return lambda image_ids: test.views([index[i] for i in image_ids])
+    where = {image_id: (split, i) for split in splits for i, image_id in enumerate(split.ids)}
+    return lambda image_ids: np.stack([where[i][0].views([where[i][1]])[0] for i in image_ids])
