@@ -21,6 +21,7 @@ from citylens.explain.methods import GradCAM, build_explainer
 from citylens.explain.store import open_store
 from citylens.pipeline import Variant
 from citylens.pipeline.masks import (
+    balanced_sample,
     compute_maps,
     empty_scene_inputs,
     reusable_store,
@@ -226,3 +227,11 @@ def test_empty_scenes_are_the_images_rendered_without_their_objects(
     explainer = build_explainer("ig", context.network, "input", "simple", options=dict(variant.options))
     expected, _ = explainer.low_res(_inputs(test, range(1, n)), test.targets()[1:], baselines=empty)
     np.testing.assert_allclose(maps, expected.numpy(), atol=1e-5)
+
+
+def test_balanced_sample_splits_the_count_over_the_cities():
+    targets = np.array([0] * 10 + [1] * 3 + [2] * 10)
+    picked = balanced_sample(targets, 12, 3, seed=0)
+    assert np.bincount(targets[picked]).tolist() == [4, 3, 4]  # 4 per city, city 1 has only 3
+    assert np.array_equal(picked, sample_indices(targets, 4, 0))
+    assert np.bincount(targets[balanced_sample(targets, 1, 3)]).tolist() == [1, 1, 1]  # at least one each

@@ -43,7 +43,7 @@ from citylens.data.synthetic.counterfactuals import (
     single_removals,
 )
 from citylens.pipeline.context import Context, SplitData, StepResult, data_root, is_synthetic
-from citylens.pipeline.masks import sample_indices
+from citylens.pipeline.masks import balanced_sample
 from citylens.pipeline.steps import RUN, StepOptions
 
 __all__ = ["METHODS", "CausalOptions", "as_view", "causal_agreement", "run_causal"]
@@ -217,7 +217,7 @@ def causal_indices(data: SplitData, max_images: int | None, seed: int) -> np.nda
     targets = data.targets()
     if max_images is None or max_images >= len(targets):
         return np.arange(len(targets))
-    return sample_indices(targets, max(1, max_images // data.num_classes), seed)
+    return balanced_sample(targets, max_images, data.num_classes, seed)
 
 
 def run_causal(context: Context, options: CausalOptions) -> StepResult:

@@ -9,7 +9,6 @@ variant: no explainer is involved.
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,10 @@ from citylens.analysis.concepts import (
     upsample_maps,
 )
 from citylens.analysis.faithfulness import CAUSAL_FILE
-from citylens.core.io import atomic_write_bytes, atomic_write_json, write_csv
+from citylens.core.io import atomic_path, atomic_write_json, write_csv
 from citylens.figures import concept_rows, save
 from citylens.pipeline.context import Context, SplitData, StepResult
-from citylens.pipeline.masks import sample_indices
+from citylens.pipeline.masks import balanced_sample
 from citylens.pipeline.steps import RUN, StepOptions
 
 log = logging.getLogger("citylens.analysis")
@@ -91,21 +90,13 @@ def concept_layer(layer: str, arch: str) -> str:
     return EARLIER_LAYERS[arch] if layer == "earlier" else layer
 
 
-def fit_sample(data: SplitData, n_images: int, seed: int) -> np.ndarray:
-    """Up to n_images images of the fitting split, as many per city, fixed by the split."""
-    targets = data.targets()
-    per_city = max(1, n_images // max(1, data.num_classes))
-    return sample_indices(targets, per_city, seed)
-
-
 def _views(data: SplitData, indices: np.ndarray | range) -> torch.Tensor:
     return torch.from_numpy(data.views(indices)).permute(0, 3, 1, 2)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    atomic_write_bytes(path, buffer.getvalue())
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save adds no suffix
+        np.save(f, array)
 
 
 def causal_ranks(causal: pd.DataFrame | None, table: pd.DataFrame) -> list[float]:
@@ -132,10 +123,11 @@ def run_concepts(context: Context, options: ConceptsOptions) -> StepResult:
     run_dir = Path(context.run_dir)
     out = run_dir / CONCEPTS_DIR
     with torch.inference_mode(False):
-        fit_views = _views(context.fit, fit_sample(context.fit, options.fit_images, options.seed))
-        fit = layer_activations(network, layer, fit_views, options.batch_size, arch)
-        bank = fit_concepts(fit, options.k, options.seed, options.max_locations)
-        del fit
+        split = context.fit
+        picked = balanced_sample(split.targets(), options.fit_images, split.num_classes, options.seed)
+        fitted_on = layer_activations(network, layer, _views(split, picked), options.batch_size, arch)
+        bank = fit_concepts(fitted_on, options.k, options.seed, options.max_locations)
+        del fitted_on
         targets = test.targets()
         maps, importance = [], []
         n = len(test.records)

@@ -30,7 +30,7 @@ from citylens.core.layers import resolve_target_layer
 from citylens.core.view import to_input
 from citylens.explain.methods import EXPLAINERS, build_explainer, explainer_name, is_attribution
 from citylens.pipeline.context import Context, SplitData, StepResult
-from citylens.pipeline.masks import sample_indices
+from citylens.pipeline.masks import balanced_sample
 from citylens.pipeline.steps import StepOptions
 
 log = logging.getLogger("citylens.analysis")
@@ -66,8 +66,7 @@ def explainer_factory(name: str, options: dict[str, Any] | None = None) -> Expla
 def sanity_sample(data: SplitData, n_images: int, seed: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Up to n_images test images, as many per city, fixed by the split: (inputs, true cities, indices)."""
     targets = data.targets()
-    n_cities = max(1, len(np.unique(targets)))
-    idx = sample_indices(targets, max(1, n_images // n_cities), seed)
+    idx = balanced_sample(targets, n_images, len(np.unique(targets)), seed)
     views = torch.from_numpy(data.views(idx)).permute(0, 3, 1, 2)
     return to_input(views), targets[idx], idx
 

@@ -33,6 +33,11 @@ def sample_indices(targets: np.ndarray, per_city: int, seed: int = 0) -> np.ndar
     return np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
 
 
+def balanced_sample(targets: np.ndarray, n_images: int, n_cities: int, seed: int = 0) -> np.ndarray:
+    """About `n_images` images split evenly over `n_cities` cities (at least one each), fixed by the split."""
+    return sample_indices(targets, max(1, n_images // max(1, n_cities)), seed)
+
+
 def shard_bounds(n: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
     """Rank `rank`'s contiguous share [start, stop) of n test images, in whole batches.
 
