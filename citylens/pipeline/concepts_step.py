@@ -207,9 +207,12 @@ def city_figure(
         [upsample_maps(maps[p][:, [c]], size)[:, 0].numpy() for p, c in zip(picks, rows["concept"])]
     )
     up = up / np.maximum(up.max(axis=(1, 2, 3), keepdims=True), 1e-12)
+    names = [r.object if isinstance(r.object, str) else "no object" for r in rows.itertuples()]
     titles = [
-        f"concept {r.concept}\n{r.object if isinstance(r.object, str) else 'no object'}\n{r.importance:+.3f}"
-        for r in rows.itertuples()
+        f"concept {r.concept}\n{n}\nΔlog P {r.importance:+.3f}" for r, n in zip(rows.itertuples(), names)
     ]
-    title = f"Visual elements of {city}: its most important concepts, where they are strongest"
+    title = (
+        f"Visual elements of {city}: its most important concepts, where they are strongest\n"
+        f"(row: concept, the object it sits on, the drop of log P({city}) without it)"
+    )
     return save(concept_rows(images, up, titles, title), path)
