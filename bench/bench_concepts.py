@@ -51,7 +51,7 @@ def best_seconds(fn: Callable[[], object], repeats: int, clock: Callable[[], flo
 def bench_one(arch: str, size: int, args: argparse.Namespace, clock: Callable[[], float]) -> dict[str, float]:
     """ms per image of forward, maps, importance, and seconds of the fit, for one architecture and size."""
     torch.manual_seed(0)
-    network = build_model(arch, 2, input_size=size)[0].eval()
+    network = build_model(arch, 2, input_size=size).eval()
     layer = EARLIER_LAYERS[arch]
     images = torch.randn(args.images, 3, size, size)
     fit_images = torch.randn(args.fit_images, 3, size, size)

@@ -26,7 +26,7 @@ from citylens.models import build_model
 
 def train_step_rate(arch: str, size: int, batch: int, steps: int) -> float:
     """Images/s of forward + backward + Adam step on random inputs (best of `steps` timed steps)."""
-    network, _ = build_model(arch, 2, size)
+    network = build_model(arch, 2, size)
     optimizer = torch.optim.Adam(network.parameters(), 1e-4)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 2, (batch,))
     best = float("inf")

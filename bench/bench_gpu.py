@@ -38,7 +38,7 @@ import pytorch_lightning as pl
 import torch
 
 from citylens.app.config import step_options
-from citylens.core.layers import ARCHITECTURES
+from citylens.core.layers import ARCHITECTURES, resolve_target_layer
 from citylens.data import SyntheticCityData
 from citylens.explain import GradCAM, build_explainer
 from citylens.models import CityClassifier, build_model
@@ -101,7 +101,7 @@ def autocast(device: torch.device, bf16: bool) -> Any:
 def model_step_rate(args: argparse.Namespace, device: torch.device) -> float:
     """Forward + backward + Adam on random tensors already on the device (the ceiling for training)."""
     torch.manual_seed(0)
-    network, _ = build_model(args.arch, 2, args.size)
+    network = build_model(args.arch, 2, args.size)
     network.to(device, memory_format=memory_format(args)).train()
     optimizer = torch.optim.Adam(network.parameters(), 1e-4)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(
@@ -177,7 +177,8 @@ def random_network(
 ) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
     """A random-weight network in eval mode, its Grad-CAM layer and a batch of random images on the device."""
     torch.manual_seed(0)
-    network, layer = build_model(args.arch, 2, args.size)
+    network = build_model(args.arch, 2, args.size)
+    layer = resolve_target_layer(network, "last_block")[0]
     network.to(device, memory_format=memory_format(args)).eval()
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     return network, layer, images.contiguous(memory_format=memory_format(args))

@@ -72,7 +72,7 @@ def best_rates(
 def bench_one(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     """Images/s of the forward pass and, per method, of ours and pytorch-grad-cam for one architecture."""
     torch.manual_seed(0)
-    network, _ = build_model(name, args.num_classes, input_size=args.size)
+    network = build_model(name, args.num_classes, input_size=args.size)
     network.to(device).eval()
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
 
@@ -81,11 +81,11 @@ def bench_one(name: str, args: argparse.Namespace, device: torch.device) -> dict
             return network(images)
 
     def ours(method: str) -> Callable[[], object]:
-        explainer = build_explainer(method, network, args.layer, arch=name)
+        explainer = build_explainer(method, network, args.layer)
         return lambda: explainer(images)
 
     def reference(method: str) -> Callable[[], object]:
-        layer = build_explainer(method, network, args.layer, arch=name).target_layer
+        layer = build_explainer(method, network, args.layer).target_layer
 
         def run() -> object:
             # Built per call (it only registers two hooks) so that its hooks never run in the other timings.

@@ -374,7 +374,7 @@ def networks() -> dict[str, nn.Module]:
     built = {}
     for arch in LAYER_PRESETS:
         torch.manual_seed(0)
-        built[arch] = build_model(arch, 3, input_size=64)[0]
+        built[arch] = build_model(arch, 3, input_size=64)
     return built
 
 
@@ -467,7 +467,7 @@ def one_cue(cache_dir: Path) -> tuple[nn.Module, SyntheticCityData]:
 
 def _simple_context(data: Any, run_dir: Path, variant: Variant | None = None, **kwargs: Any) -> Context:
     torch.manual_seed(0)
-    network, _ = build_model("simple", 2, input_size=data.input_size)
+    network = build_model("simple", 2, input_size=data.input_size)
     return Context(network.eval(), "simple", data, run_dir, variant or Variant(), **kwargs)
 
 

@@ -143,7 +143,7 @@ def test_earlier_layers_and_batched_removal_on_every_architecture(networks, one_
     targets = [0, 1, 2]
     importance = concept_importance(net, EARLIER_LAYERS[arch], x, targets, bank, maps, batch_size=2)
     # Against the plain way: one full forward pass per image and concept, the layer's output replaced.
-    module, _ = resolve_target_layer(net, arch, EARLIER_LAYERS[arch])
+    module, _ = resolve_target_layer(net, EARLIER_LAYERS[arch])
     w = torch.from_numpy(bank)
     expected = np.zeros((3, 3))
     with torch.no_grad():

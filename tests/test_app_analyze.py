@@ -92,7 +92,7 @@ def test_stored_masks_explain_the_true_city_of_the_best_checkpoint(run: dict):
     module = CityClassifier.load_from_checkpoint(store.meta["checkpoint"], map_location="cpu")
     dm = run["datamodule"]
     _, views, _ = next(dm.split_view("test").batches(len(store)))
-    cam = GradCAM(module.network, "last_block", arch="simple")
+    cam = GradCAM(module.network, "last_block")
     expected = cam(to_input(views), store.targets)
     # At least one image is misclassified or the masks of the two cities differ: the target matters.
     other = cam(to_input(views), 1 - store.targets)

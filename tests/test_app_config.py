@@ -81,7 +81,7 @@ def test_explainer_configs_instantiate_the_named_method_at_the_layer(compose_cfg
     validate(cfg)
     network = instantiate(cfg.model, num_classes=2).network
     assert cfg.explainer.name == cfg.analysis.explainer == name  # built by name from the registry
-    explainer = build_explainer(cfg.explainer.name, network, cfg.explainer.layer, cfg.model.arch)
+    explainer = build_explainer(cfg.explainer.name, network, cfg.explainer.layer)
     assert type(explainer) is EXPLAINERS[name]
     assert explainer.target_layer is network.features[-2] and explainer.layer_path == "features.-2"
     assert compose_cfg([], tmp_path, tmp_path).explainer.layer == "last_block"

@@ -123,7 +123,7 @@ def test_the_empty_baseline_is_required_and_used(inputs):
 def test_bad_options_are_refused_naming_the_key(networks, name: str, options: dict, key: str):
     layer = "last_block" if name == "gradcam" else "input"
     with pytest.raises(ValueError, match=f"^{key}"):
-        build_explainer(name, networks["simpler"], layer, arch="simpler", options=options)
+        build_explainer(name, networks["simpler"], layer, options=options)
 
 
 def test_attribution_explainers_explain_the_input(networks):

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from citylens.core.layers import resolve_target_layer
 from citylens.explain import GradCAM, upsample_masks
 from citylens.models import build_model
 
@@ -64,7 +65,8 @@ PARITY_CASES = [
 def test_parity_with_pytorch_grad_cam(arch: str, trained: bool, num_classes: int) -> None:
     torch.manual_seed(0)
     size = SIZES[arch]
-    network, layer = build_model(arch, num_classes, input_size=size)
+    network = build_model(arch, num_classes, input_size=size)
+    layer = resolve_target_layer(network, "last_block")[0]
     if trained:
         _train_a_little(network, num_classes, size)
     images = torch.randn(BATCH, 3, size, size)
@@ -82,7 +84,8 @@ def test_parity_with_pytorch_grad_cam(arch: str, trained: bool, num_classes: int
 @pytest.fixture()
 def simple_net() -> tuple[nn.Module, nn.Module, torch.Tensor]:
     torch.manual_seed(0)
-    network, layer = build_model("simple", 3, input_size=64)
+    network = build_model("simple", 3, input_size=64)
+    layer = resolve_target_layer(network, "last_block")[0]
     return network, layer, torch.randn(3, 3, 64, 64)
 
 
@@ -149,7 +152,7 @@ def test_in_place_op_after_the_target_layer_is_harmless() -> None:
     images = torch.randn(2, 3, 16, 16)
     expected = GradCAM(plain, plain.features[2])(images, [0, 2])
     assert torch.equal(GradCAM(in_place, in_place.features[2])(images, [0, 2]), expected)
-    resnet, _ = build_model("resnet18", 2, input_size=64)
+    resnet = build_model("resnet18", 2, input_size=64)
     masks = GradCAM(resnet, resnet.layer4[-1].bn2)(torch.randn(2, 3, 64, 64))
     assert masks.shape == (2, 64, 64) and not torch.isnan(masks).any()
 

@@ -61,7 +61,7 @@ def test_every_method_matches_pytorch_grad_cam(networks, arch: str, preset: str)
     images = torch.randn(BATCH, 3, 64, 64)
     target_modes = [TARGETS] if arch == "vgg11" else [TARGETS, None]
     for name, given in itertools.product(CAMS, target_modes):
-        explainer = build_explainer(name, network, preset, arch=arch)
+        explainer = build_explainer(name, network, preset)
         masks = explainer(images, given)
         expected = _reference(name, network, explainer.target_layer, images, given)
         assert masks.shape == (BATCH, 64, 64) and masks.dtype == torch.float32
@@ -76,7 +76,7 @@ def test_each_method_matches_only_its_own_reference(networks) -> None:
     network = networks["simple"]
     torch.manual_seed(2)
     images = torch.randn(BATCH, 3, 64, 64)
-    layer = resolve_target_layer(network, "simple", "last_block")[0]
+    layer = resolve_target_layer(network, "last_block")[0]
     references = {name: _reference(name, network, layer, images, TARGETS) for name in CAMS}
     for name in CAMS:
         masks = build_explainer(name, network, layer)(images, TARGETS)
@@ -95,7 +95,7 @@ def test_state_restored_no_parameter_gradients_and_no_grad_mode(networks, name: 
     flags = [p.requires_grad for p in network.parameters()]
     for p in network.parameters():
         p.grad = None
-    explainer = build_explainer(name, network, "last_conv", arch="simple")
+    explainer = build_explainer(name, network, "last_conv")
     images = torch.randn(3, 3, 64, 64)
     expected = explainer(images)
     assert [m.training for m in network.modules()] == modes
@@ -116,11 +116,11 @@ def test_state_restored_no_parameter_gradients_and_no_grad_mode(networks, name: 
 def test_registry_names_the_five_classes_over_one_base(networks) -> None:
     assert list(CAMS) == ["gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"]
     for name, cls in CAMS.items():
-        explainer = build_explainer(name, networks["resnet18"], "layer3", arch="resnet18")
+        explainer = build_explainer(name, networks["resnet18"], "layer3")
         assert type(explainer) is cls and isinstance(explainer, BaseCAM)
         assert explainer.layer_path == "layer3.-1"
     with pytest.raises(NotImplementedError, match="channel_weights or cam_image"):
-        BaseCAM(networks["simple"], "last_block", arch="simple")(torch.randn(1, 3, 64, 64))
+        BaseCAM(networks["simple"], "last_block")(torch.randn(1, 3, 64, 64))
 
 
 @pytest.mark.slow
@@ -129,10 +129,10 @@ def test_gradcam_pp_gap_to_the_reference_is_float32_rounding() -> None:
     (its alpha divides by sums of cubed gradients, summed in another order on each side). Run in float64 on
     both sides, the same method leaves only the float32 rounding of the two outputs."""
     torch.manual_seed(0)
-    network = build_model("vgg11", 3, input_size=96)[0].eval().double()
+    network = build_model("vgg11", 3, input_size=96).eval().double()
     torch.manual_seed(1)
     images = torch.randn(BATCH, 3, 96, 96, dtype=torch.float64)
-    explainer = build_explainer("gradcam++", network, "last_block", arch="vgg11")
+    explainer = build_explainer("gradcam++", network, "last_block")
     masks = explainer(images, TARGETS)
     expected = _reference("gradcam++", network, explainer.target_layer, images, TARGETS)
     assert (masks.double() - expected.double()).abs().max().item() <= 2e-6

@@ -18,7 +18,7 @@ def test_explainer_grid_writes_a_png_of_the_layout_size_and_refuses_mismatches(n
     torch.manual_seed(3)
     images = torch.rand(2, 3, 64, 64)
     columns = {
-        f"{name} {preset}": build_explainer(name, network, preset, arch="simple")(images).numpy()
+        f"{name} {preset}": build_explainer(name, network, preset)(images).numpy()
         for name, preset in (("gradcam", "last_block"), ("layercam", "last_conv"), ("hirescam", "last_conv"))
     }
     pixels = (images.permute(0, 2, 3, 1) * 255).round().byte().numpy()

@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from citylens.core.layers import ARCHITECTURES, DEFAULT_TARGET_LAYERS, resolve_layer
+from citylens.core.layers import (
+    ARCHITECTURES,
+    DEFAULT_TARGET_LAYERS,
+    arch_of,
+    resolve_layer,
+    resolve_target_layer,
+)
 from citylens.models.build import BUILDERS, build_model
 
 
@@ -15,14 +21,18 @@ def test_every_architecture_has_one_builder():
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_head_has_one_output_per_city_and_the_preset_layer_is_returned(arch: str):
-    network, layer = build_model(arch, 3, input_size=64)
+def test_head_has_one_output_per_city_and_the_network_brings_its_presets(arch: str):
+    network = build_model(arch, 3, input_size=64)
     assert network(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
-    assert layer is resolve_layer(network, DEFAULT_TARGET_LAYERS[arch])
+    assert arch_of(network) == arch
+    assert resolve_target_layer(network, "last_block") == (
+        resolve_layer(network, DEFAULT_TARGET_LAYERS[arch]),
+        DEFAULT_TARGET_LAYERS[arch],
+    )
 
 
 def test_vgg11_relus_are_not_in_place():
-    network, _ = build_model("vgg11", 2, input_size=32)
+    network = build_model("vgg11", 2, input_size=32)
     relus = [m for m in network.modules() if isinstance(m, nn.ReLU)]
     assert relus and not any(m.inplace for m in relus)
 

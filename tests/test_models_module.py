@@ -29,7 +29,7 @@ def test_wraps_the_built_network(arch: str, size: int):
     torch.manual_seed(0)
     module = CityClassifier(arch, 3, input_size=size).eval()
     torch.manual_seed(0)
-    network, _ = build_model(arch, 3, size)
+    network = build_model(arch, 3, size)
     x, _ = _batch(2, size)
     with torch.no_grad():
         logits = module(x)

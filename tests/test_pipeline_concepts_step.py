@@ -54,11 +54,14 @@ def test_without_a_fitting_split_nothing_is_written(split_data, tmp_path: Path, 
     assert "concepts skipped: no fitting split" in caplog.text and not (tmp_path / "concepts.csv").exists()
 
 
-def test_layer_and_ranks():
+def test_layer_and_ranks(networks):
     assert (
-        concept_layer("earlier", "resnet18") == "layer2.-1"
-        and concept_layer("features.3", "vgg11") == "features.3"
+        concept_layer("earlier", networks["resnet18"]) == "layer2.-1"
+        and concept_layer("earlier", networks["simple"]) == "features.7"
+        and concept_layer("features.3", nn.Identity()) == "features.3"
     )
+    with pytest.raises(ValueError, match="not for a network of type Identity; give a dotted path"):
+        concept_layer("earlier", nn.Identity())
     table = pd.DataFrame({"city": ["a", "a", "b"], "object": ["car", None, "car"]})
     causal = pd.DataFrame({"city": ["a", "a"], "object": ["tree", "car"], "effect": [0.3, 0.1],
                            "method": ["counterfactual", "counterfactual"]})  # fmt: skip

@@ -21,7 +21,7 @@ from citylens.pipeline.faithfulness_step import explainer_factory, sanity_sample
 
 def context(data, run_dir: Path, variant: Variant | None = None) -> Context:
     torch.manual_seed(0)
-    network, _ = build_model("simple", 2, input_size=data.input_size)
+    network = build_model("simple", 2, input_size=data.input_size)
     return Context(network, "simple", data, run_dir, variant or Variant())
 
 

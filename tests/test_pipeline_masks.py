@@ -96,7 +96,7 @@ def test_maps_are_gradcam_of_the_true_cities_on_the_split_rows(split_data, tmp_p
     data = split_data(n=12, size=32)
     context = simple_context(data, tmp_path)
     maps, probs = compute_maps(context, batch_size=4, start=2, stop=10)
-    cam = GradCAM(context.network, "last_block", arch="simple")
+    cam = GradCAM(context.network, "last_block")
     x = _inputs(data, range(2, 10))  # rows run backwards in the split view: a lookup by position differs
     expected, logits = cam.low_res(x, data.targets()[2:10])
     assert maps.shape == tuple(expected.shape) and maps.dtype == np.float32 and probs.dtype == np.float32
@@ -112,7 +112,7 @@ def test_prediction_target_explains_the_argmax(split_data, tmp_path: Path, simpl
     by_label, _ = compute_maps(simple_context(data, tmp_path), batch_size=5)
     context = simple_context(data, tmp_path, Variant(target="prediction"))
     by_prediction, probs = compute_maps(context, batch_size=5)
-    expected, _ = GradCAM(context.network, "last_block", arch="simple").low_res(_inputs(data, range(12)))
+    expected, _ = GradCAM(context.network, "last_block").low_res(_inputs(data, range(12)))
     np.testing.assert_allclose(by_prediction, expected.numpy(), atol=1e-5)
     agree = probs.argmax(1) == data.targets()
     assert agree.any() and not agree.all()  # the two targets differ on some images, not on others
@@ -145,7 +145,7 @@ def test_an_object_explainer_reads_the_label_maps_of_its_images(split_data, tmp_
     for i in range(8):
         labels[i, : 3 * (i + 1)] = 2  # a band of class 2 whose height names the image
     maps, _ = compute_maps(context, batch_size=2, start=4, stop=8, labels=labels)
-    explainer = build_explainer("occlusion", context.network, "input", "simple")
+    explainer = build_explainer("occlusion", context.network, "input")
     x = _inputs(data, range(4, 8))
     expected, _ = explainer.low_res(x, data.targets()[4:8], labels=torch.from_numpy(labels[4:8]))
     np.testing.assert_allclose(maps, expected.numpy(), atol=1e-5)
@@ -224,7 +224,7 @@ def test_empty_scenes_are_the_images_rendered_without_their_objects(
     variant = Variant("ig", layer="input", options={"baseline": "empty", "n_steps": 4})
     context = simple_context(test, tmp_path, variant)
     maps, _ = compute_maps(context, batch_size=2, start=1, stop=n)
-    explainer = build_explainer("ig", context.network, "input", "simple", options=dict(variant.options))
+    explainer = build_explainer("ig", context.network, "input", options=dict(variant.options))
     expected, _ = explainer.low_res(_inputs(test, range(1, n)), test.targets()[1:], baselines=empty)
     np.testing.assert_allclose(maps, expected.numpy(), atol=1e-5)
 

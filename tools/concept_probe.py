@@ -32,7 +32,6 @@ import torch
 from hydra.utils import instantiate
 
 from citylens.analysis.concepts import (
-    EARLIER_LAYERS,
     concept_importance,
     concept_maps,
     concept_names,
@@ -50,6 +49,7 @@ from citylens.core.io import atomic_path
 from citylens.core.run_folder import best_checkpoint
 from citylens.data.synthetic import OPTIONAL
 from citylens.models import CityClassifier
+from citylens.pipeline.concepts_step import concept_layer
 from citylens.segment import GroundTruthSegmenter
 
 
@@ -80,16 +80,16 @@ def probe_run(run_dir: Path, args: argparse.Namespace) -> Probed:
     datamodule.setup()
     module = CityClassifier.load_from_checkpoint(best_checkpoint(run_dir), map_location="cpu")
     network, arch = module.network.eval(), module.hparams.arch
-    layer = EARLIER_LAYERS[arch] if args.layer == "earlier" else args.layer
+    layer = concept_layer(args.layer, network)
     val, _ = _views(datamodule, "val")
     test, records = _views(datamodule, "test")
     targets = datamodule.targets("test")
-    bank = fit_concepts(layer_activations(network, layer, val, arch=arch), args.k, seed=args.seed)
-    maps = concept_maps(layer_activations(network, layer, test, arch=arch), bank)
+    bank = fit_concepts(layer_activations(network, layer, val), args.k, seed=args.seed)
+    maps = concept_maps(layer_activations(network, layer, test), bank)
     if args.importance == "sobol":
-        importance = concept_sobol(network, layer, test, targets, bank, maps, args.n_designs, arch=arch)
+        importance = concept_sobol(network, layer, test, targets, bank, maps, args.n_designs)
     else:
-        importance = concept_importance(network, layer, test, targets, bank, maps, arch=arch)
+        importance = concept_importance(network, layer, test, targets, bank, maps)
     table = importance_table(importance, targets, datamodule.cities, places=[r.place for r in records])
 
     causal = pd.read_csv(run_dir / "causal.csv")

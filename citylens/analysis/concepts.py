@@ -32,7 +32,7 @@ from torch import nn
 
 from citylens.analysis.stats import bootstrap_ci
 from citylens.core.ade20k import class_name
-from citylens.core.layers import ARCHITECTURES, LAYER_PRESETS, resolve_target_layer
+from citylens.core.layers import LAYER_PRESETS, resolve_target_layer
 from citylens.core.view import to_input
 
 # One stage before the last convolution (docs/concepts.md, "Which layer"): 8x8 to 32x32 at 64 px, where the
@@ -59,14 +59,10 @@ def _tensor(x: Array, name: str, ndim: int) -> torch.Tensor:
     return t.detach().to("cpu", torch.float32)
 
 
-def _layer(network: nn.Module, layer: str, arch: str | None) -> nn.Module:
-    """The submodule named by a preset (with `arch`) or a dotted path; ValueError naming `layer` if none."""
-    if arch is not None and arch not in ARCHITECTURES:
-        raise ValueError(
-            f"concepts.layer: unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}"
-        )
+def _layer(network: nn.Module, layer: str) -> nn.Module:
+    """The submodule named by a preset of the network or a dotted path; ValueError naming `layer` if none."""
     try:
-        return resolve_target_layer(network, arch, layer)[0]
+        return resolve_target_layer(network, layer)[0]
     except ValueError as err:
         raise ValueError(f"concepts.layer: unknown layer {layer!r} ({err})") from err
 
@@ -103,15 +99,15 @@ class _Reached(Exception):
 
 
 def layer_activations(
-    network: nn.Module, layer: str, images: torch.Tensor, batch_size: int = 64, arch: str | None = None
+    network: nn.Module, layer: str, images: torch.Tensor, batch_size: int = 64
 ) -> torch.Tensor:
-    """The ReLU-clamped output (N, C, h, w) of the layer `layer` (a dotted path, or a preset of `arch`) for
-    network inputs `images` (float; uint8 analysis views are normalised first), float32 on the CPU.
+    """The ReLU-clamped output (N, C, h, w) of the layer `layer` (a dotted path, or a preset of the network)
+    for network inputs `images` (float; uint8 analysis views are normalised first), float32 on the CPU.
 
     Clamped because NMF needs non-negative data; every default layer (EARLIER_LAYERS) is a ReLU output
     already. The forward pass stops at the layer.
     """
-    module = _layer(network, layer, arch)
+    module = _layer(network, layer)
     out: list[torch.Tensor] = []
 
     def hook(_: nn.Module, __: object, output: torch.Tensor) -> None:
@@ -218,7 +214,6 @@ def _edited_log_probs(
     maps: Array,
     keep: torch.Tensor,
     batch_size: int,
-    arch: str | None,
     max_rows: int = 256,
     max_elements: int = 1 << 25,
 ) -> np.ndarray:
@@ -231,7 +226,7 @@ def _edited_log_probs(
     edits in one batch; that needs the layer to be a cut of the network (everything after it reads only its
     output), as every preset and EARLIER_LAYERS entry is.
     """
-    module = _layer(network, layer, arch)
+    module = _layer(network, layer)
     u = _tensor(maps, "maps", 4)
     w = torch.from_numpy(_check_bank(bank, None))
     if u.shape[1] != len(w):
@@ -297,7 +292,6 @@ def concept_importance(
     bank: Array,
     maps: Array,
     batch_size: int = 8,
-    arch: str | None = None,
     max_rows: int = 256,
 ) -> np.ndarray:
     """Per image and concept (N, k): log P(target) of the image minus log P(target) with concept k removed
@@ -310,7 +304,7 @@ def concept_importance(
     """
     k = len(_check_bank(bank, None))
     keep = torch.cat([torch.ones(1, k), 1 - torch.eye(k)])  # the image itself, then each concept removed
-    logp = _edited_log_probs(network, layer, images, targets, bank, maps, keep, batch_size, arch, max_rows)
+    logp = _edited_log_probs(network, layer, images, targets, bank, maps, keep, batch_size, max_rows)
     return logp[:, :1] - logp[:, 1:]
 
 
@@ -324,7 +318,6 @@ def concept_sobol(
     n_designs: int = 16,
     seed: int = 0,
     batch_size: int = 8,
-    arch: str | None = None,
     max_rows: int = 256,
 ) -> np.ndarray:
     """Per image and concept (N, k): CRAFT's total Sobol index of the concept for log P(target), by Jansen's
@@ -347,7 +340,7 @@ def concept_sobol(
         mix[:, j] = b[:, j]
         mixes.append(mix)
     keep = torch.from_numpy(np.concatenate([a, b, *mixes])).float()
-    f = _edited_log_probs(network, layer, images, targets, bank, maps, keep, batch_size, arch, max_rows)
+    f = _edited_log_probs(network, layer, images, targets, bank, maps, keep, batch_size, max_rows)
     fa, fb = f[:, :n_designs], f[:, n_designs : 2 * n_designs]
     var = np.concatenate([fa, fb], 1).var(1)
     total = np.stack(

@@ -20,6 +20,7 @@ from scipy import stats
 from torch import nn
 
 from citylens.analysis.stats import bootstrap_ci
+from citylens.core.layers import arch_of
 from citylens.explain.methods import GradCAM
 
 Explainer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -69,8 +70,9 @@ def _stages(network: nn.Module) -> list[tuple[str, list[str]]]:
     return [("classifier", head)] + [(f"block{i + 1}", s) for i, s in reversed(list(enumerate(stages)))]
 
 
-def randomisation_steps(network: nn.Module, arch: str) -> list[tuple[str, list[str]]]:
-    """The cascade's blocks top-down as (step name, dotted module paths), for one of the four architectures.
+def randomisation_steps(network: nn.Module) -> list[tuple[str, list[str]]]:
+    """The cascade's blocks top-down as (step name, dotted module paths), for a network of one of the four
+    architectures (`arch_of`).
 
     ResNet18: fc, layer4, layer3, layer2, layer1, conv1 (with bn1). VGG11, Simple, Simpler: the classifier's
     linear layers, then each stage of convolutions up to its max-pool, block5 .. block1 for VGG11 (block5 =
@@ -78,12 +80,16 @@ def randomisation_steps(network: nn.Module, arch: str) -> list[tuple[str, list[s
     each). The blocks together hold every parameter of the network (checked), so the last cascade step is a
     fully random network.
     """
+    arch = arch_of(network)
     if arch == "resnet18":
         steps = RESNET_BLOCKS
     elif arch in STAGED:
         steps = _stages(network)
     else:
-        raise ValueError(f"model.arch: no randomisation steps for {arch!r}; known: {['resnet18', *STAGED]}")
+        raise ValueError(
+            f"no randomisation steps for a network of type {type(network).__name__}: "
+            f"it is none of {['resnet18', *STAGED]}"
+        )
     modules = dict(network.named_modules())
     covered: set[int] = set()
     for name, paths in steps:
@@ -158,7 +164,6 @@ def _layer_path(network: nn.Module, layer: nn.Module) -> str:
 def sanity_check(
     network: nn.Module,
     layer: nn.Module,
-    arch: str,
     images: torch.Tensor,
     targets: Sequence[int] | np.ndarray | torch.Tensor | None,
     make_explainer: ExplainerFactory = GradCAM,
@@ -178,7 +183,7 @@ def sanity_check(
     trained mask is constant are left out of every step (n_undefined). ci_low / ci_high: 95% bootstrap
     interval over images.
     """
-    steps = randomisation_steps(network, arch)
+    steps = randomisation_steps(network)
     path = _layer_path(network, layer)
     device = next(network.parameters()).device
     images = images.to(device)

@@ -326,9 +326,9 @@ def _check_layer(arch: str, spec: object, input_size: int) -> None:
     if not isinstance(spec, str):
         raise ConfigError(f"explainer.layer: expected a preset or a dotted path, got {spec!r}")
     with torch.device("meta"):
-        network = build_model(arch, 2, input_size=input_size)[0]
+        network = build_model(arch, 2, input_size=input_size)
         try:
-            layer, path = resolve_target_layer(network, arch, spec)
+            layer, path = resolve_target_layer(network, spec)
         except ValueError as err:
             raise ConfigError(str(err)) from err
         shapes: list[tuple[int, ...]] = []

@@ -88,7 +88,6 @@ class Attribution:
         network: nn.Module,
         layer: nn.Module | str = INPUT_LAYER,
         autocast_dtype: torch.dtype | None = None,
-        arch: str | None = None,
         internal_batch_size: int = 64,
         options: Mapping[str, Any] | None = None,
     ) -> None:

@@ -93,9 +93,9 @@ def _target_indices(targets: Targets, n: int) -> torch.Tensor | None:
 class BaseCAM:
     """A CAM method of `network` at one layer, batched: `cam(images, targets) -> (N, H, W)` masks.
 
-    `layer` is the target module itself, or a string: a preset (`last_block`, `last_conv`, ...; needs
-    `arch`) or a dotted path, resolved by `citylens.core.layers.resolve_target_layer` (docs/explainers.md,
-    "Layers"). `layer_path` keeps the dotted path (None when a module was given).
+    `layer` is the target module itself, or a string: a preset of the network's architecture (`last_block`,
+    `last_conv`, ...) or a dotted path, resolved by `citylens.core.layers.resolve_target_layer`
+    (docs/explainers.md, "Layers"). `layer_path` keeps the dotted path (None when a module was given).
     Subclasses override `cam_image` (the map from A and G, before the relu), or `channel_weights`
     when the map is a weighted sum of A's channels.
     `autocast_dtype` (e.g. torch.bfloat16) runs the forward pass under autocast: faster on GPUs, but
@@ -109,10 +109,9 @@ class BaseCAM:
         network: nn.Module,
         layer: nn.Module | str = "last_block",
         autocast_dtype: torch.dtype | None = None,
-        arch: str | None = None,
     ) -> None:
         if isinstance(layer, str):
-            layer, self.layer_path = resolve_target_layer(network, arch, layer)
+            layer, self.layer_path = resolve_target_layer(network, layer)
         else:
             self.layer_path = None
         if not any(module is layer for module in network.modules()):

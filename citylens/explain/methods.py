@@ -118,7 +118,6 @@ def build_explainer(
     name: str,
     network: nn.Module,
     layer: nn.Module | str = "last_block",
-    arch: str | None = None,
     autocast_dtype: torch.dtype | None = None,
     options: dict[str, Any] | None = None,
     internal_batch_size: int = 64,
@@ -128,6 +127,6 @@ def build_explainer(
     `internal_batch_size` inputs per forward pass."""
     cls = EXPLAINERS[explainer_name(name)]
     if issubclass(cls, Attribution):
-        return cls(network, layer, autocast_dtype, arch, internal_batch_size, options)
+        return cls(network, layer, autocast_dtype, internal_batch_size, options)
     check_explainer_options(name, options)
-    return cls(network, layer, autocast_dtype=autocast_dtype, arch=arch)
+    return cls(network, layer, autocast_dtype=autocast_dtype)

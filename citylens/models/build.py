@@ -1,4 +1,4 @@
-"""build_model: the four architectures by name (their explainer layer presets: citylens.core.layers)."""
+"""build_model: the four architectures by name (a network's layer presets: citylens.core.layers.arch_of)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from citylens.core.layers import ARCHITECTURES, DEFAULT_TARGET_LAYERS, resolve_layer
+from citylens.core.layers import ARCHITECTURES
 from citylens.models.networks import simple, simpler
 
 
@@ -63,21 +63,14 @@ BUILDERS: dict[str, Callable[[int, int, str | None], nn.Module]] = {
 }
 
 
-def build_model(
-    name: str,
-    num_classes: int,
-    input_size: int = 224,
-    weights: str | None = None,
-    target_layer: str | None = None,
-) -> tuple[nn.Module, nn.Module]:
-    """Return (network, target_layer module) for one of ARCHITECTURES.
+def build_model(name: str, num_classes: int, input_size: int = 224, weights: str | None = None) -> nn.Module:
+    """The network of one of ARCHITECTURES with a `num_classes`-way head.
 
-    `weights` is a local torchvision state-dict file (ImageNet pretraining, VGG11/ResNet18 only);
-    `target_layer` a dotted path overriding DEFAULT_TARGET_LAYERS.
+    `weights` is a local torchvision state-dict file (ImageNet pretraining, VGG11/ResNet18 only). The network
+    carries its layer presets: `citylens.core.layers.resolve_target_layer(network, "last_block")`.
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"model.name: unknown architecture {name!r}; choose one of {list(ARCHITECTURES)}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    network = BUILDERS[name](num_classes, input_size, weights)
-    return network, resolve_layer(network, target_layer or DEFAULT_TARGET_LAYERS[name])
+    return BUILDERS[name](num_classes, input_size, weights)

@@ -38,7 +38,7 @@ class CityClassifier(pl.LightningModule):
             raise ValueError(f"model.lr_step_epochs / model.lr_gamma: got {lr_step_epochs} / {lr_gamma}")
         self.save_hyperparameters()
         # The explainer's layer is chosen by the analysis (explainer.layer), not by the model.
-        self.network, _ = build_model(arch, num_classes, input_size, weights)
+        self.network = build_model(arch, num_classes, input_size, weights)
         # channels-last (NHWC) weights and inputs: faster GPU convolutions (equal up to rounding).
         self.channels_last = channels_last
         if channels_last:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -44,11 +46,29 @@ SIMPLE_SPEC = [(5, 20), (7, 64), (5, 96), (7, 128)]
 SIMPLER_SPEC = [(9, 20), (9, 64), (9, 96)]
 
 
-def simple(num_classes: int, input_size: int = 224) -> PaperCNN:
+class Simple(PaperCNN):
+    """Table 1 'Simple'; `arch` names its layer presets (citylens.core.layers.arch_of)."""
+
+    arch: ClassVar[str] = "simple"
+
+    def __init__(self, num_classes: int, input_size: int = 224) -> None:
+        super().__init__(SIMPLE_SPEC, num_classes, input_size)
+
+
+class Simpler(PaperCNN):
+    """Table 1 'Simpler'; `arch` names its layer presets (citylens.core.layers.arch_of)."""
+
+    arch: ClassVar[str] = "simpler"
+
+    def __init__(self, num_classes: int, input_size: int = 224) -> None:
+        super().__init__(SIMPLER_SPEC, num_classes, input_size)
+
+
+def simple(num_classes: int, input_size: int = 224) -> Simple:
     """Table 1 'Simple': conv5x5-20, conv7x7-64, conv5x5-96, conv7x7-128 (each + maxpool2), fc-4096-100-C."""
-    return PaperCNN(SIMPLE_SPEC, num_classes, input_size)
+    return Simple(num_classes, input_size)
 
 
-def simpler(num_classes: int, input_size: int = 224) -> PaperCNN:
+def simpler(num_classes: int, input_size: int = 224) -> Simpler:
     """Table 1 'Simpler': conv9x9-20, conv9x9-64, conv9x9-96 (each + maxpool2), fc-4096-100-C."""
-    return PaperCNN(SIMPLER_SPEC, num_classes, input_size)
+    return Simpler(num_classes, input_size)

@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from citylens.analysis.concepts import (
     EARLIER_LAYERS,
@@ -31,6 +32,7 @@ from citylens.analysis.concepts import (
 )
 from citylens.analysis.faithfulness import CAUSAL_FILE
 from citylens.core.io import atomic_path, atomic_write_json, write_csv
+from citylens.core.layers import arch_of
 from citylens.figures import concept_rows, save
 from citylens.pipeline.context import Context, SplitData, StepResult
 from citylens.pipeline.masks import balanced_sample
@@ -84,10 +86,19 @@ class ConceptsOptions(StepOptions):
         return run_concepts(context, self)
 
 
-def concept_layer(layer: str, arch: str) -> str:
-    """The layer to factorise: `earlier` is one stage before the last convolution (EARLIER_LAYERS), chosen by
-    measurement (docs/concepts.md); anything else is a preset of `arch` or a dotted path."""
-    return EARLIER_LAYERS[arch] if layer == "earlier" else layer
+def concept_layer(layer: str, network: nn.Module) -> str:
+    """The layer to factorise: `earlier` is one stage before the last convolution (EARLIER_LAYERS, for the
+    network's architecture), chosen by measurement (docs/concepts.md); anything else is a preset of the
+    network or a dotted path."""
+    if layer != "earlier":
+        return layer
+    arch = arch_of(network)
+    if arch is None:
+        raise ValueError(
+            f"analysis.steps.concepts.layer: 'earlier' is known for {list(EARLIER_LAYERS)} only, not for a "
+            f"network of type {type(network).__name__}; give a dotted path"
+        )
+    return EARLIER_LAYERS[arch]
 
 
 def _views(data: SplitData, indices: np.ndarray | range) -> torch.Tensor:
@@ -118,14 +129,14 @@ def run_concepts(context: Context, options: ConceptsOptions) -> StepResult:
     if context.fit is None:
         log.warning("concepts skipped: no fitting split (the validation images) in this context")
         return StepResult()
-    network, arch, test = context.network, context.arch, context.test
-    layer = concept_layer(options.layer, arch)
+    network, test = context.network, context.test
+    layer = concept_layer(options.layer, network)
     run_dir = Path(context.run_dir)
     out = run_dir / CONCEPTS_DIR
     with torch.inference_mode(False):
         split = context.fit
         picked = balanced_sample(split.targets(), options.fit_images, split.num_classes, options.seed)
-        fitted_on = layer_activations(network, layer, _views(split, picked), options.batch_size, arch)
+        fitted_on = layer_activations(network, layer, _views(split, picked), options.batch_size)
         bank = fit_concepts(fitted_on, options.k, options.seed, options.max_locations)
         del fitted_on
         targets = test.targets()
@@ -134,11 +145,9 @@ def run_concepts(context: Context, options: ConceptsOptions) -> StepResult:
         for start in range(0, n, options.batch_size):
             stop = min(n, start + options.batch_size)
             images = _views(test, range(start, stop))
-            activations = layer_activations(network, layer, images, options.batch_size, arch)
+            activations = layer_activations(network, layer, images, options.batch_size)
             part = concept_maps(activations, bank)
-            importance.append(
-                concept_importance(network, layer, images, targets[start:stop], bank, part, arch=arch)
-            )
+            importance.append(concept_importance(network, layer, images, targets[start:stop], bank, part))
             maps.append(part.numpy())
     maps_all = np.concatenate(maps) if maps else np.zeros((0, options.k, 1, 1), np.float32)
     scores = np.concatenate(importance) if importance else np.zeros((0, options.k), np.float32)
@@ -163,7 +172,13 @@ def run_concepts(context: Context, options: ConceptsOptions) -> StepResult:
     _save_npy(out / "maps.npy", maps_all.astype(np.float32))
     _save_npy(out / "importance.npy", scores.astype(np.float32))
     write_csv(objects, out / "objects.csv")
-    meta = {"layer": layer, "arch": arch, "k": options.k, "image_ids": test.ids, "cities": test.cities}
+    meta = {
+        "layer": layer,
+        "arch": context.arch,
+        "k": options.k,
+        "image_ids": test.ids,
+        "cities": test.cities,
+    }
     atomic_write_json(
         out / "meta.json", {**meta, "dataset_fingerprint": test.fingerprint, "fit_split": "val"}
     )

@@ -76,7 +76,8 @@ class StepResult:
 class Context:
     """One run's analysis of one variant.
 
-    network: the trained network (eval mode) and `arch`, which names its layer presets. test: the test
+    network: the trained network (eval mode), which brings its layer presets (`core.layers.arch_of`); `arch`
+    the architecture's name, a label for messages and the stores' metadata. test: the test
     split. run_dir: the run folder; `out` is the variant's folder under it. segmenter and cache_dir: where
     label maps come from (the shared label-map cache). run_seed and checkpoint: the run's identity, recorded
     with the masks. sweep_dir: the sweep whose finished runs the residuals compare against (None: the run's

@@ -26,7 +26,7 @@ from citylens.analysis.faithfulness import (
 )
 from citylens.analysis.sanity import FULL, SANITY_FILE, SANITY_FLAG_RHO, ExplainerFactory, sanity_check
 from citylens.core.io import write_csv
-from citylens.core.layers import resolve_target_layer
+from citylens.core.layers import arch_of, resolve_target_layer
 from citylens.core.view import to_input
 from citylens.explain.methods import EXPLAINERS, build_explainer, explainer_name, is_attribution
 from citylens.pipeline.context import Context, SplitData, StepResult
@@ -74,7 +74,6 @@ def sanity_sample(data: SplitData, n_images: int, seed: int) -> tuple[torch.Tens
 def write_sanity(
     network: nn.Module,
     layer: nn.Module,
-    arch: str,
     images: torch.Tensor,
     targets: np.ndarray | None,
     out_dir: Path,
@@ -86,7 +85,7 @@ def write_sanity(
     """sanity_check of one explainer (with its options) on `images` -> out_dir/sanity.csv; targets None =
     predicted classes. A pixel attribution explainer takes the network itself as its `layer`."""
     factory = explainer_factory(explainer, options)
-    table = sanity_check(network, layer, arch, images, targets, factory, explainer, seed, batch_size)
+    table = sanity_check(network, layer, images, targets, factory, explainer, seed, batch_size)
     write_csv(table, Path(out_dir) / SANITY_FILE)
     full = table[table["step_name"] == FULL]["mean_spearman"].iloc[0]
     if full > SANITY_FLAG_RHO:
@@ -95,7 +94,7 @@ def write_sanity(
             "depend on what the network learned",
             explainer,
             full,
-            arch,
+            arch_of(network) or type(network).__name__,
         )
     return table
 
@@ -161,12 +160,11 @@ def run_faithfulness(context: Context, options: FaithfulnessOptions) -> StepResu
         images, labels, _ = sanity_sample(context.test, options.n_images, options.seed)
         network = context.network
         attribution = is_attribution(variant.explainer)
-        layer = network if attribution else resolve_target_layer(network, context.arch, variant.layer)[0]
+        layer = network if attribution else resolve_target_layer(network, variant.layer)[0]
         with torch.inference_mode(False):
             result.tables["sanity"] = write_sanity(
                 network,
                 layer,
-                context.arch,
                 images,
                 labels if variant.target == "label" else None,
                 out,

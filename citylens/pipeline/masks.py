@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import citylens
-from citylens.core.layers import LAYER_PRESETS
+from citylens.core.layers import layer_presets
 from citylens.core.view import to_input
 from citylens.data.synthetic import SyntheticCities
 from citylens.data.synthetic.counterfactuals import as_view
@@ -50,14 +50,14 @@ def shard_bounds(n: int, batch_size: int, rank: int, world_size: int) -> tuple[i
     return start, min(n, start + per_rank)
 
 
-def explainer_for(variant: Variant, network: nn.Module, arch: str, batch_size: int = 64) -> Any:
-    """The variant's explainer of `network` at the variant's layer (a preset of `arch` or a dotted path),
-    with the variant's options; an attribution explainer runs at most `batch_size` inputs per forward pass."""
+def explainer_for(variant: Variant, network: nn.Module, batch_size: int = 64) -> Any:
+    """The variant's explainer of `network` at the variant's layer (a preset of its architecture or a dotted
+    path), with the variant's options; an attribution explainer runs at most `batch_size` inputs per forward
+    pass."""
     return build_explainer(
         variant.explainer,
         network,
         variant.layer,
-        arch,
         options=dict(variant.options),
         internal_batch_size=batch_size,
     )
@@ -74,7 +74,7 @@ def compute_maps(
     synthetic generator's scenes without their objects (empty_scene_inputs).
     """
     variant, data, network = context.variant, context.test, context.network
-    explainer = explainer_for(variant, network, context.arch, batch_size)
+    explainer = explainer_for(variant, network, batch_size)
     if getattr(explainer, "needs_labels", False) and labels is None:
         raise ValueError(f"explainer {variant.explainer}: needs the test images' label maps (a segmenter)")
     stop = len(data.records) if stop is None else stop
@@ -128,7 +128,7 @@ def store_provenance(context: Context) -> dict[str, Any]:
         "seed": context.run_seed,
         "checkpoint": context.checkpoint,
         "checkpoint_sha256": context.checkpoint_sha256,
-        "target_layer": LAYER_PRESETS.get(context.arch, {}).get(variant.layer, variant.layer),
+        "target_layer": layer_presets(context.network).get(variant.layer, variant.layer),
         **variant.to_dict(),
         "input_size": data.input_size,
         "dataset_fingerprint": data.fingerprint,
