@@ -101,8 +101,11 @@ def compose_cfg() -> Callable[[list[str], Path, Path], DictConfig]:
     return _compose_cfg
 
 
-def _run_cli(args: list[str], root: Path, timeout: int = 900, **env_vars: str) -> subprocess.CompletedProcess:
-    """`python -m citylens.app.train ARGS` with outputs and caches under `root`; fails the test on error."""
+def _run_cli(
+    args: list[str], root: Path, timeout: int = 900, code: int = 0, script: bool = False, **env_vars: str
+) -> subprocess.CompletedProcess:
+    """`python -m citylens.app.train ARGS` (with `script`, the installed `citylens-train` console script) with
+    outputs and caches under `root`; fails the test unless it exits with status `code`."""
     env = {
         **os.environ,
         **env_vars,
@@ -111,15 +114,17 @@ def _run_cli(args: list[str], root: Path, timeout: int = 900, **env_vars: str) -
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
     }
-    cmd = [sys.executable, "-m", "citylens.app.train", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    entry = [str(Path(sys.executable).with_name("citylens-train"))]
+    cmd = entry if script else [sys.executable, "-m", "citylens.app.train"]
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == code, (proc.stdout + proc.stderr)[-4000:]
     return proc
 
 
 @pytest.fixture(scope="session")
 def run_cli() -> Callable[..., subprocess.CompletedProcess]:
-    """`run_cli(args, root, timeout=900, **env)`: `python -m citylens.app.train ARGS` in `root`, must pass."""
+    """`run_cli(args, root, timeout=900, code=0, script=False, **env)`: `python -m citylens.app.train ARGS`
+    (or the `citylens-train` console script) in `root`, must exit with status `code`."""
     return _run_cli
 
 
