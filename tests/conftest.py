@@ -44,6 +44,7 @@ from citylens.explain.store import write_store
 from citylens.models import build_model
 from citylens.pipeline import Variant
 from citylens.pipeline.context import Context
+from citylens.report import browser
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Real street photos with their sources and licences (tests/data/real/README.md, SOURCES.tsv).
@@ -126,6 +127,24 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess]:
     """`run_cli(args, root, timeout=900, code=0, script=False, **env)`: `python -m citylens.app.train ARGS`
     (or the `citylens-train` console script) in `root`, must exit with status `code`."""
     return _run_cli
+
+
+def _chromium_driver(profile: Path) -> Any:
+    """A headless Chromium (citylens.report.browser); skipped off CI when it is missing, failed in CI."""
+    if browser.find_chromium() is None:
+        message = "headless Chromium needs chromium, chromium-driver (apt) and selenium (pip, dev extra)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; .ci/run installs them")
+        pytest.skip(message)
+    return browser.headless_chromium(profile)
+
+
+@pytest.fixture(scope="session")
+def chromium_driver() -> Callable[[Path], Any]:
+    """`chromium_driver(profile)`: a headless Chromium WebDriver with its user data in `profile`; the test
+    is skipped off CI when Chromium, its driver or selenium is missing and fails in CI (.ci/run installs
+    them)."""
+    return _chromium_driver
 
 
 def _wandb_record(run_file: Path) -> dict:

@@ -1,16 +1,16 @@
 """Headless Chromium for the explorer's test: found only with browser, driver and selenium, refused by name
-otherwise. The page test is skipped off CI when Chromium is missing and fails in CI (env CI set), as in
-tests/test_report_explorer.py."""
+otherwise. The page test (the conftest fixture chromium_driver) is skipped off CI when Chromium is missing
+and fails in CI (env CI set)."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from citylens.report import browser
 from citylens.report.browser import find_chromium, headless_chromium
 
 INSTALLED = {"chromium": "/usr/bin/chromium", "chromedriver": "/usr/bin/chromedriver"}
@@ -45,15 +45,22 @@ def test_headless_chromium_without_chromium_names_what_to_install(monkeypatch: p
         headless_chromium()
 
 
-def test_headless_chromium_opens_a_local_page_and_reads_its_title(tmp_path: Path):
-    if find_chromium() is None:
-        message = "headless Chromium needs chromium, chromium-driver (apt) and selenium (pip, dev extra)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; .ci/run installs them")
-        pytest.skip(message)
+def test_missing_chromium_skips_off_ci_and_fails_in_ci(
+    chromium_driver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(browser, "find_chromium", lambda: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium-driver"):
+        chromium_driver(tmp_path)
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match=".ci/run installs them"):
+        chromium_driver(tmp_path)
+
+
+def test_headless_chromium_opens_a_local_page_and_reads_its_title(chromium_driver, tmp_path: Path):
     page = tmp_path / "page.html"
     page.write_text("<!doctype html><title>citylens browser check</title><p id='x'>ok</p>")
-    driver = headless_chromium(tmp_path / "profile", width=800, height=600)
+    driver = chromium_driver(tmp_path / "profile")
     try:
         driver.get(page.as_uri())
         assert driver.title == "citylens browser check"

@@ -7,9 +7,7 @@ browser fails it. `.ci/run` installs Debian's chromium and chromium-driver first
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +17,6 @@ import pytest
 from PIL import Image
 
 from citylens.pipeline.runs import scan_sweep, stream_residuals
-from citylens.report.browser import find_chromium, headless_chromium
 from citylens.report.explorer import (
     ASSET_DIR,
     EXPLORER_FILE,
@@ -200,27 +197,7 @@ def test_sweep_report_writes_the_explorer_and_links_it(explorer_sweep, tmp_path:
 # ---- The page in a real browser.
 
 
-def chromium_driver(screens: Path):
-    """A headless Chromium; skipped off CI when it is missing, failed in CI (.ci/run installs it)."""
-    if find_chromium() is None:
-        message = "headless Chromium needs chromium, chromium-driver (apt) and selenium (pip, dev extra)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; .ci/run installs them")
-        pytest.skip(message)
-    return headless_chromium(screens / "profile")
-
-
-def test_missing_chromium_skips_off_ci_and_fails_in_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(sys.modules[__name__], "find_chromium", lambda: None)
-    monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception):
-        chromium_driver(tmp_path)
-    monkeypatch.setenv("CI", "1")
-    with pytest.raises(pytest.fail.Exception, match=".ci/run installs them"):
-        chromium_driver(tmp_path)
-
-
-def test_explorer_in_headless_chromium(explorer_sweep, tmp_path: Path):
+def test_explorer_in_headless_chromium(explorer_sweep, chromium_driver, tmp_path: Path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -229,7 +206,7 @@ def test_explorer_in_headless_chromium(explorer_sweep, tmp_path: Path):
     page = build_report(made.dir, FAST) / EXPLORER_FILE
     screens = tmp_path / "screens"
     screens.mkdir()
-    driver = chromium_driver(screens)
+    driver = chromium_driver(screens / "profile")
     try:
         driver.get(page.as_uri())
         WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.explorerReady === true"))
