@@ -29,6 +29,13 @@ def write_tree(root: Path, sweep: str = "sweep", finished: str = "2026-01-01T00:
     (masks / "meta.json").write_text(json.dumps({"n": 3, "checkpoint_sha256": f"ab{pid}"}))
     (run / "analysis" / "v" / "figure.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
     (run / "analysis" / "v" / "object_ratios.csv").write_text("city,object,ratio\ntokyo,fence,0.5\n")
+    (run / "analysis" / "v" / "steps").mkdir()
+    record = {
+        "options": {"n_boot": 10},
+        "checkpoint_sha256": f"ab{pid}",
+        "inputs": {"masks/meta.json": f"m{pid}", "masks/low_res.npy": "l"},
+    }
+    (run / "analysis" / "v" / "steps" / "objects.json").write_text(json.dumps(record))
     (run / "complete.json").write_text(
         json.dumps(
             {
@@ -36,6 +43,7 @@ def write_tree(root: Path, sweep: str = "sweep", finished: str = "2026-01-01T00:
                 "artefacts": {
                     "checkpoints/best.ckpt": {"sha256": f"c{pid}", "size": 10},
                     "split.csv": {"sha256": "s", "size": 3},
+                    "analysis/v/steps/objects.json": {"sha256": f"r{pid}", "size": 9},
                 },
             }
         )
@@ -57,7 +65,7 @@ def test_identical_trees_pass_with_only_documented_normalisation(tmp_path: Path)
     base = write_tree(tmp_path / "a", finished="2026-01-01T00:00:00", pid=11)
     head = write_tree(tmp_path / "b", finished="2026-01-02T09:30:00", pid=22)
     rows = rows_by_path(base, head)
-    assert len(rows) == 7
+    assert len(rows) == 8
     assert {r.status for r in rows.values()} == {"identical", "not-compared"}
     assert so.passed(rows.values())
     run = "out/sweep/0_simple-s0/"
@@ -67,8 +75,26 @@ def test_identical_trees_pass_with_only_documented_normalisation(tmp_path: Path)
     assert rows[run + "analysis/v/masks/low_res.npy"].rule == ""  # byte for byte
     # The raw bytes do differ where a rule applied: the rules are not a no-op.
     a, b = so.walk(base, "out/"), so.walk(head, "out/")
-    for rel in ("complete.json", "checkpoints/best.ckpt", "analysis/v/masks/meta.json"):
+    assert rows[run + "analysis/v/steps/objects.json"].rule == "*/steps/*.json"
+    for rel in (
+        "complete.json",
+        "checkpoints/best.ckpt",
+        "analysis/v/masks/meta.json",
+        "analysis/v/steps/objects.json",
+    ):
         assert so.sha256(a[run + rel]) != so.sha256(b[run + rel])
+
+
+def test_step_record_differing_beyond_the_checkpoint_hashes_fails(tmp_path: Path) -> None:
+    base = write_tree(tmp_path / "a", pid=11)
+    head = write_tree(tmp_path / "b", pid=22)
+    path = head / "sweep" / "0_simple-s0" / "analysis" / "v" / "steps" / "objects.json"
+    record = json.loads(path.read_text())
+    record["inputs"]["masks/low_res.npy"] = "changed"
+    path.write_text(json.dumps(record))
+    rows = rows_by_path(base, head)
+    assert rows["out/sweep/0_simple-s0/analysis/v/steps/objects.json"].status == "differing"
+    assert not so.passed(rows.values())
 
 
 def test_one_changed_npy_byte_fails(tmp_path: Path) -> None:
@@ -152,7 +178,7 @@ def test_report_names_every_rule_and_counts(tmp_path: Path) -> None:
     assert "not compared: */train.log" in text
     assert "only-in-head  out/sweep/extra.md" in text
     all_line = next(line for line in text.splitlines() if line.strip().startswith("all "))
-    assert all_line.split()[1:] == ["6", "0", "0", "1", "1"]
+    assert all_line.split()[1:] == ["7", "0", "0", "1", "1"]
 
 
 def test_unknown_revision_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -168,7 +194,7 @@ def test_command_line_exclusions_cover_files_of_one_side_and_are_printed(tmp_pat
     head = write_tree(tmp_path / "b")
     (head / "sweep" / "0_simple-s0" / "steps").mkdir()
     (head / "sweep" / "0_simple-s0" / "steps" / "causal.json").write_text("{}")
-    rules = so.RULES + (so.Rule("exclude", "*/steps/*.json", "excluded on the command line (--exclude)"),)
+    rules = so.command_line_rules(["*/steps/*.json"], [])
     rows = {r.rel: r for r in so.compare(so.walk(base, "out/"), so.walk(head, "out/"), rules)}
     assert rows["out/sweep/0_simple-s0/steps/causal.json"].status == "not-compared"
     assert so.passed(rows.values())
@@ -176,7 +202,7 @@ def test_command_line_exclusions_cover_files_of_one_side_and_are_printed(tmp_pat
     out = io.StringIO()
     so.print_report(list(rows.values()), rules, out=out)
     assert (
-        "not compared: */steps/*.json (excluded on the command line (--exclude)) [1 files]" in out.getvalue()
+        "not compared: */steps/*.json (excluded on the command line (--exclude)) [2 files]" in out.getvalue()
     )
 
 

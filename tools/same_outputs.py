@@ -84,10 +84,23 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "json",
+        "*/steps/*.json",
+        "a step record: the sha256 of the checkpoint and of masks/meta.json, both holding the pid-named zip "
+        "folder (those files are compared normalised themselves)",
+        keys=("checkpoint_sha256", "*masks/meta.json"),
+    ),
+    Rule(
+        "json",
         "*/complete.json",
         "the run's finish time, and the sha256 of files holding the pid-named zip folder (*.ckpt, "
-        "masks/meta.json; those files are compared normalised themselves, their sizes here still are)",
-        keys=("finished_at", "artefacts.*.ckpt.sha256", "artefacts.*masks/meta.json.sha256"),
+        "masks/meta.json, the step records; those files are compared normalised themselves, their sizes "
+        "here still are)",
+        keys=(
+            "finished_at",
+            "artefacts.*.ckpt.sha256",
+            "artefacts.*masks/meta.json.sha256",
+            "artefacts.*steps/*.json.sha256",
+        ),
     ),
 )
 
@@ -241,10 +254,11 @@ def compare(base: dict[str, Path], head: dict[str, Path], rules: Iterable[Rule] 
 
 
 def command_line_rules(excludes: Iterable[str], drop_keys: Iterable[str], rules: tuple = RULES) -> tuple:
-    """RULES with --exclude GLOB and --drop-key GLOB:KEY added; a key dropped from a file that a JSON rule
-    already covers extends that rule (the first matching rule is the one applied)."""
-    rules = tuple(rules) + tuple(
-        Rule("exclude", g, "excluded on the command line (--exclude)") for g in excludes
+    """RULES with --exclude GLOB and --drop-key GLOB:KEY added. The first matching rule is the one applied,
+    so exclusions come first (they win over a built-in rule of the same files); a key dropped from a file
+    that a JSON rule already covers extends that rule."""
+    rules = tuple(Rule("exclude", g, "excluded on the command line (--exclude)") for g in excludes) + tuple(
+        rules
     )
     for spec in drop_keys:
         glob, _, key = spec.partition(":")
