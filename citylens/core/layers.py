@@ -34,22 +34,11 @@ LAYER_PRESETS: dict[str, dict[str, str]] = {
 DEFAULT_TARGET_LAYERS = {arch: presets["last_block"] for arch, presets in LAYER_PRESETS.items()}
 PRESET_NAMES = tuple(dict.fromkeys(name for presets in LAYER_PRESETS.values() for name in presets))
 
-# torchvision's VGG11 feature stack (configuration "A", no batch norm): conv-ReLU pairs and max-pools.
-_C, _P = (nn.Conv2d, nn.ReLU), (nn.MaxPool2d,)
-VGG11_FEATURES: tuple[type[nn.Module], ...] = (
-    *_C,
-    *_P,
-    *_C,
-    *_P,
-    *_C,
-    *_C,
-    *_P,
-    *_C,
-    *_C,
-    *_P,
-    *_C,
-    *_C,
-    *_P,
+# torchvision's VGG11 feature stack (configuration "A", no batch norm): each number a conv-ReLU pair of that
+# width, each "M" a max-pool.
+VGG11_CONFIG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+VGG11_FEATURES: tuple[type[nn.Module], ...] = tuple(
+    kind for v in VGG11_CONFIG for kind in ((nn.MaxPool2d,) if v == "M" else (nn.Conv2d, nn.ReLU))
 )
 RESNET18_BLOCKS = (2, 2, 2, 2)
 
