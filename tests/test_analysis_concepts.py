@@ -24,6 +24,7 @@ from citylens.analysis.concepts import (
     layer_activations,
     match_concepts,
     nnls_fixed_bank,
+    object_importance,
     upsample_maps,
 )
 from citylens.core.ade20k import class_index
@@ -227,3 +228,25 @@ def test_the_cue_citys_top_concept_is_named_after_the_cue(one_cue, one_thread):
     top = table[table.city == "a"].iloc[0]
     assert top.importance_low > 0, table
     assert names.loc[top.concept, "object"] == "signboard", (table, names)
+
+
+def test_object_importance_keeps_each_objects_most_important_concept():
+    table = pd.DataFrame(
+        {
+            "city": ["a", "a", "a", "a", "b"],
+            "concept": [0, 1, 2, 3, 0],
+            "importance": [0.1, 0.5, 0.3, 0.9, 0.2],
+            "importance_low": [0.0, 0.4, 0.2, 0.8, 0.1],
+            "importance_high": [0.2, 0.6, 0.4, 1.0, 0.3],
+            "object": ["fence", "fence", "car", None, "fence"],
+        }
+    )
+    ranked = object_importance(table)
+    assert ranked[["city", "object", "concept"]].values.tolist() == [
+        ["a", "fence", 1],
+        ["a", "car", 2],
+        ["b", "fence", 0],
+    ]
+    assert ranked["importance"].tolist() == [0.5, 0.3, 0.2]
+    assert ranked["importance_low"].tolist() == [0.4, 0.2, 0.1] and ranked["kept"].all()
+    assert object_importance(table.assign(object=None)).empty

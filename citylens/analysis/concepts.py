@@ -14,6 +14,8 @@ Plain functions on tensors and arrays (docs/concepts.md), in the spirit of CRAFT
    object over the object's share of the pixels) where label maps exist, or "matches no object";
 6. `concept_strength` / `match_concepts`: do two networks find the same concepts (Hungarian matching on the
    correlation of per-image strengths over shared images)?
+7. `object_importance`: the concepts' ranking of the objects (an object's concept importance is the largest
+   importance among the city's concepts named after it), scored against the causal effects like R.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ EARLIER_LAYERS: dict[str, str] = {
 }
 TABLE_COLUMNS = ["city", "concept", "n_images", "importance", "importance_low", "importance_high"]
 OBJECT_COLUMNS = ["concept", "object_id", "object", "mass_share", "pixel_share", "lift"]
+RANKED_COLUMNS = ["city", "object", "concept", "importance", "importance_low", "importance_high", "kept"]
 
 Array = torch.Tensor | np.ndarray
 
@@ -499,3 +502,19 @@ def match_concepts(strength_a: np.ndarray, strength_b: np.ndarray) -> ConceptMat
     matched = corr[rows, cols]
     pairs = [(int(i), int(j)) for i, j in zip(rows, cols)]
     return ConceptMatch(pairs, matched, float(matched.mean()))
+
+
+def object_importance(table: pd.DataFrame) -> pd.DataFrame:
+    """The objects as the concepts rank them, from a concepts.csv table (city, concept, importance,
+    importance_low, importance_high, object): per city and object that names at least one of the city's
+    concepts, the largest importance among those concepts, with that concept and its interval; `kept` True.
+    An object no concept is named after is not ranked (as an object below R's threshold). Columns
+    RANKED_COLUMNS, sorted by city then importance (largest first)."""
+    named = table[table["object"].map(lambda o: isinstance(o, str) and o != "")]
+    if named.empty:
+        return pd.DataFrame(columns=RANKED_COLUMNS)
+    ordered = named.sort_values(
+        ["city", "importance", "concept"], ascending=[True, False, True], kind="stable"
+    )
+    best = ordered.drop_duplicates(["city", "object"], keep="first")
+    return best.assign(kept=True)[RANKED_COLUMNS].reset_index(drop=True)
