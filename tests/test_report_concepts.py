@@ -4,14 +4,21 @@ the agreement of matched concepts (a permuted copy agrees fully, unrelated stren
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from citylens.core.run_folder import variant_dirs
 from citylens.pipeline.runs import scan_sweep
-from citylens.report.concepts import concept_agreement, concept_section, concept_summary
+from citylens.report.concepts import (
+    concept_agreement,
+    concept_faithfulness,
+    concept_section,
+    concept_summary,
+)
 
 IMAGE_IDS = ["pittsburgh/p0", "tokyo/p1"]
 
@@ -106,3 +113,25 @@ def test_top_concept_and_top_object_removal_side_by_side(runs):
     assert "lowers P(true city) by 0.175 on average" in section.reading
     assert "from the image by 0.225; the concept more in 1 of 2 run-city cases" in section.reading
     assert "| 0.250 | signboard | 0.150 |" in section.body
+
+
+def test_section_reads_the_concept_rows_of_faithfulness_once_per_run_and_city(runs):
+    rows = {
+        "city": ["tokyo", "pittsburgh", "tokyo", "tokyo"],
+        "method": ["counterfactual", "counterfactual", "deletion", "counterfactual"],
+        "statistic": ["concept", "concept", "concept", "ratio"],
+        "spearman": [0.8, 0.4, -1.0, -1.0],
+        "p_at_k": [1.0, 0.5, 0.0, 0.0],
+    }
+    for run in runs[:2]:
+        (first,) = variant_dirs(run.path)
+        shutil.copytree(first / "masks", first.parent / "other" / "masks")
+        for folder in variant_dirs(run.path):  # the same concept rows in every variant's file, counted once
+            pd.DataFrame(rows).to_csv(folder / "faithfulness.csv", index=False)
+        assert len(variant_dirs(run.path)) == 2
+    scored = concept_faithfulness(runs)
+    assert len(scored) == 4 and set(scored["method"]) == {"counterfactual"}
+    section = concept_section(runs, concept_summary(runs), concept_agreement(runs))
+    assert "counterfactual effects with mean Spearman rho 0.60 and mean P@k 0.75 over 4 run-city" in (
+        section.reading
+    )

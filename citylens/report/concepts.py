@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from citylens.analysis.concepts import concept_strength, match_concepts
-from citylens.analysis.faithfulness import CAUSAL_FILE
+from citylens.analysis.faithfulness import CAUSAL_FILE, FAITHFULNESS_FILE
 from citylens.core.io import read_json
 from citylens.pipeline.runs import Run, pair_group
 from citylens.report import markdown as md
-from citylens.report.faithfulness import primary_method, read_table
+from citylens.report.faithfulness import primary_method, read_table, stacked_tables
 from citylens.report.sections import Section
 
 CONCEPTS_FILE = "concepts.csv"
@@ -102,6 +102,18 @@ def concept_agreement(runs: Sequence[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
 
 
+def concept_faithfulness(runs: Sequence[Run]) -> pd.DataFrame:
+    """The `concept` rows of the runs' faithfulness.csv under the primary causal method, one per run and city
+    (every variant's file holds the same ones); empty when there are none."""
+    rows = stacked_tables(runs, FAITHFULNESS_FILE)
+    if rows.empty or "statistic" not in rows:
+        return pd.DataFrame()
+    mine = rows[rows["statistic"] == "concept"]
+    if mine.empty:
+        return mine
+    return mine[mine["method"] == primary_method(mine)].drop_duplicates(["run", "city"])
+
+
 def concept_section(runs: Sequence[Run], summary: pd.DataFrame, agreement: pd.DataFrame) -> Section:
     """The concepts each run found, their names, how often they are the causal truth, and their agreement."""
     ranked = summary[summary["has_causal"].astype(bool)] if len(summary) else summary
@@ -115,6 +127,15 @@ def concept_section(runs: Sequence[Run], summary: pd.DataFrame, agreement: pd.Da
     else:
         reading = (
             "no run has a causal table to check its concepts against; the names come from the label maps"
+        )
+    scored = concept_faithfulness(runs)
+    if len(scored):
+        reading += (
+            f". Ranked by their concepts (each object: its most important concept), the objects follow the "
+            f"{scored['method'].iloc[0]} effects with mean Spearman rho "
+            f"{md.fmt(scored['spearman'].astype(float).mean(), 2)} and mean P@k "
+            f"{md.fmt(scored['p_at_k'].astype(float).mean(), 2)} over {len(scored)} run-city cases "
+            "(faithfulness.csv, statistic concept)"
         )
     both = summary.dropna(subset=["drop_p", "object_effect"]) if len(summary) else summary
     if len(both):
