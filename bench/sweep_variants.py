@@ -44,6 +44,8 @@ def measure(run_dir: Path, arch: str, method: str, layer: str, n_images: int) ->
     recovery = recovery[recovery["threshold"] == 0.5]
     faith = pd.read_csv(out / "faithfulness.csv") if (out / "faithfulness.csv").is_file() else None
     faith = faith[faith["method"] == "counterfactual"] if faith is not None else None
+    if faith is not None and "statistic" in faith.columns:  # the concept rows score no explainer
+        faith = faith[faith["statistic"] != "concept"]
     sanity = pd.read_csv(out / "sanity.csv") if n_images > 0 else None
     return {
         "arch": arch,

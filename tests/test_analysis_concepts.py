@@ -24,6 +24,9 @@ from citylens.analysis.concepts import (
     layer_activations,
     match_concepts,
     nnls_fixed_bank,
+    object_importance,
+    probability_drop,
+    target_probability,
     upsample_maps,
 )
 from citylens.core.ade20k import class_index
@@ -227,3 +230,47 @@ def test_the_cue_citys_top_concept_is_named_after_the_cue(one_cue, one_thread):
     top = table[table.city == "a"].iloc[0]
     assert top.importance_low > 0, table
     assert names.loc[top.concept, "object"] == "signboard", (table, names)
+
+
+def test_object_importance_keeps_each_objects_most_important_concept():
+    table = pd.DataFrame(
+        {
+            "city": ["a", "a", "a", "a", "b"],
+            "concept": [0, 1, 2, 3, 0],
+            "importance": [0.1, 0.5, 0.3, 0.9, 0.2],
+            "importance_low": [0.0, 0.4, 0.2, 0.8, 0.1],
+            "importance_high": [0.2, 0.6, 0.4, 1.0, 0.3],
+            "object": ["fence", "fence", "car", None, "fence"],
+        }
+    )
+    ranked = object_importance(table)
+    assert ranked[["city", "object", "concept"]].values.tolist() == [
+        ["a", "fence", 1],
+        ["a", "car", 2],
+        ["b", "fence", 0],
+    ]
+    assert ranked["importance"].tolist() == [0.5, 0.3, 0.2]
+    assert ranked["importance_low"].tolist() == [0.4, 0.2, 0.1] and ranked["kept"].all()
+    assert object_importance(table.assign(object=None)).empty
+
+
+def test_probability_drop_is_the_drop_of_p_behind_the_drop_of_log_p():
+    # P 0.8 -> 0.2: log P falls by log 4, P by 0.6; P 0.5 -> 0.75 (the concept spoke against it): -0.25.
+    importance = np.array([[np.log(4.0), 0.0], [np.log(0.5 / 0.75), np.log(0.5 / 0.25)]])
+    drop = probability_drop(importance, np.array([0.8, 0.5]))
+    assert drop == pytest.approx(np.array([[0.6, 0.0], [-0.25, 0.25]]))
+    with pytest.raises(ValueError, match="need"):
+        probability_drop(importance, np.array([0.8]))
+
+
+def test_target_probability_is_the_softmax_of_the_target_in_eval_mode():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3))
+    x = torch.randn(5, 3, 8, 8)
+    net(x)
+    net.train()
+    p = target_probability(net, x, [0, 1, 2, 1, 0], batch_size=2)
+    assert net.training  # the mode is restored
+    net.eval()
+    expected = net(x).softmax(1)[torch.arange(5), torch.tensor([0, 1, 2, 1, 0])]
+    assert p == pytest.approx(expected.detach().double().numpy(), abs=1e-6)

@@ -205,10 +205,17 @@ def test_analyze_runs_every_attribution_explainer_into_its_variant(run: dict, na
         (kept["ci_low"] <= kept["attribution"] + 1e-9) & (kept["attribution"] <= kept["ci_high"] + 1e-9)
     ).all()
     scores = pd.read_csv(out / "faithfulness.csv")
-    assert set(scores["statistic"]) == {"ratio", "attribution"}
-    assert scores[scores["statistic"] == "attribution"]["threshold"].isna().all()
+    # the run's concepts (the concepts step ran before faithfulness) are scored in every variant's file
+    assert set(scores["statistic"]) == {"ratio", "attribution", "concept"}
+    assert scores[scores["statistic"] != "ratio"]["threshold"].isna().all()
     assert (out / "object_ratios.csv").is_file() and (out / "figures" / "fig5_ratios.png").is_file()
     assert (out / "sanity.csv").is_file() == (name in ("ig", "ixg", "smoothgrad"))
-    # The CAM variant of the same run keeps what it wrote: no attribution table, no statistic column.
+    # The CAM variant of the same run keeps what it wrote: no attribution table, R and the same concept rows.
     assert not (run["out"] / "object_attribution.csv").exists()
-    assert "statistic" not in pd.read_csv(run["out"] / "faithfulness.csv").columns
+    cam = pd.read_csv(run["out"] / "faithfulness.csv")
+    assert set(cam["statistic"]) == {"ratio", "concept"}
+    columns = ["city", "method", "n_objects", "spearman", "p_at_k", "explained_top"]
+    pd.testing.assert_frame_equal(
+        cam[cam["statistic"] == "concept"][columns].reset_index(drop=True),
+        scores[scores["statistic"] == "concept"][columns].reset_index(drop=True),
+    )

@@ -41,6 +41,9 @@ def test_the_cue_citys_top_concept_is_named_after_the_cue_and_ranked_first(
     )
     top = table[table.city == "a"].iloc[0]
     assert top.importance_low > 0 and top.object == "signboard" and top.causal_rank == 1.0, table
+    # the mean drop of P(a) without the cue's concept: positive, a difference of probabilities
+    assert 0 < top.importance_p <= 1 and table["importance_p"].abs().max() <= 1
+    assert (table["importance_p"][table["importance"] == 0] == 0).all()
     maps = np.load(run_dir / "concepts" / "maps.npy")
     assert maps.shape == (len(dm.splits["test"]), 6, 16, 16) and (maps >= 0).all()
     assert np.load(run_dir / "concepts" / "bank.npy").shape == (6, 32)

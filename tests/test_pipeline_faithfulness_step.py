@@ -17,6 +17,7 @@ from citylens.models.build import build_model
 from citylens.pipeline import Variant
 from citylens.pipeline.context import Context
 from citylens.pipeline.faithfulness_step import explainer_factory, sanity_sample
+from citylens.pipeline.steps import ordered
 
 
 def context(data, run_dir: Path, variant: Variant | None = None) -> Context:
@@ -85,6 +86,44 @@ def test_without_causal_table_only_sanity_is_written(
     step_options("faithfulness", n_images=4).run(context(split_data(), tmp_path, variant))
     assert "faithfulness skipped" in caplog.text and "causal.csv" in caplog.text
     assert not (out / "faithfulness.csv").exists() and (out / "sanity.csv").is_file()
+
+
+def test_concept_rows_score_each_objects_best_concept(split_data, hand_causal, hand_ratios, tmp_path: Path):
+    out = hand_run(tmp_path, Variant(), hand_ratios, hand_causal)
+    rows = [
+        ("tokyo", 0, 0.6, "signboard"),
+        ("tokyo", 1, -0.3, "signboard"),  # the mean of signboard's concepts (0.15) would rank it below fence
+        ("tokyo", 2, 0.4, "fence"),
+        ("tokyo", 3, 0.1, "road"),
+        ("tokyo", 4, 0.05, "sky"),
+        ("tokyo", 5, -0.2, "car"),
+        ("tokyo", 6, 0.9, None),  # matches no object: not ranked
+        ("pittsburgh", 0, 0.9, None),
+        ("pittsburgh", 1, 0.2, "skyscraper"),
+    ]
+    concepts = pd.DataFrame(rows, columns=["city", "concept", "importance", "object"])
+    concepts.assign(
+        importance_low=concepts["importance"] - 0.1, importance_high=concepts["importance"] + 0.1
+    ).to_csv(tmp_path / "concepts.csv", index=False)
+    step_options("faithfulness", sanity=False).run(context(split_data(), tmp_path))
+    written = pd.read_csv(out / "faithfulness.csv", keep_default_na=False, na_values=[""])
+    ratio = written[written["statistic"] == "ratio"]
+    assert ratio["spearman"].tolist() == pytest.approx([-1.0, 1.0])  # the R rows as before
+    concept = written[written["statistic"] == "concept"].set_index("city")
+    # tokyo by concept: signboard .6 > fence .4 > road .1 > sky .05 > car -.2; by effect: sky .9 > signboard
+    # .3 > fence .2 > car .1 > road 0: squared rank differences 1+1+4+9+1 = 16, rho = 1 - 6*16/(5*24) = 0.2.
+    assert concept.at["tokyo", "spearman"] == pytest.approx(0.2)
+    assert concept.at["tokyo", "n_objects"] == 5 and concept.at["tokyo", "k"] == 2
+    assert concept.at["tokyo", "p_at_k"] == pytest.approx(0.5)
+    assert concept.at["tokyo", "explained_top"] == "signboard; fence"
+    assert concept.at["tokyo", "causal_top"] == "sky; signboard"
+    assert np.isnan(concept.at["tokyo", "threshold"])
+    assert concept.at["pittsburgh", "n_objects"] == 1 and np.isnan(concept.at["pittsburgh", "spearman"])
+
+
+def test_faithfulness_runs_after_the_concepts_step():
+    steps = [step_options("faithfulness"), step_options("concepts")]
+    assert [s.name for s in ordered(steps)] == ["concepts", "faithfulness"]
 
 
 def test_options_are_checked_naming_the_key():

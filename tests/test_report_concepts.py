@@ -4,14 +4,21 @@ the agreement of matched concepts (a permuted copy agrees fully, unrelated stren
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from citylens.core.run_folder import variant_dirs
 from citylens.pipeline.runs import scan_sweep
-from citylens.report.concepts import concept_agreement, concept_section, concept_summary
+from citylens.report.concepts import (
+    concept_agreement,
+    concept_faithfulness,
+    concept_section,
+    concept_summary,
+)
 
 IMAGE_IDS = ["pittsburgh/p0", "tokyo/p1"]
 
@@ -79,3 +86,52 @@ def test_section_counts_the_cases_on_the_causal_top_two(runs):
         in section.reading
     )
     assert "seed pairs 1.00" in section.reading and "| signboard |" in section.body
+
+
+def test_top_concept_and_top_object_removal_side_by_side(runs):
+    run = runs[0]
+    table = pd.read_csv(run.path / "concepts.csv")
+    table.assign(importance_p=[0.25, 0.02, 0.1]).to_csv(run.path / "concepts.csv", index=False)
+    pd.DataFrame(
+        {
+            "city": ["tokyo", "tokyo", "tokyo", "pittsburgh"],
+            "object": ["signboard", "tree", "tree", "skyscraper"],
+            "effect": [0.15, 0.05, 0.9, 0.3],
+            "method": ["counterfactual", "counterfactual", "deletion", "counterfactual"],
+        }
+    ).to_csv(run.path / "causal.csv", index=False)
+    summary = concept_summary(runs)
+    first = summary[summary["run"] == run.name].set_index("city")
+    # the counterfactual top object, not deletion's tree (0.9)
+    assert first.loc["tokyo", ["top_object", "effect_method"]].tolist() == ["signboard", "counterfactual"]
+    assert first.loc["tokyo", ["drop_p", "object_effect"]].tolist() == pytest.approx([0.25, 0.15])
+    assert first.loc["pittsburgh", ["drop_p", "object_effect"]].tolist() == pytest.approx([0.1, 0.3])
+    assert first.loc["pittsburgh", "top_object"] == "skyscraper"
+    other = summary[summary["run"] != run.name]
+    assert other["drop_p"].isna().all() and (other["top_object"] == "").all()  # no importance_p, no effects
+    section = concept_section(runs, summary, concept_agreement(runs))
+    assert "lowers P(true city) by 0.175 on average" in section.reading
+    assert "from the image by 0.225; the concept more in 1 of 2 run-city cases" in section.reading
+    assert "| 0.250 | signboard | 0.150 |" in section.body
+
+
+def test_section_reads_the_concept_rows_of_faithfulness_once_per_run_and_city(runs):
+    rows = {
+        "city": ["tokyo", "pittsburgh", "tokyo", "tokyo"],
+        "method": ["counterfactual", "counterfactual", "deletion", "counterfactual"],
+        "statistic": ["concept", "concept", "concept", "ratio"],
+        "spearman": [0.8, 0.4, -1.0, -1.0],
+        "p_at_k": [1.0, 0.5, 0.0, 0.0],
+    }
+    for run in runs[:2]:
+        (first,) = variant_dirs(run.path)
+        shutil.copytree(first / "masks", first.parent / "other" / "masks")
+        for folder in variant_dirs(run.path):  # the same concept rows in every variant's file, counted once
+            pd.DataFrame(rows).to_csv(folder / "faithfulness.csv", index=False)
+        assert len(variant_dirs(run.path)) == 2
+    scored = concept_faithfulness(runs)
+    assert len(scored) == 4 and set(scored["method"]) == {"counterfactual"}
+    section = concept_section(runs, concept_summary(runs), concept_agreement(runs))
+    assert "counterfactual effects with mean Spearman rho 0.60 and mean P@k 0.75 over 4 run-city" in (
+        section.reading
+    )

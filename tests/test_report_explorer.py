@@ -6,6 +6,7 @@ browser fails it. `.ci/run` installs Debian's chromium and chromium-driver first
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -104,7 +105,33 @@ def explorer_sweep(tmp_path: Path, default_variant, make_run, make_sweep) -> Sim
             "method": ["counterfactual"] * 5,
         }
     ).to_csv(sweep / "0_simple-s0" / "causal.csv", index=False)
+    write_concepts(sweep / "0_simple-s0", ids)
     return SimpleNamespace(dir=sweep, ids=ids, targets=targets)
+
+
+def write_concepts(run_dir: Path, ids: list[str]) -> None:
+    """A concept store of 3 concepts on a 16x16 grid, its images in reverse order: in stored image m concept 0
+    is m + 1 on the top-left quarter, concept 1 is 1 on the bottom-right quarter, concept 2 is nowhere."""
+    stored = ids[::-1]
+    maps = np.zeros((len(ids), 3, 16, 16), np.float32)
+    for m in range(len(ids)):
+        maps[m, 0, :8, :8] = m + 1
+    maps[:, 1, 8:, 8:] = 1
+    (run_dir / "concepts").mkdir()
+    np.save(run_dir / "concepts" / "maps.npy", maps)
+    importance = np.stack([np.arange(len(ids)) * 0.01, np.full(len(ids), 0.5), np.zeros(len(ids))], 1)
+    np.save(run_dir / "concepts" / "importance.npy", importance.astype(np.float32))
+    meta = {"layer": "features.7", "k": 3, "image_ids": stored}
+    (run_dir / "concepts" / "meta.json").write_text(json.dumps(meta))
+    pd.DataFrame(
+        {
+            "city": ["tokyo"] * 3 + ["pittsburgh"] * 3,
+            "concept": [1, 0, 2, 0, 1, 2],
+            "importance": [0.4, 0.2, 0.0, 0.3, 0.1, 0.0],
+            "object": ["signboard", "road", None, "road", "signboard", None],
+            "causal_rank": [1.0, 2.0, None, None, None, None],
+        }
+    ).to_csv(run_dir / "concepts.csv", index=False)
 
 
 def fake_views(image_ids: list[str]) -> np.ndarray:
@@ -167,6 +194,18 @@ def test_explorer_data_and_thumbnails_from_hand_made_runs(explorer_sweep, tmp_pa
     tile = explained[:THUMB_SIDE, :THUMB_SIDE].mean(axis=2)
     assert tile[masks < 0.4].mean() < 5 and tile[masks > 0.6].mean() == pytest.approx(20, abs=3)
     assert len(list((out / ASSET_DIR).glob("*.jpg"))) == 1 + 2 * len(runs)
+    # Concepts: run 0's maps in the page's image order, pooled 16 -> 8, scaled by each concept's peak.
+    concepts = data["runs"][0]["concepts"]
+    assert data["runs"][1]["concepts"] is None
+    assert (concepts["k"], concepts["grid"], concepts["layer"]) == (3, 8, "features.7")
+    assert concepts["names"] == ["road", "signboard", None]
+    assert concepts["city_importance"]["tokyo"] == [0.2, 0.4, 0.0]
+    maps = np.frombuffer(base64.b64decode(concepts["maps"]), np.uint8).reshape(len(made.ids), 3, 8, 8)
+    n = len(made.ids)
+    for i in (0, 5, n - 1):  # page image i is stored image n - 1 - i: concept 0 is n - i there, peak n
+        assert (maps[i, 0, :4, :4] == round(255 * (n - i) / n)).all() and (maps[i, 0, 4:, :] == 0).all()
+        assert concepts["importance"][i] == pytest.approx([0.01 * (n - 1 - i), 0.5, 0.0], abs=1e-3)
+    assert (maps[:, 1, 4:, 4:] == 255).all() and (maps[:, 1, :4, :] == 0).all() and not maps[:, 2].any()
 
 
 def test_explorer_without_views_or_pairs_shows_masks_alone(explorer_sweep, tmp_path: Path):
@@ -235,6 +274,29 @@ def test_explorer_in_headless_chromium(explorer_sweep, chromium_driver, tmp_path
         assert len(driver.find_elements(By.CSS_SELECTOR, "table.ar tr")) == 4
         driver.save_screenshot(str(screens / "image.png"))
 
+        # Run 0 has concepts: its panel lists them by this image's importance and draws one over the image.
+        (concepts,) = driver.find_elements(By.CSS_SELECTOR, ".run-panel .concepts")
+        assert concepts.get_attribute("data-run") == "simple-s0"
+        select = Select(concepts.find_element(By.CSS_SELECTOR, "select.concept-select"))
+        assert select.first_selected_option.text.startswith("concept 1: signboard, Δlog P 0.500")
+        canvas = concepts.find_element(By.CSS_SELECTOR, "canvas.concept-map")
+        pixels = "return arguments[0].toDataURL()"
+        before = driver.execute_script(pixels, canvas)
+        assert canvas.get_attribute("data-concept") == "1"
+        select.select_by_value("0")
+        WebDriverWait(driver, 10).until(lambda d: canvas.get_attribute("data-concept") == "0")
+        assert driver.execute_script(pixels, canvas) != before
+        caption = concepts.find_element(By.CSS_SELECTOR, ".concept-caption").text
+        assert caption.startswith("concept 0: road") and "(this image)" in caption
+        # concept 0 sits on the top-left quarter: a cell there is opaque, one bottom-right transparent
+        alpha = (
+            "const c = arguments[0].getContext('2d');"
+            "return [c.getImageData(1, 1, 1, 1).data[3], c.getImageData(6, 6, 1, 1).data[3]]"
+        )
+        top_left, bottom_right = driver.execute_script(alpha, canvas)
+        assert top_left > 0 and bottom_right == 0
+        driver.save_screenshot(str(screens / "concepts.png"))
+
         driver.find_element(By.CSS_SELECTOR, "#tabs button[data-view=objects]").click()
         bars = (
             "return [...document.querySelectorAll('#objects-plots .bars path')].map(p => p.getAttribute('d'))"
@@ -257,5 +319,5 @@ def test_explorer_in_headless_chromium(explorer_sweep, chromium_driver, tmp_path
         assert not errors, errors
     finally:
         driver.quit()
-    for name in ("map", "image", "objects", "pairs"):
+    for name in ("map", "image", "concepts", "objects", "pairs"):
         assert (screens / f"{name}.png").stat().st_size > 10_000

@@ -180,3 +180,36 @@ def test_without_a_causal_check_the_recommended_explainer_is_read_unscored(sweep
     headline = text.split("\n## ")[1]
     assert headline.startswith(TITLE) and "unscored" in headline
     assert "signboard* 0.51 ± 0.01" in headline and "†" not in headline.split("\n\n* =")[0]
+
+
+def test_the_concepts_ranking_can_be_the_headline(sweep: Path):
+    """Concept rows that follow the causal effects best make the headline read the run's concepts.csv."""
+    for run in sorted(p for p in sweep.iterdir() if (p / "complete.json").is_file()):
+        folder = run / "analysis" / VARIANT
+        rows = pd.read_csv(folder / "faithfulness.csv")
+        concept = rows[rows["statistic"] == "ratio"].assign(statistic="concept", spearman=1.0, p_at_k=1.0)
+        pd.concat([rows, concept]).to_csv(folder / "faithfulness.csv", index=False)
+        concepts = pd.DataFrame(
+            {
+                "city": ["tokyo", "tokyo", "tokyo", "pittsburgh", "pittsburgh"],
+                "concept": [0, 1, 2, 0, 1],
+                "importance": [0.3, 0.2, 0.7, 0.4, 0.9],
+                "object": ["fence", "fence", "signboard", "earth", None],
+            }
+        )
+        concepts.assign(
+            importance_low=concepts["importance"] - 0.1, importance_high=concepts["importance"] + 0.1
+        ).to_csv(run / "concepts.csv", index=False)
+    runs, _ = scan_sweep(sweep, VARIANT)
+    choice = headline_choice(runs)
+    assert (choice.statistic, choice.spearman, choice.n_perfect) == ("concept", 1.0, 8)
+    table = ranked_objects(runs, choice.variant, "concept")
+    tokyo = table[(table["arch"] == "simple") & (table["city"] == "tokyo")]
+    assert tokyo["object"].tolist() == ["signboard", "fence"]  # fence: its larger concept, 0.3
+    assert tokyo["value"].tolist() == pytest.approx([0.7, 0.3])
+    assert tokyo["low"].tolist() == pytest.approx([0.6, 0.2])
+    out = build_report(sweep, FAST)
+    headline = (out / "report.md").read_text().split("\n## ")[1]
+    assert "concept importance" in headline and "of the concept step" in headline
+    assert "signboard* 0.70 ± 0.00, fence* 0.30 ± 0.00" in headline and "earth* 0.40" in headline
+    assert (out / "headline_concept.png").stat().st_size > 10_000

@@ -14,6 +14,10 @@ Plain functions on tensors and arrays (docs/concepts.md), in the spirit of CRAFT
    object over the object's share of the pixels) where label maps exist, or "matches no object";
 6. `concept_strength` / `match_concepts`: do two networks find the same concepts (Hungarian matching on the
    correlation of per-image strengths over shared images)?
+7. `target_probability` / `probability_drop`: the same removal as a drop of P(target) (not log P), the unit
+   of the causal effects, so a concept's removal can be set beside an object's;
+8. `object_importance`: the concepts' ranking of the objects (an object's concept importance is the largest
+   importance among the city's concepts named after it), scored against the causal effects like R.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ EARLIER_LAYERS: dict[str, str] = {
 }
 TABLE_COLUMNS = ["city", "concept", "n_images", "importance", "importance_low", "importance_high"]
 OBJECT_COLUMNS = ["concept", "object_id", "object", "mass_share", "pixel_share", "lift"]
+RANKED_COLUMNS = ["city", "object", "concept", "importance", "importance_low", "importance_high", "kept"]
 
 Array = torch.Tensor | np.ndarray
 
@@ -492,3 +497,46 @@ def match_concepts(strength_a: np.ndarray, strength_b: np.ndarray) -> ConceptMat
     matched = corr[rows, cols]
     pairs = [(int(i), int(j)) for i, j in zip(rows, cols)]
     return ConceptMatch(pairs, matched, float(matched.mean()))
+
+
+def object_importance(table: pd.DataFrame) -> pd.DataFrame:
+    """The objects as the concepts rank them, from a concepts.csv table (city, concept, importance,
+    importance_low, importance_high, object): per city and object that names at least one of the city's
+    concepts, the largest importance among those concepts, with that concept and its interval; `kept` True.
+    An object no concept is named after is not ranked (as an object below R's threshold). Columns
+    RANKED_COLUMNS, sorted by city then importance (largest first)."""
+    named = table[table["object"].map(lambda o: isinstance(o, str) and o != "")]
+    if named.empty:
+        return pd.DataFrame(columns=RANKED_COLUMNS)
+    ordered = named.sort_values(
+        ["city", "importance", "concept"], ascending=[True, False, True], kind="stable"
+    )
+    best = ordered.drop_duplicates(["city", "object"], keep="first")
+    return best.assign(kept=True)[RANKED_COLUMNS].reset_index(drop=True)
+
+
+def target_probability(
+    network: nn.Module,
+    images: torch.Tensor,
+    targets: Sequence[int] | np.ndarray | torch.Tensor,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """P(target | image) per image (N,) float64, in eval mode (uint8 analysis views normalised first)."""
+    t = torch.as_tensor(np.asarray(targets), dtype=torch.long).reshape(-1)
+    if len(t) != len(images):
+        raise ValueError(f"{len(images)} images and {len(t)} targets disagree")
+    out = []
+    with _eval_mode(network):
+        for i, x in enumerate(_batches(images, batch_size, _device(network))):
+            probs = network(x).softmax(1).cpu()
+            out.append(probs.gather(1, t[i * batch_size : i * batch_size + len(x), None])[:, 0])
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+def probability_drop(importance: np.ndarray, p_target: np.ndarray) -> np.ndarray:
+    """Per image and concept (N, k): P(target) - P(target with the concept removed), from the removal's drop
+    of log P (`concept_importance`) and P(target) of the image (N,): p (1 - exp(-importance)), exactly."""
+    imp, p = np.asarray(importance, np.float64), np.asarray(p_target, np.float64)
+    if imp.ndim != 2 or p.shape != (len(imp),):
+        raise ValueError(f"importance {imp.shape} and P(target) {p.shape}: need (N, k) and (N,)")
+    return p[:, None] * -np.expm1(-imp)

@@ -9,7 +9,8 @@ objects kept in the ratio table (at one threshold) that also have a causal effec
   else `default_k`, capped at the number of common objects.
 With planted objects the table also scores both rankings against what the data holds (causal_planted_p_at_k,
 explained_planted_p_at_k). `faithfulness_by_statistic` scores R and A_p^c of one variant in one table,
-with a `statistic` column (`ratio`, `attribution`). How to read them: docs/faithfulness.md.
+with a `statistic` column (`ratio`, `attribution`); `with_concepts` adds the rows of the concept step's
+object ranking (statistic `concept`, docs/concepts.md). How to read them: docs/faithfulness.md.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ STATISTIC_COLUMNS = [*FAITHFULNESS_COLUMNS[:3], "statistic", *FAITHFULNESS_COLUM
 RATIO_COLUMNS = ("threshold", "city", "object", "ratio", "kept")
 ATTRIBUTION_COLUMNS = ("city", "object", "attribution", "kept")
 CAUSAL_COLUMNS = ("city", "object", "effect", "method")
+# A per-object concept importance table (citylens.analysis.concepts.object_importance).
+CONCEPT_COLUMNS = ("city", "object", "importance", "kept")
+VALUE_COLUMNS = {"ratio": RATIO_COLUMNS, "attribution": ATTRIBUTION_COLUMNS, "importance": CONCEPT_COLUMNS}
 SEPARATOR = "; "
 
 
@@ -103,17 +107,18 @@ def faithfulness(
     label them in error messages (e.g. their paths). causal_top / explained_top list the first k objects of
     each ranking joined by '; ', planted the city's planted objects (empty on real data). With
     value="attribution", `ratios` is an object-attribution table (object_attribution.csv) instead: its kept
-    objects are ranked by A_p^c, and the threshold column is NaN.
+    objects are ranked by A_p^c, and the threshold column is NaN; with value="importance" it is a per-object
+    concept importance table (CONCEPT_COLUMNS), ranked by importance, threshold NaN.
     """
-    if value not in ("ratio", "attribution"):
-        raise ValueError(f"value: {value!r} is not 'ratio' or 'attribution'")
-    require_columns(ratios, RATIO_COLUMNS if value == "ratio" else ATTRIBUTION_COLUMNS, names[0])
+    if value not in VALUE_COLUMNS:
+        raise ValueError(f"value: {value!r} is not one of {list(VALUE_COLUMNS)}")
+    require_columns(ratios, VALUE_COLUMNS[value], names[0])
     require_columns(causal, CAUSAL_COLUMNS, names[1])
     if default_k < 1:
         raise ValueError(f"default_k must be >= 1, got {default_k}")
     planted = {city: list(dict.fromkeys(objs)) for city, objs in (planted or {}).items()}
     rows = []
-    if value == "attribution":
+    if value != "ratio":
         threshold = float("nan")
         at = ratios[ratios["kept"].astype(bool)]
     elif len(ratios):
@@ -171,6 +176,25 @@ def faithfulness_by_statistic(
         for table, name, value in ((ratios, names[0], "ratio"), (attribution, names[1], "attribution"))
     ]
     return pd.concat(parts, ignore_index=True)[STATISTIC_COLUMNS]
+
+
+def with_concepts(
+    table: pd.DataFrame,
+    objects: pd.DataFrame,
+    causal: pd.DataFrame,
+    planted: dict[str, Sequence[str]] | None = None,
+    default_k: int = 3,
+    names: tuple[str, str] = ("concept importance", "causal table"),
+) -> pd.DataFrame:
+    """A faithfulness table (with or without a `statistic` column; without one its rows are `ratio`) and the
+    rows of `faithfulness` on a per-object concept importance table (statistic `concept`), stacked; columns
+    STATISTIC_COLUMNS. The concept rows are scored exactly as R's: same k, same common objects rule."""
+    mine = faithfulness(objects, causal, None, planted, default_k, names, "importance").assign(
+        statistic="concept"
+    )
+    first = table if "statistic" in table.columns else table.assign(statistic="ratio")
+    parts = [p for p in (first, mine) if len(p)]
+    return pd.concat(parts, ignore_index=True)[STATISTIC_COLUMNS] if parts else mine[STATISTIC_COLUMNS]
 
 
 def _planted_hits(ranked: list[str], planted: list[str], k: int) -> float:

@@ -28,6 +28,8 @@ from citylens.analysis.concepts import (
     fit_concepts,
     importance_table,
     layer_activations,
+    probability_drop,
+    target_probability,
     upsample_maps,
 )
 from citylens.analysis.faithfulness import CAUSAL_FILE
@@ -44,7 +46,7 @@ CONCEPTS_FILE = "concepts.csv"
 CONCEPTS_DIR = "concepts"
 COLUMNS = [
     "city", "concept", "n_images", "importance", "importance_low", "importance_high",
-    "object", "lift", "mass_share", "causal_rank", "layer", "k",
+    "object", "lift", "mass_share", "causal_rank", "layer", "k", "importance_p",
 ]  # fmt: skip
 
 
@@ -123,6 +125,20 @@ def causal_ranks(causal: pd.DataFrame | None, table: pd.DataFrame) -> list[float
     return [ranks.get((r.city, r.object), np.nan) for r in table.itertuples()]
 
 
+def city_means(
+    values: np.ndarray, targets: np.ndarray, cities: list[str], table: pd.DataFrame
+) -> list[float]:
+    """Each row's (city, concept) mean of per-image values (N, k) over the city's images (targets = the
+    true city): the removal's mean drop of P(true city), beside the mean drop of log P in `importance`."""
+    means = {
+        (city, j): float(values[targets == c, j].mean())
+        for c, city in enumerate(cities)
+        if (targets == c).any()
+        for j in range(values.shape[1])
+    }
+    return [means.get((r.city, r.concept), np.nan) for r in table.itertuples()]
+
+
 def run_concepts(context: Context, options: ConceptsOptions) -> StepResult:
     """Fit the concept bank on the fitting split, map and score the test split; write concepts.csv, the
     concept store (concepts/) and one figure per city."""
@@ -140,7 +156,7 @@ def run_concepts(context: Context, options: ConceptsOptions) -> StepResult:
         bank = fit_concepts(fitted_on, options.k, options.seed, options.max_locations)
         del fitted_on
         targets = test.targets()
-        maps, importance = [], []
+        maps, importance, p_drops = [], [], []
         n = len(test.records)
         for start in range(0, n, options.batch_size):
             stop = min(n, start + options.batch_size)
@@ -148,6 +164,8 @@ def run_concepts(context: Context, options: ConceptsOptions) -> StepResult:
             activations = layer_activations(network, layer, images, options.batch_size)
             part = concept_maps(activations, bank)
             importance.append(concept_importance(network, layer, images, targets[start:stop], bank, part))
+            p_true = target_probability(network, images, targets[start:stop], options.batch_size)
+            p_drops.append(probability_drop(importance[-1], p_true))
             maps.append(part.numpy())
     maps_all = np.concatenate(maps) if maps else np.zeros((0, options.k, 1, 1), np.float32)
     scores = np.concatenate(importance) if importance else np.zeros((0, options.k), np.float32)
@@ -167,6 +185,9 @@ def run_concepts(context: Context, options: ConceptsOptions) -> StepResult:
     causal_file = run_dir / CAUSAL_FILE
     table["causal_rank"] = causal_ranks(pd.read_csv(causal_file) if causal_file.is_file() else None, table)
     table["layer"], table["k"] = layer, options.k
+    table["importance_p"] = city_means(
+        np.concatenate(p_drops) if p_drops else scores, targets, test.cities, table
+    )
     table = table[COLUMNS]
     _save_npy(out / "bank.npy", bank)
     _save_npy(out / "maps.npy", maps_all.astype(np.float32))

@@ -1,5 +1,6 @@
-"""The faithfulness step of a run's analysis: faithfulness.csv (R, and for an attribution explainer also the
-object attribution A_p^c, against causal effects) and sanity.csv (the model-parameter randomisation test) of
+"""The faithfulness step of a run's analysis: faithfulness.csv (R, for an attribution explainer also the
+object attribution A_p^c, and where the run has concepts.csv the concepts' object ranking, against causal
+effects) and sanity.csv (the model-parameter randomisation test) of
 one variant, as plain functions (docs/faithfulness.md).
 """
 
@@ -17,18 +18,21 @@ import torch
 from torch import nn
 
 from citylens.analysis.attribution import ATTRIBUTION_FILE
+from citylens.analysis.concepts import object_importance
 from citylens.analysis.faithfulness import (
     CAUSAL_FILE,
     FAITHFULNESS_FILE,
     RATIOS_FILE,
     faithfulness,
     faithfulness_by_statistic,
+    with_concepts,
 )
 from citylens.analysis.sanity import FULL, SANITY_FILE, SANITY_FLAG_RHO, ExplainerFactory, sanity_check
 from citylens.core.io import write_csv
 from citylens.core.layers import arch_of, resolve_target_layer
 from citylens.core.view import to_input
 from citylens.explain.methods import EXPLAINERS, build_explainer, explainer_name, is_attribution
+from citylens.pipeline.concepts_step import CONCEPTS_FILE
 from citylens.pipeline.context import Context, SplitData, StepResult
 from citylens.pipeline.masks import balanced_sample
 from citylens.pipeline.steps import StepOptions
@@ -45,14 +49,19 @@ def write_faithfulness(
     default_k: int = 3,
     names: tuple[str, str] = (RATIOS_FILE, CAUSAL_FILE),
     attribution: pd.DataFrame | None = None,
+    concepts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Score one variant's object ratios (and its object attribution, when given: a `statistic` column then
-    says which row scores which) against the run's causal table -> out_dir/faithfulness.csv."""
+    """Score one variant's object ratios (and its object attribution, and the run's concepts (concepts.csv),
+    when given: a `statistic` column then says which row scores which) against the run's causal table ->
+    out_dir/faithfulness.csv."""
     if attribution is None:
         table = faithfulness(ratios, causal, threshold, planted, default_k, names)
     else:
         labels = (names[0], ATTRIBUTION_FILE, names[1])
         table = faithfulness_by_statistic(ratios, attribution, causal, threshold, planted, default_k, labels)
+    if concepts is not None:
+        ranked = object_importance(concepts)
+        table = with_concepts(table, ranked, causal, planted, default_k, (CONCEPTS_FILE, names[1]))
     write_csv(table, Path(out_dir) / FAITHFULNESS_FILE)
     return table
 
@@ -106,7 +115,12 @@ class FaithfulnessOptions(StepOptions):
     n_images test images (as many per city, fixed by the split), batch_size at a time."""
 
     name: ClassVar[str] = "faithfulness"
-    needs: ClassVar[tuple[str, ...]] = (RATIOS_FILE, ATTRIBUTION_FILE, f"../../{CAUSAL_FILE}")
+    needs: ClassVar[tuple[str, ...]] = (
+        RATIOS_FILE,
+        ATTRIBUTION_FILE,
+        f"../../{CAUSAL_FILE}",
+        f"../../{CONCEPTS_FILE}",
+    )
     makes: ClassVar[tuple[str, ...]] = (FAITHFULNESS_FILE, SANITY_FILE)
 
     default_k: int
@@ -126,8 +140,8 @@ class FaithfulnessOptions(StepOptions):
 
 
 def run_faithfulness(context: Context, options: FaithfulnessOptions) -> StepResult:
-    """Write the variant's faithfulness.csv (when its object_ratios.csv and the run's causal.csv exist) and
-    sanity.csv (when options.sanity)."""
+    """Write the variant's faithfulness.csv (when its object_ratios.csv and the run's causal.csv exist; with
+    the concept rows when the run has concepts.csv) and sanity.csv (when options.sanity)."""
     variant, run_dir, out = context.variant, Path(context.run_dir), context.out
     result = StepResult()
     ratios, causal = out / RATIOS_FILE, run_dir / CAUSAL_FILE
@@ -135,7 +149,7 @@ def run_faithfulness(context: Context, options: FaithfulnessOptions) -> StepResu
     if missing:
         log.warning("faithfulness skipped: %s has no %s", run_dir, " or ".join(missing))
     else:
-        attribution = out / ATTRIBUTION_FILE
+        attribution, concepts = out / ATTRIBUTION_FILE, run_dir / CONCEPTS_FILE
         table = write_faithfulness(
             pd.read_csv(ratios),
             pd.read_csv(causal),
@@ -145,6 +159,7 @@ def run_faithfulness(context: Context, options: FaithfulnessOptions) -> StepResu
             options.default_k,
             (str(ratios), str(causal)),
             pd.read_csv(attribution) if is_attribution(variant.explainer) and attribution.is_file() else None,
+            pd.read_csv(concepts) if concepts.is_file() else None,
         )
         result.tables["faithfulness"] = table
         result.files.append(out / FAITHFULNESS_FILE)

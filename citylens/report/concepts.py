@@ -2,7 +2,9 @@
 often a city's top concept sits on an object of its counterfactual top 2, the visual-element figures, and
 whether runs find the same concepts: per pair of runs, their concepts matched one to one (Hungarian) on the
 correlation of per-image strengths over the shared test images; architecture pairs against seed pairs with
-the relabelling test of Table 2 (report.tables.comparison_tests)."""
+the relabelling test of Table 2 (report.tables.comparison_tests). Beside each city's top concept: the drop
+of P(true city) when it is removed from the activation (concepts.csv's importance_p) next to the drop when
+the city's top object of the causal table is removed from the image (causal.csv's effect, read as is)."""
 
 from __future__ import annotations
 
@@ -14,16 +16,18 @@ import numpy as np
 import pandas as pd
 
 from citylens.analysis.concepts import concept_strength, match_concepts
-from citylens.analysis.faithfulness import CAUSAL_FILE
+from citylens.analysis.faithfulness import CAUSAL_FILE, FAITHFULNESS_FILE
 from citylens.core.io import read_json
 from citylens.pipeline.runs import Run, pair_group
 from citylens.report import markdown as md
+from citylens.report.faithfulness import primary_method, read_table, stacked_tables
 from citylens.report.sections import Section
 
 CONCEPTS_FILE = "concepts.csv"
 AGREEMENT_COLUMNS = ["group", "run_a", "run_b", "label_a", "label_b", "n_images", "agreement", "distance"]
 SUMMARY_COLUMNS = [
     "run", "label", "city", "concept", "object", "importance", "causal_rank", "second_rank", "has_causal",
+    "drop_p", "top_object", "object_effect", "effect_method",
 ]  # fmt: skip
 
 
@@ -37,25 +41,44 @@ def run_concepts(run: Run) -> tuple[pd.DataFrame, np.ndarray, list[str]] | None:
     return pd.read_csv(table_path), concept_strength(maps), list(meta.get("image_ids", []))
 
 
+def top_objects(causal: pd.DataFrame | None) -> tuple[dict[str, tuple[str, float]], str]:
+    """Each city's object of largest effect in a causal table with that effect, under its primary method
+    (counterfactual, else deletion), and the method; ({}, "") without effects."""
+    if causal is None or causal.empty:
+        return {}, ""
+    method = primary_method(causal)
+    rows = causal[(causal["method"] == method) & np.isfinite(causal["effect"].astype(float))]
+    ranked = rows.sort_values(["city", "effect", "object"], ascending=[True, False, True])
+    first = ranked.drop_duplicates("city")
+    return {c: (o, float(e)) for c, o, e in zip(first["city"], first["object"], first["effect"])}, method
+
+
 def concept_summary(runs: Sequence[Run]) -> pd.DataFrame:
     """Per run and city: the most important concept, its object and causal rank, the causal rank of the
     second most important concept's object, and whether the run has a causal table at all (a concept named
-    after an object without a causal effect, or after none, then has no rank: it is not on the top 2)."""
+    after an object without a causal effect, or after none, then has no rank: it is not on the top 2).
+    Removal side by side: drop_p, the mean drop of P(true city) without the top concept (NaN in a
+    concepts.csv without importance_p), and the city's top object of causal.csv with its effect (the mean
+    drop of P(true city) without the object in the image) and method."""
     rows = []
     for run in runs:
         found = run_concepts(run)
         if found is None:
             continue
         has_causal = (run.path / CAUSAL_FILE).is_file()
+        tops, method = top_objects(read_table(run.path / CAUSAL_FILE))
         for city, table in found[0].groupby("city", sort=False):
             top = table.sort_values("importance", ascending=False, kind="stable")
             second = top["causal_rank"].iloc[1] if len(top) > 1 else np.nan
             first = top.iloc[0]
+            obj, effect = tops.get(city, ("", np.nan))
             rows.append(
                 {"run": run.name, "label": run.label, "city": city, "concept": int(first["concept"]),
                  "object": first["object"] if isinstance(first["object"], str) else "no object",
                  "importance": float(first["importance"]), "causal_rank": float(first["causal_rank"]),
-                 "second_rank": float(second), "has_causal": has_causal}
+                 "second_rank": float(second), "has_causal": has_causal,
+                 "drop_p": float(first.get("importance_p", np.nan)), "top_object": obj,
+                 "object_effect": effect, "effect_method": method if obj else ""}
             )  # fmt: skip
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -79,6 +102,18 @@ def concept_agreement(runs: Sequence[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
 
 
+def concept_faithfulness(runs: Sequence[Run]) -> pd.DataFrame:
+    """The `concept` rows of the runs' faithfulness.csv under the primary causal method, one per run and city
+    (every variant's file holds the same ones); empty when there are none."""
+    rows = stacked_tables(runs, FAITHFULNESS_FILE)
+    if rows.empty or "statistic" not in rows:
+        return pd.DataFrame()
+    mine = rows[rows["statistic"] == "concept"]
+    if mine.empty:
+        return mine
+    return mine[mine["method"] == primary_method(mine)].drop_duplicates(["run", "city"])
+
+
 def concept_section(runs: Sequence[Run], summary: pd.DataFrame, agreement: pd.DataFrame) -> Section:
     """The concepts each run found, their names, how often they are the causal truth, and their agreement."""
     ranked = summary[summary["has_causal"].astype(bool)] if len(summary) else summary
@@ -93,13 +128,33 @@ def concept_section(runs: Sequence[Run], summary: pd.DataFrame, agreement: pd.Da
         reading = (
             "no run has a causal table to check its concepts against; the names come from the label maps"
         )
+    scored = concept_faithfulness(runs)
+    if len(scored):
+        reading += (
+            f". Ranked by their concepts (each object: its most important concept), the objects follow the "
+            f"{scored['method'].iloc[0]} effects with mean Spearman rho "
+            f"{md.fmt(scored['spearman'].astype(float).mean(), 2)} and mean P@k "
+            f"{md.fmt(scored['p_at_k'].astype(float).mean(), 2)} over {len(scored)} run-city cases "
+            "(faithfulness.csv, statistic concept)"
+        )
+    both = summary.dropna(subset=["drop_p", "object_effect"]) if len(summary) else summary
+    if len(both):
+        more = int((both["drop_p"] > both["object_effect"]).sum())
+        concept, obj = md.fmt(both["drop_p"].mean(), 3), md.fmt(both["object_effect"].mean(), 3)
+        reading += (
+            f". Removing a city's top concept from the activation lowers P(true city) by {concept} on "
+            f"average, removing its top object of the causal table from the image by {obj}; the concept "
+            f"more in {more} of {len(both)} run-city cases"
+        )
     if len(agreement):
         by_group = agreement.groupby("group")["agreement"].mean()
         words = ", ".join(f"{g} pairs {md.fmt(v, 2)}" for g, v in by_group.items())
         reading += f". Matched concepts agree (mean correlation of per-image strength) {words}"
     columns = {"label": "run", "city": "city", "concept": "top concept", "object": "named after"}
     columns |= {"importance": "importance (log P drop)", "causal_rank": "its causal rank"}
-    body = md.md_table(summary, columns | {"second_rank": "2nd's causal rank"})
+    columns |= {"second_rank": "2nd's causal rank", "drop_p": "P drop without it"}
+    columns |= {"top_object": "top causal object", "object_effect": "P drop without the object"}
+    body = md.md_table(summary, columns)
     figures = []
     for run in runs[:1]:
         for path in sorted((run.path / "concepts" / "figures").glob("concepts_*.png")):
@@ -110,7 +165,10 @@ def concept_section(runs: Sequence[Run], summary: pd.DataFrame, agreement: pd.Da
         "scored on the test images by the drop of log P(true city) when a concept is removed from the "
         "activation, named after the labelled object its maps concentrate on (lift >= the step's min_lift), "
         "else 'no object' (docs/concepts.md). Causal rank: the named object's rank in the city's "
-        "counterfactual effects (causal.csv; 1 = the largest). Figures: the first run's visual elements per "
-        "city; every run's are in its concepts/figures/."
+        "counterfactual effects (causal.csv; 1 = the largest). P drop without it: the mean drop of P(true "
+        "city) over the city's test images when the concept is removed from the layer's activation; P drop "
+        "without the object: the causal table's effect of the city's top object, removed from the image "
+        "(counterfactual, else deletion; the causal step's image sample). Figures: the first run's visual "
+        "elements per city; every run's are in its concepts/figures/."
     )
     return Section("Concepts the networks found", reading + ".", "\n\n".join([body, *figures, note]))

@@ -1,7 +1,8 @@
 """The sweep explorer: one HTML page per sweep (report/explorer.html) to browse every test image of every run.
 
 Views: Map (t-SNE of one run's masks), Image (one image, every run's mask overlay and explanation, per-image
-AR), Objects (object-ratio bars per city at a chosen threshold) and Pairs (Table 2 as a heatmap). The page
+AR, and for a run with concepts its concept maps, one at a time, over the image), Objects (object-ratio bars
+per city at a chosen threshold) and Pairs (Table 2 as a heatmap). The page
 works from the disk with no network: plotly.js and the data are inline, the thumbnails are JPEG atlases
 (THUMBS_PER_ATLAS small images each) beside it in report/explorer/, read with <img>-style CSS backgrounds,
 which browsers allow for file:// pages (unlike fetch). See docs/explorer.md.
@@ -9,6 +10,7 @@ which browsers allow for file:// pages (unlike fetch). See docs/explorer.md.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +27,7 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from citylens.analysis.residuals import PairwiseResiduals
-from citylens.core.io import atomic_path, atomic_write_text
+from citylens.core.io import atomic_path, atomic_write_text, read_json
 from citylens.explain.explanation import explain, overlay
 from citylens.explain.store import MaskStore
 from citylens.figures import CITY_COLOURS
@@ -41,6 +43,8 @@ THUMBS_PER_ATLAS = ATLAS_COLS * ATLAS_COLS
 CAUSAL_TOP = 3
 JPEG_QUALITY = 80
 CITY_HEX = [to_hex(c) for c in CITY_COLOURS]
+# Concept maps are embedded at most CONCEPT_GRID x CONCEPT_GRID per image and concept, one byte a cell.
+CONCEPT_GRID = 8
 
 
 def _numbers(values: Any, digits: int = 4) -> list[float | None]:
@@ -189,6 +193,54 @@ def causal_top(table: pd.DataFrame | None, k: int = CAUSAL_TOP) -> dict[str, lis
     return {str(city): rows["object"].astype(str).head(k).tolist() for city, rows in ranked.groupby("city")}
 
 
+def concept_data(run: Run, image_ids: Sequence[str], grid: int = CONCEPT_GRID) -> dict[str, Any] | None:
+    """A run's concepts for the Image view; None without a concept store (concepts/meta.json, maps.npy).
+
+    maps: base64 of uint8 (N, k, g, g), N the page's images in `image_ids` order (zeros where the run did not
+    map an image), the stored coefficients area-averaged to g = min(grid, their grid) and divided by each
+    concept's largest value over all images (255 = the concept's strongest cell anywhere), so a weak map
+    looks weak; the page upsamples them bilinearly. importance: per image and concept the drop of log P(true
+    city) without it (importance.npy; null where unmapped). names: each concept's object in concepts.csv
+    (null: matches no object). city_importance: per city the k importances of concepts.csv.
+    """
+    folder = run.path / "concepts"
+    meta = read_json(folder / "meta.json")
+    if not isinstance(meta, dict) or not (folder / "maps.npy").is_file():
+        return None
+    maps = torch.from_numpy(np.load(folder / "maps.npy", allow_pickle=False).astype(np.float32))
+    k, side = maps.shape[1], min(grid, maps.shape[2], maps.shape[3])
+    small = F.adaptive_avg_pool2d(maps, side) if len(maps) else maps.new_zeros((0, k, side, side))
+    peak = small.amax(dim=(0, 2, 3), keepdim=True) if len(small) else torch.ones(1, k, 1, 1)
+    scaled = (small / peak.clamp_min(1e-12) * 255).round().clamp(0, 255).byte().numpy()
+    imp_path = folder / "importance.npy"
+    stored = np.load(imp_path, allow_pickle=False) if imp_path.is_file() else np.full((len(maps), k), np.nan)
+    row = {image: i for i, image in enumerate(meta.get("image_ids", []))}
+    picked = np.array([row.get(image, -1) for image in image_ids])
+    found = picked >= 0
+    out = np.zeros((len(image_ids), k, side, side), np.uint8)
+    out[found] = scaled[picked[found]]
+    importance = np.full((len(image_ids), k), np.nan)
+    importance[found] = stored[picked[found]]
+    table = run.table("concepts.csv")
+    names: list[str | None] = [None] * k
+    by_city: dict[str, list[float | None]] = {}
+    if table is not None:
+        for c, obj in zip(table["concept"], table["object"]):
+            names[int(c)] = obj if isinstance(obj, str) and obj else None
+        for city, rows in table.groupby("city", sort=False):
+            values = rows.set_index("concept")["importance"].reindex(range(k))
+            by_city[str(city)] = _numbers(values, 3)
+    return {
+        "k": int(k),
+        "grid": int(side),
+        "layer": str(meta.get("layer", "")),
+        "maps": base64.b64encode(out.tobytes()).decode("ascii"),
+        "importance": [_numbers(v, 3) for v in importance],
+        "names": names,
+        "city_importance": by_city,
+    }
+
+
 def _pairs(runs: Sequence[Run], pairs: PairwiseResiduals | None, per_pair: pd.DataFrame) -> list[dict]:
     """Every pair of runs: indices, per-image AR, and Table 2's AR with its interval."""
     if pairs is None:
@@ -245,6 +297,7 @@ def explorer_data(
                 **_tsne(r),
                 "ratios": ratios,
                 "causal": causal_top(r.table("causal.csv")),
+                "concepts": concept_data(r, first.image_ids),
             }
             for r, colour, ratios in zip(runs, run_colours([r.arch for r in runs]), ratio_runs)
         ],

@@ -168,7 +168,8 @@ def _reading(rows: pd.DataFrame, method: str, variant: str) -> str:
 def faithfulness_section(runs: Sequence[Run], out: Path) -> tuple[Section, pd.DataFrame] | None:
     """The table per architecture and the R-vs-effect figure; None when no run has faithfulness.csv."""
     rows = stacked_tables(runs, FAITHFULNESS_FILE)
-    if "statistic" in rows:  # attribution variants also score A_p^c; this section reads R (the paper's)
+    # Attribution variants also score A_p^c, runs with concepts their concepts; this section reads R.
+    if "statistic" in rows:
         rows = rows[rows["statistic"].fillna("ratio") == "ratio"].drop(columns="statistic")
     if rows.empty:
         return None

@@ -2,7 +2,9 @@
 
 The objects are ranked by the (variant, statistic) whose rankings agree best with the causal effects in the
 runs' faithfulness.csv (mean Spearman rho over run-city cases; counterfactual effects on synthetic data,
-deletion on real data). The paper's object ratio R of the first variant stands beside it. On real data the
+deletion on real data), the concept step's object ranking among them (statistic `concept`, read from the
+run's concepts.csv: the same for every variant). The paper's object ratio R of the first variant stands
+beside it. On real data the
 same choice is read from the deletion check. docs/faithfulness.md says how the statistics are scored.
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from citylens.analysis.concepts import object_importance
 from citylens.analysis.faithfulness import FAITHFULNESS_FILE, RATIOS_FILE
 from citylens.figures import save
 from citylens.pipeline.runs import Run, pair_group
@@ -32,10 +35,23 @@ from citylens.report.sections import Section
 
 TITLE = "What makes each city recognisable"
 ATTRIBUTION_FILE = "object_attribution.csv"
-# Per statistic: the variant file it is read from and its value column.
-STATISTICS = {"ratio": (RATIOS_FILE, "ratio"), "attribution": (ATTRIBUTION_FILE, "attribution")}
-WORDS = {"ratio": "object ratio R", "attribution": "object attribution A (signed sum over the object)"}
-AXIS = {"ratio": "R (explained / all px)", "attribution": "A (object attribution, log P units)"}
+CONCEPTS_FILE = "concepts.csv"
+# Per statistic: the file it is read from (a variant's; concepts.csv is the run's) and its value column.
+STATISTICS = {
+    "ratio": (RATIOS_FILE, "ratio"),
+    "attribution": (ATTRIBUTION_FILE, "attribution"),
+    "concept": (CONCEPTS_FILE, "importance"),
+}
+WORDS = {
+    "ratio": "object ratio R",
+    "attribution": "object attribution A (signed sum over the object)",
+    "concept": "concept importance (each object: its most important concept named after it)",
+}
+AXIS = {
+    "ratio": "R (explained / all px)",
+    "attribution": "A (object attribution, log P units)",
+    "concept": "concept importance (drop of log P)",
+}
 TOP = 5
 # Explainers by their measured faithfulness on the synthetic cities (docs/gpu.md), for data without a check.
 RECOMMENDED = ("occlusion", "ig", "shapley", "smoothgrad", "ixg")
@@ -54,6 +70,8 @@ class Choice:
     n_perfect: int
 
     def words(self) -> str:
+        if self.statistic == "concept":  # the run's concepts: no explainer, no variant
+            return f"{WORDS['concept']} of the concept step"
         return f"{WORDS.get(self.statistic, self.statistic)} of the {self.variant} variant"
 
 
@@ -81,13 +99,20 @@ def object_values(run: Run, variant: str, statistic: str) -> pd.DataFrame:
     """One run's per-object values of a statistic: city, object, value, low, high (empty if not written;
     low and high NaN in a table without intervals).
 
-    Ratios are the kept objects at the run's threshold; attributions every object the variant scored."""
+    Ratios are the kept objects at the run's threshold; attributions every object the variant scored;
+    concepts every object named after one of the city's concepts (its most important one, the run's
+    concepts.csv: `variant` plays no part)."""
     filename, column = STATISTICS[statistic]
-    table = read_table(variant_dirs(run).get(variant, run.path) / filename)
+    folder = run.path if statistic == "concept" else variant_dirs(run).get(variant, run.path)
+    table = read_table(folder / filename)
     if table is None or table.empty:
         return pd.DataFrame(columns=["city", "object", "value", "low", "high"])
     if statistic == "ratio":
         table = table[np.isclose(table["threshold"], run.threshold) & table["kept"].astype(bool)]
+    if statistic == "concept":
+        table = object_importance(table).rename(
+            columns={"importance_low": "ci_low", "importance_high": "ci_high"}
+        )
     return pd.DataFrame(
         {
             "city": table["city"],
@@ -263,7 +288,8 @@ def headline_section(runs: Sequence[Run], choice: Choice, out: Path) -> Section:
         "(e.g. a background class the generator cannot remove), so its rank rests on the explainer "
         "alone and the faithfulness score above does not cover it. Each value is the mean over the "
         "architecture's runs of the city's per-object statistic; every run's 95% interval over test places "
-        f"is in {STATISTICS[choice.statistic][0]} of its variant folder. Why this statistic: "
+        f"is in {STATISTICS[choice.statistic][0]} of its "
+        f"{'run' if choice.statistic == 'concept' else 'variant'} folder. Why this statistic: "
         "docs/faithfulness.md."
     )
     figure = None
@@ -283,7 +309,7 @@ def headline_section(runs: Sequence[Run], choice: Choice, out: Path) -> Section:
             [r.arch for r in runs],
             planted,
             value_label=AXIS[choice.statistic],
-            title=f"{TITLE}: {choice.statistic} of the {choice.variant} variant, every run",
+            title=f"{TITLE}: {choice.words()}, every run",
         )
         figure = save(fig, out / f"headline_{choice.statistic}.png").name
     return Section(TITLE, _reading(choice, paper), body, figure)

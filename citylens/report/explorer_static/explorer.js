@@ -101,6 +101,69 @@
     }
   }
 
+  // ---- Concepts of a run (explorer.py's concept_data): one map at a time over the image, chosen by a select
+  // listing the run's concepts by their importance for this image.
+  const conceptBytes = {};
+
+  function conceptMaps(r) {
+    if (!conceptBytes[r]) {
+      const text = atob(D.runs[r].concepts.maps);
+      const bytes = new Uint8Array(text.length);
+      for (let j = 0; j < text.length; j++) bytes[j] = text.charCodeAt(j);
+      conceptBytes[r] = bytes;
+    }
+    return conceptBytes[r];
+  }
+
+  // The jet colour map, as the mask overlays use; alpha grows with the concept's strength.
+  function jet(t) {
+    const c = (x) => Math.round(255 * Math.max(0, Math.min(1, 1.5 - Math.abs(x))));
+    return [c(4 * t - 3), c(4 * t - 2), c(4 * t - 1)];
+  }
+
+  function paintConcept(canvas, r, i, c) {
+    const C = D.runs[r].concepts, g = C.grid, bytes = conceptMaps(r);
+    const ctx = canvas.getContext("2d");
+    const pixels = ctx.createImageData(g, g);
+    const at = (i * C.k + c) * g * g;
+    for (let j = 0; j < g * g; j++) {
+      const v = bytes[at + j] / 255, rgb = jet(v);
+      pixels.data.set([rgb[0], rgb[1], rgb[2], Math.round(200 * v)], 4 * j);
+    }
+    ctx.putImageData(pixels, 0, 0);
+  }
+
+  function conceptLabel(C, c, i) {
+    const name = C.names[c] || "no object";
+    return "concept " + c + ": " + name + ", Δlog P " + fmt(C.importance[i][c], 3);
+  }
+
+  function conceptView(run, r, i) {
+    const C = run.concepts;
+    const box = el("div", { class: "concepts", "data-run": run.label });
+    const score = (c) => (C.importance[i][c] === null ? -Infinity : C.importance[i][c]);
+    const order = [...Array(C.k).keys()].sort((a, b) => score(b) - score(a) || a - b);
+    const select = el("select", { class: "concept-select" });
+    order.forEach((c) => select.append(el("option", { value: c }, conceptLabel(C, c, i))));
+    const stage = el("div", { class: "concept-stage" });
+    const canvas = el("canvas", { class: "concept-map", width: C.grid, height: C.grid });
+    canvas.style.width = canvas.style.height = T.side * 2 + "px";
+    stage.append(thumb(T.image, i, 2), canvas);
+    const caption = el("div", { class: "concept-caption" });
+    const draw = () => {
+      const c = Number(select.value);
+      paintConcept(canvas, r, i, c);
+      canvas.dataset.concept = String(c);
+      const city = (C.city_importance[D.cities[D.city[i]]] || [])[c];
+      caption.textContent = conceptLabel(C, c, i) + " (this image); " + D.cities[D.city[i]] + " mean " +
+        fmt(city === undefined ? null : city, 3);
+    };
+    select.addEventListener("change", draw);
+    draw();
+    box.append(el("div", { class: "hint" }, "concepts at " + C.layer + " (" + C.k + ")"), select, stage, caption);
+    return box;
+  }
+
   // ---- Image: one test image as every run sees and explains it.
   function showImage(i) {
     state.image = i;
@@ -119,6 +182,7 @@
       panel.append(el("strong", {}, run.label), pair,
         el("div", { class: wrong ? "wrong" : "" },
           "→ " + D.cities[run.pred[i]] + " " + fmt(run.prob[i], 2) + (wrong ? " (wrong)" : "")));
+      if (run.concepts) panel.append(conceptView(run, r, i));
       items.push(panel);
     });
     panels.replaceChildren(...items);
