@@ -10,9 +10,13 @@ of each architecture; in one run it times, on the same test images:
 - the causal analysis (the causal step: counterfactual scenes
   and deletion of every present object, bootstrap intervals, causal.csv and causal_agreement.csv) with a cold
   counterfactual render cache (the first run of a sweep: it renders the scenes into the cache) and a warm one
-  (every later run: forward passes only).
+  (every later run: forward passes only);
+- every other step of the demo's analysis, as a demo run runs it: the concepts and faithfulness steps of the
+  run's Grad-CAM variant, and the explain, objects and faithfulness steps of its occlusion variant
+  (`extra_variants: [occlusion]` in conf/experiment/demo.yaml).
 Printed: test images/s of the causal analysis, and its cost over the rest with a warm cache (target <= 1.0,
-issue 22) and with a cold one."""
+issue 22) and with a cold one, against the Grad-CAM core, against explain+objects, and against the demo's
+whole analysis."""
 
 from __future__ import annotations
 
@@ -26,8 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
-from citylens.app.config import step_options
+from citylens.app.config import CONF_DIR, step_options
 from citylens.data.datamodule import SyntheticCityData
 from citylens.data.synthetic import DEFAULT_CITIES
 from citylens.explain.store import open_store
@@ -60,6 +65,15 @@ def gradcam_store(context: Context) -> None:
     write_variant_store(context, maps, store_provenance(context))
 
 
+OCCLUSION = Variant.from_dict(
+    {
+        **OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "explainer" / "occlusion.yaml")),
+        "explainer": "occlusion",
+    }
+)
+OCCLUSION_STEPS = ("explain", "objects", "faithfulness")
+
+
 def bench_arch(arch: str, datamodule: SyntheticCityData, cache: Path) -> dict[str, tuple[float, float]]:
     """(wall, CPU) seconds of each part of the analysis for one random-weight network."""
     torch.manual_seed(0)
@@ -67,7 +81,8 @@ def bench_arch(arch: str, datamodule: SyntheticCityData, cache: Path) -> dict[st
     segmenter = GroundTruthSegmenter(datamodule.input_size)
     test = datamodule.split_view("test")
     with tempfile.TemporaryDirectory() as tmp:
-        context = Context(module.network, arch, test, Path(tmp), Variant(), segmenter, cache, 0)
+        fit = datamodule.split_view("val")
+        context = Context(module.network, arch, test, Path(tmp), Variant(), segmenter, cache, 0, fit=fit)
         t = {"gradcam_store": timed(lambda: gradcam_store(context))}
         t["ratios"] = timed(lambda: ratios(context))
         t["explain_full"] = timed(lambda: step_options("explain").run(context))
@@ -77,6 +92,10 @@ def bench_arch(arch: str, datamodule: SyntheticCityData, cache: Path) -> dict[st
         shutil.rmtree(cache / COUNTERFACTUAL_CACHE, ignore_errors=True)
         t["causal_cold"] = timed(causal)
         t["causal_warm"] = timed(causal)
+        t["concepts"] = timed(lambda: step_options("concepts").run(context))
+        t["faithfulness"] = timed(lambda: step_options("faithfulness").run(context))
+        occlusion = Context(module.network, arch, test, Path(tmp), OCCLUSION, segmenter, cache, 0, fit=fit)
+        t["occlusion"] = timed(lambda: [step_options(s).run(occlusion) for s in OCCLUSION_STEPS])
     return t
 
 
@@ -106,6 +125,7 @@ def main() -> None:
             for k, clock in enumerate(("wall", "CPU")):
                 core = t["gradcam_store"][k] + t["ratios"][k]
                 full = t["explain_full"][k] + t["objects_full"][k]
+                whole = full + t["concepts"][k] + t["faithfulness"][k] + t["occlusion"][k]
                 warm, cold = t["causal_warm"][k], t["causal_cold"][k]
                 print(
                     f"{arch:9s} {clock:4s} causal {n / warm:6.1f} img/s warm ({warm:.1f} s; cold cache "
@@ -113,6 +133,12 @@ def main() -> None:
                     f"{full:.1f} s | causal/rest {warm / core:.2f} warm, {cold / core:.2f} cold "
                     f"({warm / full:.2f} and {cold / full:.2f} with t-SNE+figures), share of the analysis "
                     f"{warm / (warm + full):.0%} warm (target causal/rest <= 1.0 warm)"
+                )
+                print(
+                    f"{'':9s} {clock:4s} the demo's whole analysis without causal {whole:.1f} s (concepts "
+                    f"{t['concepts'][k]:.1f}, faithfulness {t['faithfulness'][k]:.1f}, occlusion variant "
+                    f"{t['occlusion'][k]:.1f}) | causal/rest {warm / whole:.2f} warm, {cold / whole:.2f} "
+                    f"cold, share of the analysis {warm / (warm + whole):.0%} warm"
                 )
 
 
