@@ -409,21 +409,17 @@ class RenderedShapley(Attribution):
     object_statistic: ClassVar[str] = "mean"
 
     def low_res(
-        self,
-        images: torch.Tensor,
-        targets: Targets = None,
-        baselines: torch.Tensor | None = None,
-        labels: torch.Tensor | np.ndarray | None = None,
-        scenes: SceneRenderer | None = None,
+        self, *args: Any, scenes: SceneRenderer | None = None, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """As Attribution.low_res, with `scenes` the generator's scenes of the batch (required)."""
+        """Attribution.low_res(images, targets, baselines, labels) with `scenes` the generator's scenes of the
+        batch (required)."""
         if scenes is None:
             raise ValueError(
                 f"{type(self).__name__}: needs the synthetic generator's scenes of the images (scenes=)"
             )
         self._scenes = scenes
         try:
-            return super().low_res(images, targets, baselines, labels)
+            return super().low_res(*args, **kwargs)
         finally:
             del self._scenes
 
