@@ -12,7 +12,9 @@ Prints, with the device name, in one run on one random-weight network:
   (16 steps) and SmoothGrad over input x gradient (8 noisy samples), target log P(class), as the pixel
   explainers run them; `python bench/bench_gradcam.py --device cuda` compares every CAM with pytorch-grad-cam;
 - the object explainers' cost: occlusion and (opt-in) Shapley values, milliseconds and forward passes per
-  image with 8 objects per image (at 64 px with --device cpu, 224 px on a GPU);
+  image with 8 objects per image (at 64 px with --device cpu, 224 px on a GPU); Shapley values over
+  coalitions the generator renders (opt-in, `shapley_rendered`) on one batch of real synthetic test images,
+  with the renders first written to an empty counterfactual cache, then read from it;
 - segmentation images/s: CSAIL ResNet50-dilated + PPM with random weights saved to a temporary folder
   (`--segmenter csail`, the paper's kind of model) or the stored label maps (`--segmenter ground_truth`);
 - the wall time of the full after-fit analysis (Grad-CAM -> mask store, t-SNE and Figures 3, 4, 6; label
@@ -33,17 +35,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
 
 from citylens.app.config import step_options
 from citylens.core.layers import ARCHITECTURES, resolve_target_layer
+from citylens.core.view import to_input
 from citylens.data import SyntheticCityData
 from citylens.explain import GradCAM, build_explainer
 from citylens.models import CityClassifier, build_model
 from citylens.pipeline import Variant
 from citylens.pipeline.context import Context
+from citylens.pipeline.masks import CachedScenes
 from citylens.pipeline.steps import run_analysis
 from citylens.segment import GroundTruthSegmenter, Segmenter
 from citylens.segment.csail import CsailSegmenter, build_csail
@@ -250,6 +255,36 @@ def object_explainer_costs(args: argparse.Namespace, device: torch.device) -> di
     return costs
 
 
+def rendered_shapley_cost(
+    args: argparse.Namespace, datamodule: SyntheticCityData, root: Path, device: torch.device
+) -> list[tuple[str, float, float, float]]:
+    """Shapley values over rendered coalitions (explainer shapley_rendered, defaults: exact up to 8 objects)
+    on one test batch: (pass, seconds per image, network forward passes per image, objects per image) with
+    an empty render cache (renders included), then with the renders cached."""
+    network, _, _ = random_network(args, device)
+    test = datamodule.split_view("test")
+    _, views, records = next(test.batches(args.batch))
+    labels = torch.from_numpy(np.stack([GroundTruthSegmenter(args.size).load(r) for r in records]))
+    inputs, targets = to_input(views.to(device)), torch.zeros(len(records), dtype=torch.long, device=device)
+    explainer = build_explainer("shapley_rendered", network, "input", internal_batch_size=args.batch)
+    seen = [0]
+    hook = network.register_forward_hook(
+        lambda module, inputs, output: seen.__setitem__(0, seen[0] + len(output))
+    )
+    costs = []
+    for name in ("renders + forwards", "cached renders"):
+        scenes = CachedScenes(test, records, root / "rendered_shapley")
+        seen[0] = 0
+        synchronize(device)
+        start = time.perf_counter()
+        explainer.low_res(inputs, targets, labels=labels.to(device), scenes=scenes)
+        synchronize(device)
+        n_objects = sum(len(o) for o in scenes.objects()) / len(records)
+        costs.append((name, (time.perf_counter() - start) / len(records), seen[0] / len(records), n_objects))
+    hook.remove()
+    return costs
+
+
 def make_segmenter(args: argparse.Namespace, device: torch.device, folder: Path) -> Segmenter:
     """CSAIL with random weights saved as its checkpoint files, or the stored label maps."""
     if args.segmenter == "ground_truth":
@@ -402,6 +437,11 @@ def main() -> None:
         for name, (seconds, forwards) in object_explainer_costs(args, device).items():
             print(
                 f"objects    {name:10s} {seconds * 1000:9.1f} ms/image   {forwards:6.0f} forward passes/image"
+            )
+        for name, seconds, forwards, objects in rendered_shapley_cost(args, datamodule, root, device):
+            print(
+                f"objects    shapley_rendered ({name}, {objects:.1f} objects/image) {seconds * 1000:9.1f} "
+                f"ms/image   {forwards:6.0f} forward passes/image"
             )
         segmenter = make_segmenter(args, device, root)
         print(f"segmenter  images/s: {segmentation_rate(args, segmenter, datamodule, device):9.1f}")

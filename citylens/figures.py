@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+from matplotlib.ticker import MaxNLocator
 
 from citylens.core.io import atomic_path  # noqa: E402
 from citylens.explain.explanation import explain, overlay, validate_threshold  # noqa: E402
@@ -179,22 +180,36 @@ def ratio_bars(
     max_objects: int = 15,
     planted: dict[str, list[str]] | None = None,
     recovery: pd.DataFrame | None = None,
+    value: str = "ratio",
+    xlabel: str = "R (explained / all pixels of the object)",
 ) -> Figure:
     """Figure 5 for one run: bars of R_p^c for the kept objects, one panel per city, sorted.
 
     With `planted` (synthetic data) the planted objects' bars are drawn black and the panel title gives the
-    recovery precision@k from `recovery` (both tables at one threshold).
+    recovery precision@k from `recovery` (both tables at one threshold). `value` names another per-object
+    column to draw (the object attribution A_p^c, `attribution`): signed values get a line at zero and, when
+    the table has `ci_low`/`ci_high`, their 95% intervals as whiskers.
     """
     kept = table[table["kept"]]
     cities = sorted(kept["city"].unique())
+    signed = not kept[value].between(0, 1).all()
+    whiskers = signed and {"ci_low", "ci_high"} <= set(kept.columns)
     fig, axes = subplots(1, max(1, len(cities)), figsize=(4.5 * max(1, len(cities)), 4.5), squeeze=False)
     for ax, city in zip(axes[0], cities):
-        rows = kept[kept["city"] == city].sort_values("ratio", ascending=False).head(max_objects)[::-1]
+        rows = kept[kept["city"] == city].sort_values(value, ascending=False).head(max_objects)[::-1]
         colour = CITY_COLOURS[cities.index(city) % 10]
         is_planted = rows["object"].isin((planted or {}).get(city, []))
-        ax.barh(rows["object"], rows["ratio"], color=["black" if p else colour for p in is_planted])
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("R (explained / all pixels of the object)")
+        error = None
+        if whiskers:
+            error = np.stack([rows[value] - rows["ci_low"], rows["ci_high"] - rows[value]]).clip(0)
+        colours = ["black" if p else colour for p in is_planted]
+        ax.barh(rows["object"], rows[value], color=colours, xerr=error, ecolor="grey", capsize=2)
+        if signed:
+            ax.axvline(0, color="black", lw=0.6)
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+        else:
+            ax.set_xlim(0, 1)
+        ax.set_xlabel(xlabel)
         label = city
         if recovery is not None and planted and city in planted:
             at = recovery[recovery["city"] == city]

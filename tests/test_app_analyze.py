@@ -182,6 +182,7 @@ def test_analyze_refuses_a_bad_threshold(run: dict):
         ("smoothgrad", ["explainer.options.nt_samples=2"]),
         ("occlusion", []),
         pytest.param("shapley", ["explainer.options.n_samples=2"], marks=pytest.mark.slow),
+        ("shapley_rendered", ["explainer.options.max_exact=4"]),
     ],
 )
 def test_analyze_runs_every_attribution_explainer_into_its_variant(run: dict, name: str, options: list[str]):

@@ -38,7 +38,7 @@ def test_every_group_has_the_required_options():
     assert {"smoke", "demo", "paper"} <= set(GROUPS["experiment"])
     assert "synthetic" in GROUPS["data"]
     assert set(GROUPS["explainer"]) == {"gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"} | {
-        "ig", "ixg", "smoothgrad", "occlusion", "shapley"
+        "ig", "ixg", "smoothgrad", "occlusion", "shapley", "shapley_rendered"
     }  # fmt: skip
 
 

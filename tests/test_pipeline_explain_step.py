@@ -103,7 +103,7 @@ def test_a_store_of_the_same_checkpoint_is_kept_another_is_recomputed(
 def test_only_object_explainers_need_label_maps():
     for name in EXPLAINERS:
         variant = Variant(name, layer="input" if is_attribution(name) else "last_block")
-        assert needs_label_maps(variant) == (name in ("occlusion", "shapley")), name
+        assert needs_label_maps(variant) == (name in ("occlusion", "shapley", "shapley_rendered")), name
 
 
 def test_label_maps_for_the_explainer(split_data, tmp_path: Path, simple_context):

@@ -194,6 +194,49 @@ def test_the_step_writes_object_attribution_for_an_attribution_explainer(split_d
     assert table["n_images"].tolist() == [2, 2, 2, 2]
 
 
+def _bars(fig) -> dict[tuple[str, str], float]:
+    """(city, object) -> bar length of a Figure 5: one horizontal bar per object, one panel per city."""
+    bars = {}
+    for ax in fig.axes:
+        city = ax.get_title().split()[0]
+        names = [t.get_text() for t in ax.get_yticklabels()]
+        for name, patch in zip(names, [p for p in ax.patches if p.get_height() > 0]):
+            bars[(city, name)] = patch.get_width()
+    return bars
+
+
+def test_an_attribution_variant_draws_figure_5_for_both_statistics(
+    split_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from citylens import figures
+
+    data = _labelled(split_data(n=4, size=SIZE), tmp_path / "labels")
+    context = _context(data, tmp_path, Variant("ixg", layer="input"))
+    maps = np.full((4, SIZE, SIZE), -1.0, np.float32)
+    for i in range(4):
+        maps[i, :4] = i + 1
+    _store(context.out, data, maps)
+    drawn = {}
+    save = figures.save
+    monkeypatch.setattr(
+        figures, "save", lambda fig, path: drawn.setdefault(path.name, _bars(fig)) and save(fig, path)
+    )
+    result = step_options("objects", n_boot=50).run(context)
+    out = context.out / "figures"
+    assert result.figures == {
+        "fig5_ratios": out / "fig5_ratios.png",
+        "fig5_attribution": out / "fig5_attribution.png",
+    }
+    assert all(path.is_file() and path.stat().st_size > 5000 for path in result.figures.values())
+    ratios_table = pd.read_csv(context.out / "object_ratios.csv")
+    at = ratios_table[np.isclose(ratios_table["threshold"], 0.5) & ratios_table["kept"]]
+    assert drawn["fig5_ratios.png"] == pytest.approx({(r.city, r.object): r.ratio for r in at.itertuples()})
+    attribution = pd.read_csv(context.out / "object_attribution.csv")
+    expected = {(r.city, r.object): r.attribution for r in attribution[attribution["kept"]].itertuples()}
+    assert drawn["fig5_attribution.png"] == pytest.approx(expected)
+    assert expected[("tokyo", "skyscraper")] == pytest.approx(-32)  # a signed bar, drawn to the left
+
+
 def test_label_maps_of_other_images_are_refused(split_data, tmp_path: Path):
     data = _labelled(split_data(n=4, size=SIZE), tmp_path / "labels")
     context = _context(data, tmp_path)

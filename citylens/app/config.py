@@ -157,6 +157,20 @@ def _check_segmenter(cfg: DictConfig) -> None:
             raise ConfigError(f"segmenter.model: {str(err).splitlines()[0]}") from err
 
 
+def _check_scene_explainer(cfg: DictConfig, variant: Variant) -> None:
+    """An explainer that renders scenes (shapley_rendered) needs the synthetic generator (data=synthetic)."""
+    from citylens.explain.methods import EXPLAINERS
+
+    data = str(_get(cfg, "data._target_"))
+    if getattr(EXPLAINERS[variant.explainer], "needs_scenes", False) and not data.endswith(
+        "SyntheticCityData"
+    ):
+        raise ConfigError(
+            f"explainer: {variant.explainer} renders coalitions of objects with the synthetic generator; "
+            f"data {data} has none (use data=synthetic, or explainer=shapley for pixel fills)"
+        )
+
+
 def _check_loggers(cfg: DictConfig) -> None:
     """Every logger entry names its class: an entry without `_target_` holds keys set for a logger that the
     chosen `logger=` option does not include (e.g. `logger.wandb.mode=online` with `logger=csv`)."""
@@ -200,6 +214,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"ckpt_path: {cfg.ckpt_path} is not a checkpoint file")
     if variant is not None:
         analysis_steps(cfg)
+        _check_scene_explainer(cfg, variant)
     _check_loggers(cfg)
     _check_accelerator(cfg)
     _check_segmenter(cfg)

@@ -19,6 +19,7 @@ from citylens.explain.attribution import (
     IntegratedGradients,
     ObjectShapley,
     Occlusion,
+    RenderedShapley,
     SmoothGrad,
 )
 from citylens.explain.cam import BaseCAM
@@ -84,6 +85,7 @@ ATTRIBUTIONS: dict[str, type[Attribution]] = {
     "smoothgrad": SmoothGrad,
     "occlusion": Occlusion,
     "shapley": ObjectShapley,
+    "shapley_rendered": RenderedShapley,
 }
 EXPLAINERS: dict[str, type[BaseCAM] | type[Attribution]] = {**CAMS, **ATTRIBUTIONS}
 

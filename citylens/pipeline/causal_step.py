@@ -37,6 +37,7 @@ from citylens.core.view import to_input
 from citylens.core.workers import worker_pool
 from citylens.data.synthetic import SyntheticCities
 from citylens.data.synthetic.counterfactuals import (
+    CACHE_FOLDER,
     CounterfactualCache,
     as_view,
     render_job,
@@ -51,7 +52,7 @@ __all__ = ["METHODS", "CausalOptions", "as_view", "causal_agreement", "run_causa
 log = logging.getLogger("citylens.analysis")
 
 # The counterfactual caches' folder under the configured cache_dir.
-COUNTERFACTUAL_CACHE = "counterfactuals"
+COUNTERFACTUAL_CACHE = CACHE_FOLDER
 
 
 def network_predictor(module: torch.nn.Module, bf16: bool = False) -> Predict:

@@ -22,6 +22,7 @@ from citylens.explain.methods import EXPLAINERS
 from citylens.explain.store import STORE_DIR, MaskStore
 from citylens.pipeline.context import Context, SplitData, StepResult
 from citylens.pipeline.masks import (
+    check_scenes,
     compute_maps,
     reusable_store,
     sample_indices,
@@ -65,7 +66,9 @@ def needs_label_maps(variant: Variant) -> bool:
 
 
 def explainer_label_maps(context: Context, batch_size: int) -> Any:
-    """The test split's label maps when the variant's explainer needs them, else None."""
+    """The test split's label maps when the variant's explainer needs them, else None (an explainer that
+    renders scenes is refused on non-synthetic data first, before any segmenting)."""
+    check_scenes(context.variant.explainer, context.test)
     if not needs_label_maps(context.variant):
         return None
     labels = context.label_maps(f"explainer {context.variant.explainer}", batch_size)

@@ -7,6 +7,7 @@ run them on a loaded checkpoint.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ from tqdm.auto import tqdm
 
 import citylens
 from citylens.core.layers import layer_presets
+from citylens.core.records import ImageRecord
 from citylens.core.view import to_input
 from citylens.data.synthetic import SyntheticCities
-from citylens.data.synthetic.counterfactuals import as_view
-from citylens.explain.methods import build_explainer
+from citylens.data.synthetic.counterfactuals import CACHE_FOLDER, CounterfactualCache, Removal, as_view
+from citylens.explain.methods import EXPLAINERS, build_explainer
 from citylens.explain.store import STORE_DIR, MaskStore, StoreError, open_store, write_store
 from citylens.pipeline.context import Context, SplitData, data_root, is_synthetic
 from citylens.pipeline.variant import Variant
@@ -77,6 +79,8 @@ def compute_maps(
     explainer = explainer_for(variant, network, batch_size)
     if getattr(explainer, "needs_labels", False) and labels is None:
         raise ValueError(f"explainer {variant.explainer}: needs the test images' label maps (a segmenter)")
+    check_scenes(variant.explainer, data)
+    cache_root = Path(context.cache_dir) / CACHE_FOLDER
     stop = len(data.records) if stop is None else stop
     true_cities = data.targets()
     device = next(network.parameters()).device
@@ -95,6 +99,8 @@ def compute_maps(
                 extra["labels"] = torch.from_numpy(np.array(labels[first : first + n]))
             if getattr(explainer, "needs_empty", False):
                 extra["baselines"] = empty_scene_inputs(data, first, n).to(device)
+            if getattr(explainer, "needs_scenes", False):
+                extra["scenes"] = CachedScenes(data, data.records[first : first + n], cache_root)
             maps, logits = explainer.low_res(to_input(views.to(device)), targets, **extra)
             maps_parts.append(maps.cpu().numpy())
             prob_parts.append(logits.float().softmax(1).cpu().numpy())
@@ -118,6 +124,35 @@ def empty_scene_inputs(data: SplitData, first: int, n: int) -> torch.Tensor:
         rgb, _ = scenes.render(record.image_id, remove=present)
         views.append(as_view(rgb, data.input_size))
     return to_input(torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2))
+
+
+def check_scenes(explainer: str, data: SplitData) -> None:
+    """Refuse, before any work, an explainer that renders scenes (shapley_rendered) on non-synthetic data."""
+    if getattr(EXPLAINERS[explainer], "needs_scenes", False) and not is_synthetic(data):
+        raise ValueError(
+            f"explainer {explainer}: renders coalitions of objects with the synthetic generator, which "
+            f"{data.describe().get('kind', 'this')} data does not have; use explainer=shapley (pixel fills)"
+        )
+
+
+class CachedScenes:
+    """Synthetic test images as the generator draws them again (a SceneRenderer for RenderedShapley): every
+    batch's removal sets are rendered once into the shared counterfactual cache under `cache_root` (keyed by
+    the dataset fingerprint and the requests) and read from it by every later run."""
+
+    def __init__(self, data: SplitData, records: Sequence[ImageRecord], cache_root: Path) -> None:
+        self.data, self.records, self.cache_root = data, list(records), Path(cache_root)
+        self.root = data_root(data)
+        self.scenes = SyntheticCities(self.root)
+
+    def objects(self) -> list[tuple[str, ...]]:
+        return [tuple(self.scenes.contents(r.image_id)[0]) for r in self.records]
+
+    def render(self, removals: Sequence[Sequence[Removal]]) -> list[torch.Tensor]:
+        requests = [(r.image_id, tuple(sets)) for r, sets in zip(self.records, removals)]
+        cache = CounterfactualCache(self.cache_root, self.data.fingerprint, self.data.input_size, requests)
+        cache.build(self.root, progress=False)
+        return [to_input(torch.from_numpy(views).permute(0, 3, 1, 2)) for _, _, views in cache.views()]
 
 
 def store_provenance(context: Context) -> dict[str, Any]:

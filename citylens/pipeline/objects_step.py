@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -153,5 +154,28 @@ def run_objects(context: Context, options: ObjectsOptions) -> StepResult:
         recovery=at_threshold,
         title=f"{name}: object ratios at threshold {variant.threshold} (Fig. 5)",
     )
-    figure = figures.save(fig, out / "figures" / "fig5_ratios.png")
-    return StepResult([*files, figure], tables, {"fig5_ratios": figure})
+    paths = {"fig5_ratios": figures.save(fig, out / "figures" / "fig5_ratios.png")}
+    if "object_attribution" in tables:
+        paths["fig5_attribution"] = attribution_figure(tables["object_attribution"], planted, name, out)
+    return StepResult([*files, *paths.values()], tables, paths)
+
+
+def attribution_figure(
+    table: pd.DataFrame, planted: dict[str, list[str]] | None, name: str, out: Path
+) -> Path:
+    """Figure 5 of the object attribution A_p^c (attribution variants): figures/fig5_attribution.png, beside
+    the ratios' figure, with the planted objects' recovery from the A ranking (synthetic data)."""
+    recovery = None
+    if planted:
+        recovery = planted_recovery(
+            table.rename(columns={"attribution": "ratio"}).assign(threshold=0.0), planted
+        )
+    fig = figures.ratio_bars(
+        table,
+        planted=planted,
+        recovery=recovery,
+        title=f"{name}: object attribution A with 95% intervals (Fig. 5)",
+        value="attribution",
+        xlabel="A (mean signed attribution on the object, log P units)",
+    )
+    return figures.save(fig, out / "figures" / "fig5_attribution.png")

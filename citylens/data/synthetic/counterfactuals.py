@@ -37,6 +37,9 @@ log = logging.getLogger("citylens.data")
 Removal = frozenset[str]
 Request = tuple[str, tuple[Removal, ...]]  # (image id, the object sets removed, one view each)
 
+# The counterfactual caches' folder under the configured cache_dir (the causal step's and RenderedShapley's).
+CACHE_FOLDER = "counterfactuals"
+
 # Images rendered per chunk: the unit an interrupted build resumes after.
 CHUNK_IMAGES = 32
 
