@@ -38,6 +38,7 @@ from citylens.core.ade20k import class_index
 from citylens.core.layers import LAYER_PRESETS
 from citylens.core.records import ImageRecord
 from citylens.core.run_folder import write_complete
+from citylens.core.view import to_input
 from citylens.data.datamodule import SplitView, SyntheticCityData
 from citylens.data.synthetic import SyntheticCities, renderable_classes
 from citylens.explain.store import write_store
@@ -451,7 +452,7 @@ def _train_tiny(datamodule: object, epochs: int = 20, seed: int = 0) -> nn.Modul
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(epochs):
         for x, y in datamodule.train_dataloader():
-            loss = nn.functional.cross_entropy(net(x), y)
+            loss = nn.functional.cross_entropy(net(to_input(x)), y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from citylens.data import FolderCityData
 from citylens.pipeline import Variant
@@ -28,7 +29,7 @@ def test_broken_files_are_skipped_and_listed(write_folder_dataset, tmp_path: Pat
     skipped = (tmp_path / "skipped_images.csv").read_text()
     assert "paris/text.jpg" in skipped and "oxford/truncated.jpg" in skipped
     x, y = next(iter(dm.train_dataloader()))
-    assert x.shape[1:] == (3, 32, 32) and x.dtype.is_floating_point
+    assert x.shape[1:] == (3, 32, 32) and x.dtype == torch.uint8
 
 
 def test_city_with_no_readable_image_is_an_error(write_folder_dataset, tmp_path: Path):

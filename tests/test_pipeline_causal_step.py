@@ -10,6 +10,7 @@ import torch
 
 from citylens.app.config import step_options
 from citylens.core.ade20k import class_index
+from citylens.core.view import to_input
 from citylens.data.synthetic import SyntheticCities
 from citylens.pipeline import Variant
 from citylens.pipeline.causal_step import COUNTERFACTUAL_CACHE, as_view, causal_effects, causal_probes
@@ -49,7 +50,9 @@ def test_trained_network_relies_on_the_only_cue(
     dm = one_cue_data()
     net = train_tiny(dm)
     with torch.no_grad():
-        accuracy = np.mean([(net(x).argmax(1) == y).float().mean().item() for x, y in dm.test_dataloader()])
+        accuracy = np.mean(
+            [(net(to_input(x)).argmax(1) == y).float().mean().item() for x, y in dm.test_dataloader()]
+        )
     assert accuracy >= 0.9
     test = dm.split_view("test")
     table, rows = causal_effects(net, causal_probes(test, range(len(test.records)), ["counterfactual"]))

@@ -22,7 +22,6 @@ from torch.utils.data import DataLoader, Dataset
 from citylens.core.errors import ConfigError
 from citylens.core.io import atomic_path
 from citylens.core.records import ImageRecord
-from citylens.core.view import to_input
 from citylens.data.cache import ViewCache
 from citylens.data.folder import scan_folder
 from citylens.data.split import SPLITS, balance, min_per_city, split_records, subsample
@@ -31,7 +30,11 @@ log = logging.getLogger("citylens.data")
 
 
 class ViewDataset(Dataset):
-    """Items of a split: (normalised (3,S,S) float tensor, city index); optional horizontal flips."""
+    """Items of a split: ((3,S,S) uint8 view, city index); optional horizontal flips.
+
+    The views stay uint8 until the network's device (CityClassifier.forward normalises them): a quarter of
+    the bytes of float32 to collate, pin and copy to a GPU. `citylens.core.view.to_input` normalises them
+    for any other network."""
 
     def __init__(self, views: np.ndarray, rows: np.ndarray, targets: np.ndarray, hflip: bool) -> None:
         self.views, self.rows, self.targets, self.hflip = views, rows, targets, hflip
@@ -43,7 +46,7 @@ class ViewDataset(Dataset):
         image = torch.from_numpy(np.array(self.views[self.rows[i]])).permute(2, 0, 1)
         if self.hflip and torch.rand(()) < 0.5:
             image = image.flip(-1)
-        return to_input(image[None])[0], int(self.targets[i])
+        return image, int(self.targets[i])
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from citylens.core.view import to_input
 from citylens.models.build import build_model
 
 
@@ -49,6 +50,10 @@ class CityClassifier(pl.LightningModule):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch: uint8 views (the data loaders') are normalised here, on the batch's device;
+        float input is taken as already normalised."""
+        if x.dtype == torch.uint8:
+            x = to_input(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.network(x)
