@@ -86,6 +86,8 @@ def test_section_counts_the_cases_on_the_causal_top_two(runs):
         in section.reading
     )
     assert "seed pairs 1.00" in section.reading and "| signboard |" in section.body
+    # Ranks print as whole numbers, a missing rank as a dash (run 0's tokyo: ranks 1 and 7).
+    assert "| 1 | 7 |" in section.body and "| 1.000 |" not in section.body
 
 
 def test_top_concept_and_top_object_removal_side_by_side(runs):

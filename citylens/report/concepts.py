@@ -31,6 +31,9 @@ SUMMARY_COLUMNS = [
 ]  # fmt: skip
 
 
+RANKS = ("causal_rank", "second_rank")  # whole numbers in the table (NaN: no rank)
+
+
 def run_concepts(run: Run) -> tuple[pd.DataFrame, np.ndarray, list[str]] | None:
     """A run's concepts.csv, per-image concept strengths (N, k) and their image ids; None without them."""
     table_path, maps_path = run.path / CONCEPTS_FILE, run.path / "concepts" / "maps.npy"
@@ -154,7 +157,8 @@ def concept_section(runs: Sequence[Run], summary: pd.DataFrame, agreement: pd.Da
     columns |= {"importance": "importance (log P drop)", "causal_rank": "its causal rank"}
     columns |= {"second_rank": "2nd's causal rank", "drop_p": "P drop without it"}
     columns |= {"top_object": "top causal object", "object_effect": "P drop without the object"}
-    body = md.md_table(summary, columns)
+    ranks = {c: [md.fmt(v) if pd.isna(v) else str(int(v)) for v in summary[c]] for c in RANKS}
+    body = md.md_table(summary.assign(**ranks) if len(summary) else summary, columns)
     figures = []
     for run in runs[:1]:
         for path in sorted((run.path / "concepts" / "figures").glob("concepts_*.png")):
