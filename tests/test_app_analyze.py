@@ -15,7 +15,7 @@ import torch
 from citylens.analysis.ratios import object_ratios
 from citylens.app.analyze import analyze
 from citylens.app.train import train
-from citylens.data.datamodule import to_input
+from citylens.core.view import to_input
 from citylens.explain import GradCAM, upsample_masks
 from citylens.explain.store import StoreError, open_store
 from citylens.models import CityClassifier
