@@ -26,7 +26,7 @@ from citylens.analysis.concepts import (
     nnls_fixed_bank,
     object_importance,
     probability_drop,
-    target_probability,
+    removal_log_probs,
     upsample_maps,
 )
 from citylens.core.ade20k import class_index
@@ -263,14 +263,23 @@ def test_probability_drop_is_the_drop_of_p_behind_the_drop_of_log_p():
         probability_drop(importance, np.array([0.8]))
 
 
-def test_target_probability_is_the_softmax_of_the_target_in_eval_mode():
+def test_removal_log_probs_start_with_the_image_itself_in_eval_mode():
+    # Column 0 (nothing removed: the factorisation plus its residual) is the plain forward pass's log P of the
+    # target, in eval mode, the mode restored; concept_importance is column 0 minus the others.
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
     x = torch.randn(5, 3, 8, 8)
     net(x)
+    targets = [0, 1, 2, 1, 0]
+    acts = layer_activations(net, "2", x)
+    bank = fit_concepts(acts, 2, seed=0)
+    maps = concept_maps(acts, bank)
     net.train()
-    p = target_probability(net, x, [0, 1, 2, 1, 0], batch_size=2)
-    assert net.training  # the mode is restored
+    logp = removal_log_probs(net, "2", x, targets, bank, maps, batch_size=2)
+    assert net.training and logp.shape == (5, 3)
     net.eval()
-    expected = net(x).softmax(1)[torch.arange(5), torch.tensor([0, 1, 2, 1, 0])]
-    assert p == pytest.approx(expected.detach().double().numpy(), abs=1e-6)
+    with torch.no_grad():
+        expected = net(x).log_softmax(1)[torch.arange(5), torch.tensor(targets)]
+    assert logp[:, 0] == pytest.approx(expected.double().numpy(), abs=1e-5)
+    importance = concept_importance(net, "2", x, targets, bank, maps, batch_size=2)
+    assert np.array_equal(importance, logp[:, :1] - logp[:, 1:])

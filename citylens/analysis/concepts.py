@@ -14,8 +14,9 @@ Plain functions on tensors and arrays (docs/concepts.md), in the spirit of CRAFT
    object over the object's share of the pixels) where label maps exist, or "matches no object";
 6. `concept_strength` / `match_concepts`: do two networks find the same concepts (Hungarian matching on the
    correlation of per-image strengths over shared images)?
-7. `target_probability` / `probability_drop`: the same removal as a drop of P(target) (not log P), the unit
-   of the causal effects, so a concept's removal can be set beside an object's;
+7. `probability_drop`: the same removal as a drop of P(target) (not log P), the unit of the causal effects,
+   so a concept's removal can be set beside an object's (P(target) of the image: `removal_log_probs`' first
+   column, from the same pass);
 8. `object_importance`: the concepts' ranking of the objects (an object's concept importance is the largest
    importance among the city's concepts named after it), scored against the causal effects like R.
 """
@@ -289,6 +290,28 @@ def _edited_log_probs(
     return torch.cat(out).double().numpy() if out else np.zeros((0, len(keep)))
 
 
+def removal_log_probs(
+    network: nn.Module,
+    layer: str,
+    images: torch.Tensor,
+    targets: Sequence[int] | np.ndarray | torch.Tensor,
+    bank: Array,
+    maps: Array,
+    batch_size: int = 8,
+    max_rows: int = 256,
+) -> np.ndarray:
+    """Per image (N, k + 1): log P(target) of the image itself, then with each concept k removed from the
+    layer's output, A -> max(A - U_k W_k, 0) (the rest of the factorisation and its residual kept).
+
+    The layers before `layer` run once per image and the rest k + 1 times, the edits in one batch (the layer
+    must be a cut of the network, as every preset and EARLIER_LAYERS entry is; `max_rows` bounds the rows of
+    one such batch).
+    """
+    k = len(_check_bank(bank, None))
+    keep = torch.cat([torch.ones(1, k), 1 - torch.eye(k)])  # the image itself, then each concept removed
+    return _edited_log_probs(network, layer, images, targets, bank, maps, keep, batch_size, max_rows)
+
+
 def concept_importance(
     network: nn.Module,
     layer: str,
@@ -300,16 +323,9 @@ def concept_importance(
     max_rows: int = 256,
 ) -> np.ndarray:
     """Per image and concept (N, k): log P(target) of the image minus log P(target) with concept k removed
-    from the layer's output, A -> max(A - U_k W_k, 0) (the rest of the factorisation and its residual kept).
-
-    The layers before `layer` run once per image and the rest k + 1 times, the edits in one batch (the layer
-    must be a cut of the network, as every preset and EARLIER_LAYERS entry is; `max_rows` bounds the rows of
-    one such batch). Positive: the concept supports the target city; 0 exactly for a concept with zero
-    coefficients.
-    """
-    k = len(_check_bank(bank, None))
-    keep = torch.cat([torch.ones(1, k), 1 - torch.eye(k)])  # the image itself, then each concept removed
-    logp = _edited_log_probs(network, layer, images, targets, bank, maps, keep, batch_size, max_rows)
+    (`removal_log_probs`). Positive: the concept supports the target city; 0 exactly for a concept with zero
+    coefficients."""
+    logp = removal_log_probs(network, layer, images, targets, bank, maps, batch_size, max_rows)
     return logp[:, :1] - logp[:, 1:]
 
 
@@ -513,24 +529,6 @@ def object_importance(table: pd.DataFrame) -> pd.DataFrame:
     )
     best = ordered.drop_duplicates(["city", "object"], keep="first")
     return best.assign(kept=True)[RANKED_COLUMNS].reset_index(drop=True)
-
-
-def target_probability(
-    network: nn.Module,
-    images: torch.Tensor,
-    targets: Sequence[int] | np.ndarray | torch.Tensor,
-    batch_size: int = 64,
-) -> np.ndarray:
-    """P(target | image) per image (N,) float64, in eval mode (uint8 analysis views normalised first)."""
-    t = torch.as_tensor(np.asarray(targets), dtype=torch.long).reshape(-1)
-    if len(t) != len(images):
-        raise ValueError(f"{len(images)} images and {len(t)} targets disagree")
-    out = []
-    with _eval_mode(network):
-        for i, x in enumerate(_batches(images, batch_size, _device(network))):
-            probs = network(x).softmax(1).cpu()
-            out.append(probs.gather(1, t[i * batch_size : i * batch_size + len(x), None])[:, 0])
-    return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
 def probability_drop(importance: np.ndarray, p_target: np.ndarray) -> np.ndarray:

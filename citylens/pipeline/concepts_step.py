@@ -21,7 +21,6 @@ from torch import nn
 
 from citylens.analysis.concepts import (
     EARLIER_LAYERS,
-    concept_importance,
     concept_maps,
     concept_names,
     concept_objects,
@@ -29,7 +28,7 @@ from citylens.analysis.concepts import (
     importance_table,
     layer_activations,
     probability_drop,
-    target_probability,
+    removal_log_probs,
     upsample_maps,
 )
 from citylens.analysis.faithfulness import CAUSAL_FILE
@@ -163,9 +162,9 @@ def run_concepts(context: Context, options: ConceptsOptions) -> StepResult:
             images = _views(test, range(start, stop))
             activations = layer_activations(network, layer, images, options.batch_size)
             part = concept_maps(activations, bank)
-            importance.append(concept_importance(network, layer, images, targets[start:stop], bank, part))
-            p_true = target_probability(network, images, targets[start:stop], options.batch_size)
-            p_drops.append(probability_drop(importance[-1], p_true))
+            logp = removal_log_probs(network, layer, images, targets[start:stop], bank, part)
+            importance.append(logp[:, :1] - logp[:, 1:])
+            p_drops.append(probability_drop(importance[-1], np.exp(logp[:, 0])))
             maps.append(part.numpy())
     maps_all = np.concatenate(maps) if maps else np.zeros((0, options.k, 1, 1), np.float32)
     scores = np.concatenate(importance) if importance else np.zeros((0, options.k), np.float32)
