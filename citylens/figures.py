@@ -187,12 +187,12 @@ def ratio_bars(
 
     With `planted` (synthetic data) the planted objects' bars are drawn black and the panel title gives the
     recovery precision@k from `recovery` (both tables at one threshold). `value` names another per-object
-    column to draw (the object attribution A_p^c, `attribution`): signed values get a line at zero and, when
-    the table has `ci_low`/`ci_high`, their 95% intervals as whiskers.
+    column to draw (the object attribution A_p^c, `attribution`): drawn signed, with a line at zero and, when
+    the table has `ci_low`/`ci_high`, their 95% intervals as whiskers, whatever range its values fall in.
     """
     kept = table[table["kept"]]
     cities = sorted(kept["city"].unique())
-    signed = not kept[value].between(0, 1).all()
+    signed = value != "ratio"  # R lies in [0, 1]; any other statistic is drawn signed, about zero
     whiskers = signed and {"ci_low", "ci_high"} <= set(kept.columns)
     fig, axes = subplots(1, max(1, len(cities)), figsize=(4.5 * max(1, len(cities)), 4.5), squeeze=False)
     for ax, city in zip(axes[0], cities):

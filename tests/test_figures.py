@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from matplotlib.container import ErrorbarContainer
 
 from citylens.explain import build_explainer
+from citylens.figures import ratio_bars
 
 
 def test_explainer_grid_writes_a_png_of_the_layout_size_and_refuses_mismatches(networks, tmp_path) -> None:
@@ -50,3 +53,26 @@ def test_explainer_grid_writes_a_png_of_the_layout_size_and_refuses_mismatches(n
         explainer_grid(pixels.astype(np.float32), columns, ["a", "b"], 0.5)
     with pytest.raises(ValueError, match="analysis.threshold"):
         explainer_grid(pixels, columns, ["a", "b"], 1.5)
+
+
+def test_ratio_bars_draws_any_statistic_but_r_signed_whatever_its_range() -> None:
+    # Attributions that all happen to lie in [0, 1]: still a signed panel (zero line, free x range) with the
+    # 95% intervals as whiskers, as for any other run; R keeps its [0, 1] axis and no whiskers.
+    table = pd.DataFrame(
+        {
+            "city": ["tokyo"] * 2,
+            "object": ["signboard", "fence"],
+            "attribution": [0.4, 0.1],
+            "ratio": [0.4, 0.1],
+            "ci_low": [0.3, -0.05],
+            "ci_high": [0.5, 0.2],
+            "kept": [True, True],
+        }
+    )
+    attribution = ratio_bars(table, value="attribution", xlabel="A").axes[0]
+    assert any(line.get_xdata()[0] == 0 for line in attribution.lines)  # the zero line
+    assert any(isinstance(c, ErrorbarContainer) for c in attribution.containers)
+    assert attribution.get_xlim()[0] < 0  # the whisker below zero is shown, not clipped at 0
+    ratio = ratio_bars(table).axes[0]
+    assert ratio.get_xlim() == (0, 1)
+    assert not any(isinstance(c, ErrorbarContainer) for c in ratio.containers)
