@@ -35,10 +35,10 @@ from omegaconf import OmegaConf
 from citylens.app.config import CONF_DIR, step_options
 from citylens.data.datamodule import SyntheticCityData
 from citylens.data.synthetic import DEFAULT_CITIES
+from citylens.data.synthetic.counterfactuals import CACHE_FOLDER
 from citylens.explain.store import open_store
 from citylens.models.module import CityClassifier
 from citylens.pipeline import Variant
-from citylens.pipeline.causal_step import COUNTERFACTUAL_CACHE
 from citylens.pipeline.context import Context
 from citylens.pipeline.masks import compute_maps, store_provenance, write_variant_store
 from citylens.pipeline.objects_step import object_ratios
@@ -89,7 +89,7 @@ def bench_arch(arch: str, datamodule: SyntheticCityData, cache: Path) -> dict[st
         t["objects_full"] = timed(lambda: step_options("objects").run(context))
         # Rendering in this process (workers=0), so CPU time counts all of the causal analysis.
         causal = functools.partial(step_options("causal").run, context)
-        shutil.rmtree(cache / COUNTERFACTUAL_CACHE, ignore_errors=True)
+        shutil.rmtree(cache / CACHE_FOLDER, ignore_errors=True)
         t["causal_cold"] = timed(causal)
         t["causal_warm"] = timed(causal)
         t["concepts"] = timed(lambda: step_options("concepts").run(context))

@@ -12,8 +12,9 @@ from citylens.app.config import step_options
 from citylens.core.ade20k import class_index
 from citylens.core.view import to_input
 from citylens.data.synthetic import SyntheticCities
+from citylens.data.synthetic.counterfactuals import CACHE_FOLDER
 from citylens.pipeline import Variant
-from citylens.pipeline.causal_step import COUNTERFACTUAL_CACHE, as_view, causal_effects, causal_probes
+from citylens.pipeline.causal_step import as_view, causal_effects, causal_probes
 from citylens.pipeline.context import Context
 from citylens.segment import GroundTruthSegmenter
 
@@ -93,7 +94,7 @@ def test_render_cache_renders_once_and_keeps_causal_csv_byte_identical(
     assert renders == with_objects  # each test image holding an object, rendered once
     renders.clear()
     cold = run("cold", True)
-    assert renders == with_objects and list((cache / COUNTERFACTUAL_CACHE).iterdir())
+    assert renders == with_objects and list((cache / CACHE_FOLDER).iterdir())
     renders.clear()
     warm = run("warm", True)
     assert renders == []  # the second run of the same dataset renders no scene

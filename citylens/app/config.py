@@ -158,13 +158,21 @@ def _check_segmenter(cfg: DictConfig) -> None:
 
 
 def _check_scene_explainer(cfg: DictConfig, variant: Variant) -> None:
-    """An explainer that renders scenes (shapley_rendered) needs the synthetic generator (data=synthetic)."""
+    """An explainer that renders scenes (shapley_rendered) needs the synthetic generator (data=synthetic),
+    told apart by class as the segmenters are."""
+    from hydra.utils import get_class
+
+    from citylens.data.datamodule import SyntheticCityData
     from citylens.explain.methods import EXPLAINERS
 
+    if not getattr(EXPLAINERS[variant.explainer], "needs_scenes", False):
+        return
     data = str(_get(cfg, "data._target_"))
-    if getattr(EXPLAINERS[variant.explainer], "needs_scenes", False) and not data.endswith(
-        "SyntheticCityData"
-    ):
+    try:
+        synthetic = issubclass(get_class(data), SyntheticCityData)
+    except Exception as err:
+        raise ConfigError(f"data._target_: {err}") from err
+    if not synthetic:
         raise ConfigError(
             f"explainer: {variant.explainer} renders coalitions of objects with the synthetic generator; "
             f"data {data} has none (use data=synthetic, or explainer=shapley for pixel fills)"

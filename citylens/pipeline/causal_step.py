@@ -51,9 +51,6 @@ __all__ = ["METHODS", "CausalOptions", "as_view", "causal_agreement", "run_causa
 
 log = logging.getLogger("citylens.analysis")
 
-# The counterfactual caches' folder under the configured cache_dir.
-COUNTERFACTUAL_CACHE = CACHE_FOLDER
-
 
 def network_predictor(module: torch.nn.Module, bf16: bool = False) -> Predict:
     """uint8 (N, S, S, 3) analysis views -> (N, C) float32 class probabilities from `module` (eval mode).
@@ -250,7 +247,7 @@ def run_causal(context: Context, options: CausalOptions) -> StepResult:
         options.blur_sigma,
         options.min_share,
         options.workers,
-        Path(context.cache_dir) / COUNTERFACTUAL_CACHE if options.render_cache else None,
+        Path(context.cache_dir) / CACHE_FOLDER if options.render_cache else None,
     )
     table, _ = causal_effects(
         context.network, probes, options.batch_size, options.n_boot, options.seed, len(indices), options.bf16
