@@ -103,6 +103,37 @@ def test_object_explainers_give_each_object_its_value(inputs):
     torch.testing.assert_close(torch.from_numpy(values.sum(1)).float() + unlabelled, total, rtol=0, atol=1e-5)
 
 
+def test_occlusion_renumbers_objects_per_image(inputs):
+    """Images with different objects: one pass per object of the fullest image (plus the unperturbed one),
+    and each image's values are those of occluding its own objects one at a time."""
+    network, x, targets = inputs
+    labels = torch.zeros(6, 64, 64, dtype=torch.long)
+    for i in range(
+        6
+    ):  # image i holds objects 10*i+1 .. 10*i+1+i besides 0: 1 to 6 objects, 12 ids in the batch
+        for j in range(i + 1):
+            labels[i, 8 * j : 8 * j + 8] = 10 * i + 1 + j
+    mask = compact_mask(labels)
+    assert [int(m.max()) + 1 for m in mask] == [2, 3, 4, 5, 6, 7]
+    calls = []
+    counted = lambda images: (calls.append(len(images)), _log_probs(network)(images))[1]  # noqa: E731
+    values = FeatureAblation(counted).attribute(
+        x, baselines=fill_images(x, "mean"), target=targets, feature_mask=mask
+    )
+    assert len(calls) == 1 + 7  # not 1 + 22 (one per id in the batch)
+    f = _log_probs(network)
+    with torch.no_grad():
+        base = f(x).gather(1, targets[:, None])[:, 0]
+        for i in range(6):
+            for label in labels[i].unique():
+                filled = x[i : i + 1].clone()
+                region = (labels[i] == label)[None, None].expand_as(filled)
+                filled[region] = fill_images(x[i : i + 1], "mean")[region]
+                drop = base[i] - f(filled)[0, targets[i]]
+                got = values[i][:, labels[i] == label]
+                torch.testing.assert_close(got, torch.full_like(got, float(drop)), rtol=0, atol=1e-5)
+
+
 def test_the_empty_baseline_is_required_and_used(inputs):
     network, x, targets = inputs
     explainer = build_explainer("ig", network, "input", options={"baseline": "empty"})

@@ -298,10 +298,14 @@ class SmoothGrad(Attribution):
 
 
 def compact_mask(labels: torch.Tensor) -> torch.Tensor:
-    """Label maps (N, H, W) -> captum's feature_mask (N, 1, H, W): the label values present in the batch
-    renumbered 0..K-1, so captum perturbs K objects instead of every ADE20K index up to the largest."""
-    _, inverse = torch.unique(labels, return_inverse=True)
-    return inverse.reshape(labels.shape)[:, None].long()
+    """Label maps (N, H, W) -> captum's feature_mask (N, 1, H, W): each image's label values renumbered
+    0..K_i-1 on their own. captum perturbs feature k in every image of the batch at once, so it makes
+    max_i K_i passes instead of one per ADE20K index up to the largest (or per class anywhere in the batch);
+    an image with fewer objects is left as it is in the passes beyond its own."""
+    mask = torch.empty(labels.shape, dtype=torch.long, device=labels.device)
+    for i, image_labels in enumerate(labels):
+        _, mask[i] = torch.unique(image_labels, return_inverse=True)
+    return mask[:, None]
 
 
 class Occlusion(Attribution):
