@@ -8,7 +8,7 @@ BASE ?=
 HEAD ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo smoke test test-all lint bench report same-outputs clean
+.PHONY: help install demo paper-synthetic smoke test test-all lint bench report same-outputs clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ install: $(STAMP) ## create .venv and install citylens with its dev tools (quick
 
 demo: $(STAMP) ## the demo sweep: 4 architectures x 2 seeds on the synthetic cities, then the sweep report
 	$(BIN)/citylens-train -m experiment=demo
+
+paper-synthetic: $(STAMP) ## the paper's 224 px on the synthetic cities: ResNet18 + Simple x 2 seeds (~45 min on 2 cores)
+	$(BIN)/citylens-train -m experiment=paper_synthetic
 
 smoke: $(STAMP) ## a one-minute single run that checks the install
 	$(BIN)/citylens-train experiment=smoke
