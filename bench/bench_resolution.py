@@ -10,7 +10,10 @@ cities, batch, per-architecture epochs and lr, early stopping) over --archs x --
 report is off). The first of --explainers is each run's own variant, the others its `extra_variants` (same
 network, same causal table). `--trainer gpu` adds `trainer=gpu` and --workers loader workers and
 counterfactual renderers; `--override key=value ...` goes to every sweep (replacing a key set here).
-Rerunning with the same --out skips the runs already finished.
+Rerunning with the same --out skips the runs already finished. `--read SIZE=SWEEP_DIR` reads a sweep that
+already ran at that size instead of running one: the demo's at 64 px and `experiment=paper_synthetic`'s at
+224 px are this script's sweeps with two of its explainers (gradcam, occlusion) and the sweep report on.
+Sizes given only by --read are not run.
 
 Then, from every finished run's `analysis/<variant>/faithfulness.csv` (method counterfactual; rows without a
 `statistic` column are the object ratio R, `ratio`), it prints per size x (explainer, statistic): mean
@@ -150,10 +153,28 @@ def summarise(faith: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return table.merge(seconds, on=["size", "arch"], how="left")
 
 
+def parse_read(parser: argparse.ArgumentParser, entries: list[str]) -> dict[int, Path]:
+    """--read SIZE=DIR entries -> {size: sweep dir}; a malformed entry or a missing folder is an error."""
+    read = {}
+    for entry in entries:
+        size, sep, folder = entry.partition("=")
+        if not sep or not size.isdigit():
+            parser.error(f"--read {entry!r}: expected SIZE=SWEEP_DIR, e.g. 64=outputs/sweeps/demo")
+        if not Path(folder).is_dir():
+            parser.error(f"--read {entry!r}: {folder} is not a folder")
+        read[int(size)] = Path(folder).resolve()
+    return read
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=["resnet18", "simple", "simpler", "vgg11"])
-    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 224])
+    parser.add_argument(
+        "--sizes", nargs="*", type=int, default=None, help="default: 64 128 224 (none with --read)"
+    )
+    parser.add_argument(
+        "--read", nargs="*", default=[], metavar="SIZE=DIR", help="read finished sweeps, no run"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument(
         "--explainers",
@@ -167,16 +188,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-resolution"), help="sweeps, caches, the CSV")
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides passed to every sweep")
     args = parser.parse_args()
-    if min(args.sizes) < 16:
+    read = parse_read(parser, args.read)
+    if args.sizes is None:
+        args.sizes = [] if read else [64, 128, 224]
+    if args.sizes and min(args.sizes) < 16:
         parser.error("--sizes: at least 16 px")
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
 
     faith, runs, wall, failed = [], [], {}, []
-    for size in args.sizes:
-        sweep_dir, wall[size], rc = run_sweep(args, size)
-        if rc != 0:
-            failed.append(size)
+    for size in sorted({*args.sizes, *read}):
+        if size in read:
+            sweep_dir, wall[size] = read[size], float("nan")
+        else:
+            sweep_dir, wall[size], rc = run_sweep(args, size)
+            if rc != 0:
+                failed.append(size)
         if sweep_dir.is_dir():
             rows, done = read_sweep(sweep_dir, size)
             faith.append(rows)
@@ -200,12 +227,13 @@ def main() -> None:
         )
     )
     print("\nwall time per run (s)")
-    for size in args.sizes:
+    for size in sorted(wall):
         per_arch = runs[runs["size"] == size].groupby("arch", sort=False)["seconds"].mean()
         n = int((runs["size"] == size).sum())
         archs = ", ".join(f"{arch} {s:.0f}" for arch, s in per_arch.items())
         mean = runs.loc[runs["size"] == size, "seconds"].mean()
-        print(f"{size:4d} px: {mean:.0f} s/run ({archs}); sweep {wall[size]:.0f} s / {n} runs")
+        sweep = f"sweep {wall[size]:.0f} s" if size not in read else f"sweep read from {read[size]}"
+        print(f"{size:4d} px: {mean:.0f} s/run ({archs}); {sweep} / {n} runs")
     print(f"\ntable -> {args.out / 'resolution.csv'}")
     missing = sorted(set(args.explainers) - set(faith["explainer"]))
     problems = []

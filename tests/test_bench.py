@@ -45,15 +45,28 @@ def test_every_benchmark_is_listed():
     assert sorted(p.name for p in BENCH.glob("bench_*.py")) == sorted(TINY)
 
 
-@pytest.mark.parametrize("script", sorted(TINY))
-def test_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path):
-    args, expected = TINY[script]
+def _run(script: str, args: list[str], cwd: Path) -> str:
     done = subprocess.run(
-        [sys.executable, str(BENCH / script), *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, cwd=cwd, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert expected in done.stdout, done.stdout[-3000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("script", sorted(set(TINY) - {"bench_resolution.py"}))
+def test_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path):
+    args, expected = TINY[script]
+    out = _run(script, args, tmp_path)
+    assert expected in out, out[-3000:]
+
+
+def test_resolution_runs_at_a_tiny_size_and_reads_a_finished_sweep(tmp_path: Path):
+    """The tiny sweep, then --read of its folder: the same faithfulness table, no second sweep run."""
+    args, expected = TINY["bench_resolution.py"]
+    ran = _run("bench_resolution.py", args, tmp_path)
+    assert expected in ran, ran[-3000:]
+    read = _run("bench_resolution.py", ["--read", "32=res/size-32", "--out", "again"], tmp_path)
+    assert "sweep read from" in read and not (tmp_path / "again" / "size-32.log").exists()
+    assert (tmp_path / "again" / "resolution.csv").read_text() == (
+        tmp_path / "res" / "resolution.csv"
+    ).read_text()

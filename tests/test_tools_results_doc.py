@@ -180,10 +180,25 @@ def test_a_sweep_without_a_headline_says_so(sweep: Path, doc: Path):
     assert "This sweep has no headline" in doc.read_text()
 
 
-def test_the_repository_document_has_its_markers():
+def test_a_named_block_is_replaced_and_the_default_block_left(sweep: Path, doc: Path):
+    begin, end = rd.markers("paper_synthetic")
+    doc.write_text(DOC + f"\n## At 224 px\n\n{begin}\n\nold\n\n{end}\n\nafter\n")
+    assert rd.main([str(sweep), "--doc", str(doc), "--block", "paper_synthetic"]) == 0
+    text = doc.read_text()
+    assert text.startswith(DOC) and text.endswith(f"{end}\n\nafter\n")
+    named = text.split(begin)[1].split(end)[0]
+    assert "old" not in named and "`2026-01-02_03-04-05`" in named
+    assert rd.main([str(sweep), "--doc", str(doc), "--block", "nowhere"]) == 2
+    with pytest.raises(SystemExit):
+        rd.main([str(sweep), "--doc", str(doc), "--block", "bad name -->"])
+
+
+@pytest.mark.parametrize("block", [rd.BLOCK, "paper_synthetic"])
+def test_the_repository_document_has_its_markers(block: str):
     text = (ROOT / "docs" / "results.md").read_text()
-    assert text.count(rd.BEGIN) == 1 and text.count(rd.END) == 1
-    assert text.index(rd.BEGIN) < text.index(rd.END)
+    begin, end = rd.markers(block)
+    assert text.count(begin) == 1 and text.count(end) == 1
+    assert text.index(begin) < text.index(end)
 
 
 # ---------------------------------------------------------------- links of README.md and docs/*.md

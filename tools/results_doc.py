@@ -1,10 +1,11 @@
 """Write a finished sweep's key results into docs/results.md, between its two markers.
 
-    python tools/results_doc.py SWEEP_DIR [--doc docs/results.md]
+    python tools/results_doc.py SWEEP_DIR [--doc docs/results.md] [--block results]
 
 Reads the sweep report that `citylens-report SWEEP_DIR` (or the end of a `-m` sweep) wrote under
 SWEEP_DIR/report/ and replaces the text between `<!-- results:begin -->` and `<!-- results:end -->` of the
-document with:
+document with (`--block paper_synthetic` uses the markers `<!-- paper_synthetic:begin -->` and
+`<!-- paper_synthetic:end -->` instead: one document holds the demo's and the 224 px preset's results):
 
 - "What makes each city recognisable" (report.md's headline: which explanation statistic agrees best with
   the causal effects, and each city's objects ranked by it), when the sweep has one;
@@ -30,7 +31,15 @@ import re
 import sys
 from pathlib import Path
 
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+BLOCK = "results"
+
+
+def markers(block: str = BLOCK) -> tuple[str, str]:
+    """The begin and end marker lines of a named block."""
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+
+
+BEGIN, END = markers()
 DOC = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 REPORT_DIR = "report"
 REPORT_MD, TABLE2, STATISTICS = "report.md", "table2_grouped.csv", "statistics.csv"
@@ -165,22 +174,24 @@ def results_block(sweep_dir: Path) -> str:
     return "\n\n".join(parts)
 
 
-def replace_block(doc: str, block: str, name: str = "the document") -> str:
-    """`doc` with the text between the markers replaced by `block`; everything else as it was."""
-    start, end = doc.find(BEGIN), doc.find(END)
-    for marker, at in ((BEGIN, start), (END, end)):
+def replace_block(doc: str, block: str, name: str = "the document", which: str = BLOCK) -> str:
+    """`doc` with the text between the markers of block `which` replaced by `block`; the rest as it was."""
+    begin, finish = markers(which)
+    start, end = doc.find(begin), doc.find(finish)
+    for marker, at in ((begin, start), (finish, end)):
         if at < 0 or doc.count(marker) > 1:
             raise ResultsDocError(f"{name}: needs exactly one {marker} line")
     if end < start:
-        raise ResultsDocError(f"{name}: {END} comes before {BEGIN}")
-    return doc[: start + len(BEGIN)] + "\n\n" + block.strip() + "\n\n" + doc[end:]
+        raise ResultsDocError(f"{name}: {finish} comes before {begin}")
+    return doc[: start + len(begin)] + "\n\n" + block.strip() + "\n\n" + doc[end:]
 
 
-def update(sweep_dir: Path, doc: Path = DOC) -> str:
-    """Replace the results block of `doc` with `sweep_dir`'s results; return the block written."""
+def update(sweep_dir: Path, doc: Path = DOC, which: str = BLOCK) -> str:
+    """Replace block `which` of `doc` with `sweep_dir`'s results; return the block written."""
     block = results_block(sweep_dir)
-    text = replace_block(read_text(doc, f"the document to update, with {BEGIN} and {END}"), block, str(doc))
-    doc.write_text(text)
+    begin, finish = markers(which)
+    original = read_text(doc, f"the document to update, with {begin} and {finish}")
+    doc.write_text(replace_block(original, block, str(doc), which))
     return block
 
 
@@ -188,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="a finished sweep folder (outputs/sweeps/<stamp>)")
     parser.add_argument("--doc", type=Path, default=DOC, help=f"the document to update (default: {DOC})")
+    parser.add_argument("--block", default=BLOCK, help=f"the markers' name (default: {BLOCK})")
     args = parser.parse_args(argv)
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", args.block):
+        parser.error(f"--block {args.block!r}: lower-case letters, digits and _ only")
     try:
-        block = update(args.sweep_dir, args.doc)
+        block = update(args.sweep_dir, args.doc, args.block)
     except ResultsDocError as err:
         print(f"results_doc: {err}", file=sys.stderr)
         return 2
