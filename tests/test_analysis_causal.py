@@ -14,7 +14,7 @@ def test_delete_objects_fills_only_the_mask() -> None:
     masks = np.zeros((2, 16, 16), bool)
     masks[0, 2:6, 3:9] = True
     masks[1, 10:, :] = True
-    for fill in ("mean", "blur"):
+    for fill in ("mean", "blur", "surround"):
         out = delete_objects(image, masks, fill)
         assert out.shape == (2, 16, 16, 3)
         for k in range(2):
@@ -24,6 +24,24 @@ def test_delete_objects_fills_only_the_mask() -> None:
     assert np.array_equal(delete_objects(image, masks, "mean")[0][masks[0]], np.tile(mean, (24, 1)))
     with pytest.raises(ValueError, match="fill: 'zero'"):
         delete_objects(image, masks, "zero")
+
+
+def test_surround_deletion_leaves_no_silhouette() -> None:
+    """A thin dark fence on a smooth gradient: `surround` restores the gradient under it (within one step of
+    the ramp, 5.8 grey levels), where the mean colour leaves a fence-shaped patch of another shade."""
+    ramp = np.linspace(40, 220, 32)
+    background = np.stack([np.tile(ramp, (32, 1))] * 3, -1)
+    image = background.round().astype(np.uint8)
+    fence = np.zeros((1, 32, 32), bool)
+    fence[0, 4:28, 24:26] = True
+    image[fence[0]] = 0
+    restored = delete_objects(image, fence, "surround", blur_sigma=0.1)[0]
+    error = np.abs(restored[fence[0]].astype(float) - background[fence[0]])
+    assert error.max() <= 5.9
+    mean_error = np.abs(
+        delete_objects(image, fence, "mean")[0][fence[0]].astype(float) - background[fence[0]]
+    )
+    assert mean_error.min() > 40
 
 
 def _redness(views: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from torch import nn
 from citylens.analysis.attribution import attribution_table, object_values
 from citylens.core.ade20k import class_index
 from citylens.core.errors import ConfigError
-from citylens.core.view import to_input
+from citylens.core.view import surround_fill, to_input
 from citylens.data.synthetic import SyntheticCities
 from citylens.data.synthetic.counterfactuals import as_view
 from citylens.explain import build_explainer
@@ -132,6 +132,35 @@ def test_occlusion_renumbers_objects_per_image(inputs):
                 drop = base[i] - f(filled)[0, targets[i]]
                 got = values[i][:, labels[i] == label]
                 torch.testing.assert_close(got, torch.full_like(got, float(drop)), rtol=0, atol=1e-5)
+
+
+def test_occlusion_surround_fill_takes_each_objects_own_surroundings(inputs):
+    """fill=surround: object v's value is the drop when v alone is filled by core.view.surround_fill from
+    the pixels around v (one baseline image serves all objects because each fill reads only the outside)."""
+    network, x, targets = inputs
+    labels = torch.zeros(6, 64, 64, dtype=torch.long)
+    labels[:, :, 20:40] = 3
+    labels[:, 50:, :] = 7
+    explainer = build_explainer("occlusion", network, "input", options={"fill": "surround"})
+    values, _ = explainer.low_res(x, targets, labels=labels)
+    f = _log_probs(network)
+    with torch.no_grad():
+        base = f(x).gather(1, targets[:, None])[:, 0]
+        for v in (0, 3, 7):
+            inside = (labels[0] == v).numpy()
+            filled = x.clone()
+            for i in range(6):
+                image = x[i].permute(1, 2, 0).numpy()
+                fill = (
+                    torch.from_numpy(surround_fill(image, inside[None], 0.1 * 64)[0]).float().permute(2, 0, 1)
+                )
+                filled[i][:, torch.from_numpy(inside)] = fill[:, torch.from_numpy(inside)]
+            drop = base - f(filled).gather(1, targets[:, None])[:, 0]
+            torch.testing.assert_close(values[:, labels[0] == v][:, 0], drop, rtol=0, atol=1e-5)
+    mean_values, _ = build_explainer("occlusion", network, "input").low_res(x, targets, labels=labels)
+    assert (mean_values - values).abs().max() > 1e-3  # another fill, other values
+    with pytest.raises(ValueError, match="label maps"):
+        fill_images(x, "surround")
 
 
 def test_the_empty_baseline_is_required_and_used(inputs):

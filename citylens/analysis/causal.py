@@ -17,9 +17,10 @@ import pandas as pd
 from scipy import ndimage, stats
 
 from citylens.analysis.stats import bootstrap_ci
+from citylens.core.view import surround_fill
 
 METHODS = ("counterfactual", "deletion")
-FILLS = ("mean", "blur")
+FILLS = ("mean", "blur", "surround")
 TABLE_COLUMNS = ["city", "object", "n_images", "effect", "ci_low", "ci_high", "flip_rate", "method"]
 
 Predict = Callable[[np.ndarray], np.ndarray]  # uint8 (N, S, S, 3) analysis views -> (N, C) probabilities
@@ -63,18 +64,24 @@ def delete_objects(
     """The image once per mask with the mask's pixels filled: (K, H, W, 3) uint8 from (H, W, 3), (K, H, W).
 
     fill="mean": the image's mean colour; fill="blur": the image blurred by a Gaussian of `blur_sigma` times
-    the image side (so the fill keeps the surroundings' colours but none of the object's shape).
+    the image side (so the fill keeps the surroundings' colours but none of the object's shape);
+    fill="surround": each mask's pixels from the colours around that mask (core.view.surround_fill at sigma =
+    `blur_sigma` x side), so no silhouette of the object is left.
     """
     check_fill(fill)
     if image.ndim != 3 or masks.ndim != 3 or masks.shape[1:] != image.shape[:2]:
         raise ValueError(f"need an (H, W, 3) image and (K, H, W) masks, got {image.shape} and {masks.shape}")
+    out = np.repeat(image[None], len(masks), axis=0)
+    if fill == "surround":
+        filled = surround_fill(image, masks, blur_sigma * max(image.shape[:2]))
+        out[masks] = filled[masks].round().clip(0, 255).astype(np.uint8)
+        return out
     if fill == "mean":
         filler = np.broadcast_to(image.reshape(-1, 3).mean(0).round().astype(np.uint8), image.shape)
     else:
         sigma = (blur_sigma * max(image.shape[:2]),) * 2 + (0,)
         filler = ndimage.gaussian_filter(image.astype(np.float32), sigma, mode="reflect").round()
         filler = filler.clip(0, 255).astype(np.uint8)
-    out = np.repeat(image[None], len(masks), axis=0)
     for k, mask in enumerate(masks):
         out[k][mask] = filler[mask]
     return out

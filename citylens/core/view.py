@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+from scipy import ndimage
 
 # ImageNet statistics, so optional ImageNet-pretrained torchvision weights see the inputs they expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,3 +49,37 @@ def label_view(label: np.ndarray, size: int) -> np.ndarray:
     if new_size != image.size:
         image = image.resize(new_size, Image.NEAREST)
     return np.asarray(image.crop(box), dtype=np.uint8)
+
+
+# Scales of `surround_fill`, as multiples of its sigma: the finest whose Gaussian weight of the surroundings
+# reaches SURROUND_MIN_WEIGHT at a pixel fills it, so thin objects take their immediate neighbours' colours;
+# pixels deeper inside a large object than both reach take the mean colour around the object.
+SURROUND_SCALES = (0.25, 1.0)
+SURROUND_MIN_WEIGHT = 0.05
+
+
+def surround_fill(image: np.ndarray, masks: np.ndarray, sigma: float) -> np.ndarray:
+    """The (H, W, C) image once per (K, H, W) mask, (K, H, W, C) float64, with the mask's pixels replaced by
+    the colours around the mask: normalised convolution, G * (image outside) / G * (outside), at the finest
+    of SURROUND_SCALES x `sigma` pixels where the outside weighs at least SURROUND_MIN_WEIGHT, else the mean
+    colour outside the mask. A mask that covers the whole image leaves it as it is (nothing surrounds it).
+
+    Unlike a mean-colour or blurred fill it leaves no silhouette of the object (a fence filled with the grey
+    mean is still a fence-shaped patch), so removing an object this way is closer to the scene without it."""
+    if image.ndim != 3 or masks.ndim != 3 or masks.shape[1:] != image.shape[:2]:
+        raise ValueError(f"need an (H, W, C) image and (K, H, W) masks, got {image.shape} and {masks.shape}")
+    image = image.astype(np.float64)
+    inside = masks.astype(bool)
+    outside = (~inside).astype(np.float64)
+    out = np.repeat(image[None], len(inside), axis=0)
+    todo = inside & outside.any(axis=(1, 2))[:, None, None]
+    for scale in SURROUND_SCALES:
+        s = scale * sigma
+        weight = ndimage.gaussian_filter(outside, (0, s, s), mode="reflect")
+        total = ndimage.gaussian_filter(image[None] * outside[..., None], (0, s, s, 0), mode="reflect")
+        take = todo & (weight >= SURROUND_MIN_WEIGHT)
+        out[take] = total[take] / weight[take][:, None]
+        todo &= ~take
+    for k in np.flatnonzero(todo.any(axis=(1, 2))):
+        out[k][todo[k]] = image[~inside[k]].mean(0)
+    return out

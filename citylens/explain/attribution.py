@@ -26,13 +26,13 @@ from scipy import ndimage
 from torch import Tensor, nn
 
 from citylens.core.ade20k import class_index
-from citylens.core.view import MEAN, STD
+from citylens.core.view import MEAN, STD, surround_fill
 from citylens.explain.cam import Targets, _frozen_eval, _target_indices, upsample_masks
 
 # The layer an attribution explainer names: it explains the network's input, not a hidden layer.
 INPUT_LAYER = "input"
 BASELINES = ("mean", "black", "blur", "empty")
-FILLS = ("mean", "blur")
+FILLS = ("mean", "blur", "surround")
 OptTensor = Tensor | None
 
 
@@ -43,10 +43,25 @@ def captum_attr() -> Any:
     return captum.attr
 
 
-def fill_images(images: torch.Tensor, fill: str, blur_sigma: float = 0.1) -> torch.Tensor:
+def fill_images(
+    images: torch.Tensor, fill: str, blur_sigma: float = 0.1, labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """Normalised network inputs (N, 3, H, W) -> the same images filled as the causal step's deletion fills
-    an object: each image's mean colour (`mean`) or the image under a Gaussian blur of `blur_sigma` times
-    its side (`blur`, scipy's reflecting filter as deletion uses), computed on the inputs without rounding."""
+    an object: each image's mean colour (`mean`), the image under a Gaussian blur of `blur_sigma` times
+    its side (`blur`, scipy's reflecting filter as deletion uses), or each object of the (N, H, W) `labels`
+    filled from the pixels around it (`surround`, core.view.surround_fill at sigma = `blur_sigma` x side;
+    objects partition the image, so one filled image serves every object), without rounding."""
+    if fill == "surround":
+        if labels is None:
+            raise ValueError("fill 'surround' needs the images' label maps")
+        sigma = blur_sigma * max(images.shape[-2:])
+        x = images.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+        lab = labels.cpu().numpy()
+        out = np.empty_like(x)
+        for i in range(len(x)):
+            masks = lab[i][None] == np.unique(lab[i])[:, None, None]
+            out[i] = (surround_fill(x[i], masks, sigma) * masks[..., None]).sum(0)
+        return torch.from_numpy(out).permute(0, 3, 1, 2).to(images.device, images.dtype)
     if fill == "mean":
         return images.mean(dim=(2, 3), keepdim=True).expand_as(images).clone()
     sigma = blur_sigma * max(images.shape[-2:])
@@ -139,7 +154,9 @@ class Attribution:
         """The function explained: log-probabilities (N, C) of the classes."""
         return self.network(inputs).float().log_softmax(dim=1)
 
-    def baselines(self, images: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor | None:
+    def baselines(
+        self, images: torch.Tensor, given: torch.Tensor | None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """The reference inputs of the attribution (None: the method needs none)."""
         choice = self.options.get("baseline") or self.options.get("fill")
         if choice is None:
@@ -154,7 +171,7 @@ class Attribution:
             return (-MEAN / STD).to(images.device, images.dtype).expand_as(images).clone()
         if choice == "mean" and "baseline" in self.options:
             return torch.zeros_like(images)
-        return fill_images(images, choice, self.options["blur_sigma"])
+        return fill_images(images, choice, self.options["blur_sigma"], labels)
 
     def attribute(self, images: Tensor, targets: Tensor, baselines: OptTensor, labels: OptTensor) -> Tensor:
         """captum's attributions (N, 3, H, W) of the target classes' log-probabilities."""
@@ -192,7 +209,7 @@ class Attribution:
                 attributions = self.attribute(
                     images.detach(),
                     target_idx.long().to(images.device),
-                    self.baselines(images, baselines),
+                    self.baselines(images, baselines, labels),
                     labels,
                 )
         return self.to_map(attributions.detach().float()), logits
@@ -266,8 +283,10 @@ class SmoothGrad(Attribution):
     def needs_empty(self) -> bool:
         return self.options["method"] == "ig" and super().needs_empty
 
-    def baselines(self, images: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor | None:
-        return super().baselines(images, given) if self.options["method"] == "ig" else None
+    def baselines(
+        self, images: torch.Tensor, given: torch.Tensor | None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        return super().baselines(images, given, labels) if self.options["method"] == "ig" else None
 
     def attribute(self, images: Tensor, targets: Tensor, baselines: OptTensor, labels: OptTensor) -> Tensor:
         o = self.options
