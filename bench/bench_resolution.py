@@ -95,7 +95,9 @@ def run_seconds(path: Path) -> float:
 
 
 def faithfulness_rows(run: Run, size: int) -> pd.DataFrame:
-    """The counterfactual rows of a run's variant: size, arch, seed, explainer, statistic, city, rho, P@k."""
+    """The counterfactual rows of a run's variant: size, arch, seed, explainer, statistic, city, rho, P@k.
+    `explainer` is the variant name's first part: the explainer with the options that differ from its
+    defaults (`occlusion_fill_surround`), so variants of one explainer stay apart."""
     table = run.table("faithfulness.csv")
     if table is None or table.empty:
         return pd.DataFrame()
@@ -107,7 +109,7 @@ def faithfulness_rows(run: Run, size: int) -> pd.DataFrame:
     # R at the variant's own threshold (object_ratios.csv also holds the extra thresholds).
     table = table[~ratio | (table["threshold"] - run.threshold).abs().lt(1e-9)]
     return table.assign(
-        size=size, arch=run.arch, seed=run.seed, run=run.name, explainer=run.settings.explainer
+        size=size, arch=run.arch, seed=run.seed, run=run.name, explainer=run.variant.split("-")[0]
     )[["size", "arch", "seed", "run", "explainer", "statistic", "city", "spearman", "p_at_k"]]
 
 
