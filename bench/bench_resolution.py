@@ -237,7 +237,8 @@ def main() -> None:
         sweep = f"sweep {wall[size]:.0f} s" if size not in read else f"sweep read from {read[size]}"
         print(f"{size:4d} px: {mean:.0f} s/run ({archs}); {sweep} / {n} runs")
     print(f"\ntable -> {args.out / 'resolution.csv'}")
-    missing = sorted(set(args.explainers) - set(faith["explainer"]))
+    ran = set(args.sizes) - set(read)  # a sweep read, not run, holds the variants it was run with
+    missing = sorted(set(args.explainers) - set(faith["explainer"])) if ran else []
     problems = []
     if failed:
         problems.append(f"sweeps failed at {failed} px")
