@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from citylens.app.config import ConfigError, validate
@@ -164,6 +165,20 @@ def test_cli_refuses_a_bad_value_before_training(tmp_path: Path):
     assert proc.returncode != 0
     assert "model.lr" in proc.stdout + proc.stderr
     assert not (tmp_path / "cache").exists()
+
+
+def test_the_paper_synthetic_preset_is_the_demo_at_224_px(compose_cfg, tmp_path: Path):
+    """experiment=paper_synthetic: the demo's data, budget and variants at 224 px; ResNet18, Simple x 2."""
+    demo = compose_cfg(["experiment=demo", "logger=csv", "model=simple"], tmp_path, tmp_path)
+    paper = compose_cfg(["experiment=paper_synthetic", "logger=csv", "model=simple"], tmp_path, tmp_path)
+    validate(paper)
+    assert paper.data.input_size == 224 and demo.data.input_size == 64
+    assert paper.data.images_per_city == demo.data.images_per_city == 700
+    assert paper.trainer.max_epochs == demo.trainer.max_epochs == 6
+    assert list(paper.extra_variants) == list(demo.extra_variants) == ["occlusion"]
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        hydra = compose("train", overrides=["experiment=paper_synthetic"], return_hydra_config=True).hydra
+    assert dict(hydra.sweeper.params) == {"model": "resnet18,simple", "seed": "0,1"}
 
 
 def test_logger_keys_without_their_logger_are_refused(compose_cfg, tmp_path: Path):
