@@ -13,7 +13,8 @@ counterfactual renderers; `--override key=value ...` goes to every sweep (replac
 Rerunning with the same --out skips the runs already finished. `--read SIZE=SWEEP_DIR` reads a sweep that
 already ran at that size instead of running one: the demo's at 64 px and `experiment=paper_synthetic`'s at
 224 px are this script's sweeps with two of its explainers (gradcam, occlusion) and the sweep report on.
-Sizes given only by --read are not run.
+Sizes given only by --read are not run. A run's wall time is read from its folder (below), so a run whose
+analysis was rerun afterwards (`citylens-analyze` rewrites complete.json) reads as that much longer.
 
 Then, from every finished run's `analysis/<variant>/faithfulness.csv` (method counterfactual; rows without a
 `statistic` column are the object ratio R, `ratio`), it prints per size x (explainer, statistic): mean

@@ -71,19 +71,16 @@ def delete_objects(
     check_fill(fill)
     if image.ndim != 3 or masks.ndim != 3 or masks.shape[1:] != image.shape[:2]:
         raise ValueError(f"need an (H, W, 3) image and (K, H, W) masks, got {image.shape} and {masks.shape}")
-    out = np.repeat(image[None], len(masks), axis=0)
-    if fill == "surround":
-        filled = surround_fill(image, masks, blur_sigma * max(image.shape[:2]))
-        out[masks] = filled[masks].round().clip(0, 255).astype(np.uint8)
-        return out
+    sigma = blur_sigma * max(image.shape[:2])
     if fill == "mean":
-        filler = np.broadcast_to(image.reshape(-1, 3).mean(0).round().astype(np.uint8), image.shape)
+        filler = image.reshape(-1, 3).mean(0)
+    elif fill == "blur":
+        filler = ndimage.gaussian_filter(image.astype(np.float32), (sigma, sigma, 0), mode="reflect")
     else:
-        sigma = (blur_sigma * max(image.shape[:2]),) * 2 + (0,)
-        filler = ndimage.gaussian_filter(image.astype(np.float32), sigma, mode="reflect").round()
-        filler = filler.clip(0, 255).astype(np.uint8)
-    for k, mask in enumerate(masks):
-        out[k][mask] = filler[mask]
+        filler = surround_fill(image, masks, sigma)  # one fill per mask
+    out = np.repeat(image[None], len(masks), axis=0)
+    filler = np.broadcast_to(np.asarray(filler).round().clip(0, 255).astype(np.uint8), out.shape)
+    out[masks] = filler[masks]
     return out
 
 

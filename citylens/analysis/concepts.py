@@ -325,8 +325,15 @@ def concept_importance(
     """Per image and concept (N, k): log P(target) of the image minus log P(target) with concept k removed
     (`removal_log_probs`). Positive: the concept supports the target city; 0 exactly for a concept with zero
     coefficients."""
-    logp = removal_log_probs(network, layer, images, targets, bank, maps, batch_size, max_rows)
-    return logp[:, :1] - logp[:, 1:]
+    return log_prob_drops(
+        removal_log_probs(network, layer, images, targets, bank, maps, batch_size, max_rows)
+    )
+
+
+def log_prob_drops(removal: np.ndarray) -> np.ndarray:
+    """`removal_log_probs` (N, k + 1) -> (N, k): log P(target) of the image minus that with each concept
+    removed, the concepts' importance."""
+    return removal[:, :1] - removal[:, 1:]
 
 
 def concept_sobol(

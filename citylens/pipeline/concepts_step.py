@@ -27,6 +27,7 @@ from citylens.analysis.concepts import (
     fit_concepts,
     importance_table,
     layer_activations,
+    log_prob_drops,
     probability_drop,
     removal_log_probs,
     upsample_maps,
@@ -163,7 +164,7 @@ def run_concepts(context: Context, options: ConceptsOptions) -> StepResult:
             activations = layer_activations(network, layer, images, options.batch_size)
             part = concept_maps(activations, bank)
             logp = removal_log_probs(network, layer, images, targets[start:stop], bank, part)
-            importance.append(logp[:, :1] - logp[:, 1:])
+            importance.append(log_prob_drops(logp))
             p_drops.append(probability_drop(importance[-1], np.exp(logp[:, 0])))
             maps.append(part.numpy())
     maps_all = np.concatenate(maps) if maps else np.zeros((0, options.k, 1, 1), np.float32)
