@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-# The parent ignores SIGTERM as a Python-level handler does; after one job, its pool's worker gets the SIGTERM
-# that Pool.terminate() sends (leaving a `with` block calls it) and the script prints the worker's exit code.
+# The parent ignores SIGTERM as a Python-level handler does; after one job, its pool's worker gets the
+# SIGTERM that Pool.terminate() sends (leaving a `with` block calls it) and the script prints whether the
+# worker's process still exists. Not its exit code: the pool's own handler thread reaps dead workers too,
+# and the Process object reads None when that thread wins the race to waitpid (seen once in CI under load).
 SCRIPT = """
 import multiprocessing, os, signal
 from citylens.core.workers import worker_pool
@@ -24,7 +26,11 @@ assert pool.apply(abs, (-3,)) == 3
 worker = pool._pool[0]
 worker.terminate()
 worker.join(5)
-print(worker.exitcode, flush=True)
+try:
+    os.kill(worker.pid, 0)
+    print("alive", flush=True)
+except ProcessLookupError:
+    print("stopped", flush=True)
 os._exit(0)
 """
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="fork and SIGTERM handlers are POSIX")
@@ -52,10 +58,10 @@ def run(pool: str, timeout: float, out: Path) -> tuple[bool, str]:
 @POSIX
 def test_worker_pool_workers_stop_on_sigterm_under_a_parent_handler(tmp_path: Path):
     finished, out = run("worker_pool", timeout=60, out=tmp_path / "out.txt")
-    assert finished and out.strip() == str(-signal.SIGTERM)
+    assert finished and out.strip() == "stopped"
 
 
 @POSIX
 def test_a_plain_pool_worker_survives_it_so_the_first_test_can_fail(tmp_path: Path):
     finished, out = run("plain", timeout=60, out=tmp_path / "out.txt")
-    assert finished and out.strip() == "None"
+    assert finished and out.strip() == "alive"
