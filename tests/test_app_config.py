@@ -126,6 +126,7 @@ def test_bad_explainer_layers_are_refused_before_training(
         ),
         ("data.batch_size=0", "data.batch_size"),
         ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("reuse_freed_memory=sometimes", "reuse_freed_memory"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(compose_cfg, override: str, key: str, tmp_path: Path):

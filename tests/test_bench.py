@@ -32,6 +32,7 @@ TINY = {
         + ["analysis.steps.faithfulness.sanity=false"],
         "faithfulness against the counterfactual effects",
     ),
+    "bench_memory.py": (["--archs", "simple", "--size", "32", "--steps", "2", "--rounds", "2"], "| yes |"),
     "bench_residuals.py": (["--sizes", "300", "600"], "peak RSS N=600 / N=300"),
     "bench_synthetic.py": (["--images", "4"], "img/s"),
     "bench_train_cpu.py": (

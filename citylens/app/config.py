@@ -218,6 +218,9 @@ def validate(cfg: DictConfig) -> None:
     epochs = _get(cfg, "trainer.max_epochs")
     if epochs is not None and not (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)):
         raise ConfigError(f"trainer.max_epochs: must be a positive integer (or -1), got {epochs!r}")
+    reuse = _get(cfg, "reuse_freed_memory")
+    if not isinstance(reuse, bool | None):
+        raise ConfigError(f"reuse_freed_memory: expected true or false, got {reuse!r}")
     if _get(cfg, "ckpt_path") and not Path(str(cfg.ckpt_path)).is_file():
         raise ConfigError(f"ckpt_path: {cfg.ckpt_path} is not a checkpoint file")
     if variant is not None:

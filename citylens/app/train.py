@@ -36,6 +36,7 @@ from citylens.app.config import (
 )
 from citylens.core.io import atomic_write_json, read_json
 from citylens.core.lazy import wandb_loggers
+from citylens.core.memory import reuse_freed_memory
 from citylens.core.run_folder import (
     COMPLETE,
     FAILED,
@@ -267,6 +268,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         check_preset()
+        if cfg.get("reuse_freed_memory") is True:  # any other value: train's validate names it
+            reuse_freed_memory()
         with relaunchable_job():
             result = train(cfg)
     except Exception as err:
