@@ -79,7 +79,9 @@ def test_object_explainers_give_each_object_its_value(inputs):
     labels = torch.zeros(6, 64, 64, dtype=torch.uint8)
     labels[:, :20] = 2
     labels[:, 40:, :30] = 255
-    occlusion, _ = build_explainer("occlusion", network, "input").low_res(x, targets, labels=labels)
+    occlusion, _ = build_explainer("occlusion", network, "input", options={"fill": "mean"}).low_res(
+        x, targets, labels=labels
+    )
     f = _log_probs(network)
     filled = x.clone()
     region = (labels == 2)[:, None].expand_as(x)
@@ -157,7 +159,9 @@ def test_occlusion_surround_fill_takes_each_objects_own_surroundings(inputs):
                 filled[i][:, torch.from_numpy(inside)] = fill[:, torch.from_numpy(inside)]
             drop = base - f(filled).gather(1, targets[:, None])[:, 0]
             torch.testing.assert_close(values[:, labels[0] == v][:, 0], drop, rtol=0, atol=1e-5)
-    mean_values, _ = build_explainer("occlusion", network, "input").low_res(x, targets, labels=labels)
+    mean_values, _ = build_explainer("occlusion", network, "input", options={"fill": "mean"}).low_res(
+        x, targets, labels=labels
+    )
     assert (mean_values - values).abs().max() > 1e-3  # another fill, other values
     with pytest.raises(ValueError, match="label maps"):
         fill_images(x, "surround")

@@ -332,7 +332,7 @@ class Occlusion(Attribution):
     value is log P(target | image) - log P(target | image with the object filled), the fill as the causal
     step's deletion: `mean` colour of the image or `blur` (Gaussian of `blur_sigma` x the image side)."""
 
-    OPTIONS: ClassVar[dict[str, Any]] = {"fill": "mean", "blur_sigma": 0.1}
+    OPTIONS: ClassVar[dict[str, Any]] = {"fill": "surround", "blur_sigma": 0.1}
     needs_labels: ClassVar[bool] = True
     object_statistic: ClassVar[str] = "mean"
 
