@@ -4,7 +4,9 @@ glibc serves every allocation above its mmap threshold (at most 32 MB) with a fr
 free, so a tensor of that size allocated anew each training step (VGG11's 411 MB fully connected weight
 gradient, each large activation) is page-faulted and zeroed by the kernel every step: at the demo's 64 px
 that is 120k page faults and a quarter of VGG11's step time in the kernel. Served from the heap and kept
-there, it is reused without faults (docs/speed.md: 1.02-1.20x faster training steps, the same numbers).
+there, it is reused without faults (docs/speed.md: 1.06-1.22x faster training steps, the same numbers). The
+price: glibc's aligned allocations need a few bytes more than the block just freed, so the heap may grow by
+one or two blocks of the largest size before it settles (tests/test_core_memory.py).
 """
 
 from __future__ import annotations

@@ -330,7 +330,8 @@ def compact_mask(labels: torch.Tensor) -> torch.Tensor:
 class Occlusion(Attribution):
     """Occlusion of whole objects (captum's FeatureAblation, the label map as feature_mask): an object's
     value is log P(target | image) - log P(target | image with the object filled), the fill as the causal
-    step's deletion: `mean` colour of the image or `blur` (Gaussian of `blur_sigma` x the image side)."""
+    step's deletion fills: `surround` (the colours around the object, core.view.surround_fill; the default,
+    docs/results.md), the `mean` colour of the image or `blur` (Gaussian of `blur_sigma` x the image side)."""
 
     OPTIONS: ClassVar[dict[str, Any]] = {"fill": "surround", "blur_sigma": 0.1}
     needs_labels: ClassVar[bool] = True
